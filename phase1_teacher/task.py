@@ -1,0 +1,59 @@
+"""The teacher as a training Task: μ-map → attenuation sinogram, the target projected on the fly."""
+from __future__ import annotations
+
+import torch
+
+from shared.generator import Generator
+from shared.projector import Projector, crop_sinogram, pad_sinogram
+from shared.training import Task
+
+
+class OnTheFlyTarget:
+    """Attenuation sinograms ∫μ dl of a μ-map batch, on the batch's device, padded to S×S."""
+
+    def __init__(self, projector: Projector, size: int, pad_mode: str = "sino"):
+        self.projector, self.size, self.pad_mode = projector, size, pad_mode
+
+    def __call__(self, mu: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return pad_sinogram(self.projector.forward(mu), self.size, self.pad_mode)
+
+
+def teacher_task(config: dict, data, *, use_stored_sino: bool = False, projector: Projector | None = None,
+                 pad_mode: str = "sino") -> Task:
+    """``data`` is an opened dataset (shared.data.dataset_io.Dataset): geometry, scales, fingerprint."""
+    g = data.geometry
+    model = Generator(config, "IS")
+    S = model.size
+    if config["gen_image_size"] != g.image_size:
+        raise ValueError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
+                         f"{g.image_size} (geometry.image_size in {data.root}/dataset.json)")
+    if g.n_radial > S or g.n_angles > S:
+        raise ValueError(f"config gen_sino_size={S} is smaller than the sinogram {g.n_radial}x{g.n_angles}")
+    mu_scale = float(data.scales.get("attenMap", 1.0))
+    sino_scale = float(data.scales.get("attenSino", 1.0))
+    target_of = None if use_stored_sino else OnTheFlyTarget(projector or Projector(g), S, pad_mode)
+
+    def step(model, batch, device):
+        mu = batch["mu"].to(device, non_blocking=True)
+        if use_stored_sino:
+            target = pad_sinogram(batch["atten_sino"].to(device), S, pad_mode)
+        else:
+            target = target_of(mu)
+        pred = model(mu * mu_scale)
+        # loss and metrics on the real R×A sinogram, not on the padding
+        return (crop_sinogram(pred, g.n_radial, g.n_angles),
+                crop_sinogram(target, g.n_radial, g.n_angles) * sino_scale)
+
+    def preview(model, batch, device, path):
+        from shared.plots import image_grid
+
+        pred, target = step(model, batch, device)
+        rows = [[batch["mu"][i, 0].numpy(), target[i, 0].cpu().numpy(), pred[i, 0].cpu().numpy(),
+                 (pred - target)[i, 0].cpu().numpy()] for i in range(min(4, pred.shape[0]))]
+        image_grid(rows, ["μ-map (1/cm)", "true atten. sinogram", "predicted", "predicted − true"], path,
+                   shared_columns=[[0], [1, 2], [3]], row_labels=[f"val #{int(i)}" for i in batch["index"][:4]])
+
+    meta = {"data_fingerprint": data.fingerprint(), "geometry": g.to_dict(), "scales": dict(data.scales),
+            "pad_mode": pad_mode, "direction": "IS", "target": "stored" if use_stored_sino else "projected"}
+    return Task(model=model, step=step, kind="teacher", meta=meta, preview=preview)

@@ -1,0 +1,120 @@
+"""Train (or tune) the teacher: ``python -m phase1_teacher.train --data DIR --out DIR``.
+
+Outputs in OUT: best.pt, last.pt, metrics.csv, learning_curve.png, val_preview.png; with --tune
+also the Ray results (OUT/ray), per-trial runs (OUT/trials), trials.csv and tuning_curve.png.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from shared.cli import parse_overrides, run_main
+from shared.config.construct_dictionaries import load_config, search_space
+from shared.data.dataset_io import open_dataset
+from shared.training import LAST, TrainOptions, train
+
+from .data import MuMapDataset
+from .task import teacher_task
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train_teacher", description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="dataset folder (dataset.json + .npy files)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--config", help="tuned config JSON (default: shared/config/tuned/teacher.json)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="gen_lr")
+    p.add_argument("--neck", choices=["narrow", "medium", "wide"], help="IS_gen_neck (default medium)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metric", default="ssim", help="validation metric for the best checkpoint / tuning")
+    p.add_argument("--mode", choices=["max", "min"])
+    p.add_argument("--val-samples", type=int, default=64)
+    p.add_argument("--augment", action="store_true", help="random Radon-symmetric flips")
+    p.add_argument("--use-stored-sino", action="store_true", help="use <split>-attenSino.npy, not the projector")
+    p.add_argument("--resume", action="store_true", help="continue the run (or tune experiment) in OUT")
+    p.add_argument("--tune", action="store_true", help="Ray Tune search over IS + scale + SUP")
+    p.add_argument("--num-samples", type=int, default=4)
+    p.add_argument("--max-concurrent", type=int)
+    p.add_argument("--cpus-per-trial", type=float, default=1)
+    p.add_argument("--searcher", choices=["optuna", "random"], default="optuna")
+    p.add_argument("--ray-address", help="connect to a running Ray cluster (e.g. auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def resolved_config(args) -> dict:
+    overrides = parse_overrides(args.set)
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    if args.lr:
+        overrides["gen_lr"] = args.lr
+    if args.neck:
+        overrides["IS_gen_neck"] = args.neck
+    return load_config("teacher", args.config, overrides)
+
+
+def fit(config: dict, data_dir: str, out: Path, args, report=None, progress=True) -> dict:
+    data = open_dataset(data_dir)
+    task = teacher_task(config, data, use_stored_sino=args.use_stored_sino)
+    train_set = MuMapDataset(data, "train", args.use_stored_sino, augment=args.augment)
+    val_set = MuMapDataset(data, "val", args.use_stored_sino)
+    opts = TrainOptions(epochs=args.epochs, out_dir=out, device=args.device, workers=args.workers, seed=args.seed,
+                        resume=True, metric=args.metric, mode=args.mode, val_samples=args.val_samples,
+                        progress=progress, report=report)
+    return train(task, config, train_set, val_set, opts)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    out = Path(args.out).resolve()
+    data = open_dataset(args.data)  # validate up front: a bad dataset fails before anything is written
+    print(f"[teacher] {data}")
+    if args.tune:
+        return tune_main(args, out)
+    config = resolved_config(args)
+    if (out / LAST).exists() and not args.resume:
+        raise FileExistsError(f"{out / LAST}: a run already exists here; pass --resume to continue it or "
+                              f"choose another --out")
+    best = fit(config, args.data, out, args, progress=not args.quiet)
+    print(f"[teacher] best epoch {best['epoch']}: val_ssim={best['val_ssim']:.4f} val_psnr={best['val_psnr']:.2f} dB "
+          f"val_nrmse={best['val_nrmse']:.4f} -> {out / 'best.pt'}")
+    return 0
+
+
+def tune_main(args, out: Path) -> int:
+    import torch
+
+    from shared.tune_runner import collect_results, report_to_tune, run_tune, trial_out_dir
+
+    space = search_space("teacher")
+    space.update(parse_overrides(args.set))  # fixed keys the user pins
+    if args.neck:
+        space["IS_gen_neck"] = args.neck
+    metric = args.metric if args.metric.startswith("val_") else f"val_{args.metric}"
+    mode = args.mode or ("min" if args.metric in ("mse", "nrmse", "loss") else "max")
+    data_dir = str(Path(args.data).resolve())
+    threads = max(1, int(args.cpus_per_trial))
+
+    def trial(config):
+        torch.set_num_threads(threads)
+        fit(config, data_dir, trial_out_dir(out), args, report=report_to_tune, progress=False)
+
+    results = run_tune(trial, space, out_dir=out, name="teacher", metric=metric, mode=mode,
+                       num_samples=args.num_samples, epochs=args.epochs, max_concurrent=args.max_concurrent,
+                       cpus_per_trial=args.cpus_per_trial, resume=args.resume, searcher=args.searcher,
+                       ray_address=args.ray_address, seed=args.seed)
+    summary = collect_results(results, out, metric, mode)
+    print(f"[teacher] tune: best trial {summary['best_trial']} {metric}={summary[metric]:.4f} of "
+          f"{summary['n_trials']} trials -> {out / 'best.pt'}, {out / 'trials.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(run_main(main))

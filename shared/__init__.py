@@ -1,0 +1,1 @@
+"""Frozen-teacher feature injection for PET (see README)."""

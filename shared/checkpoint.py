@@ -1,0 +1,59 @@
+"""Checkpoint files: atomic writes (temp file + fsync + rename) and loads that fail clearly."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """An unreadable, truncated or incompatible checkpoint; the message names the file."""
+
+
+def save_atomic(obj, path: str | Path) -> Path:
+    """Write with torch.save to a temp file beside ``path`` and rename: a crash leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load(path: str | Path, kind: str | None = None) -> dict:
+    """Load a FrozenFlow checkpoint dict; ``kind`` (e.g. "teacher") must match when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated zip, random bytes, pickle errors …
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted? {type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise CheckpointError(f"{path}: not a FrozenFlow checkpoint (no format_version)")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format_version {ckpt['format_version']} is not supported "
+                              f"(this FrozenFlow reads version {FORMAT_VERSION})")
+    if kind is not None and ckpt.get("kind") != kind:
+        raise CheckpointError(f"{path}: expected a {kind} checkpoint, found kind={ckpt.get('kind')!r}")
+    return ckpt
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

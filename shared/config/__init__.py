@@ -1,0 +1,1 @@
+"""Search spaces and tuned configuration dictionaries."""

@@ -1,0 +1,72 @@
+"""Ray Tune search spaces, one dictionary per concern, in the user's naming convention.
+
+Direction prefixes: ``SI_`` (sinogram → image, the student) and ``IS_`` (image → sinogram, the
+teacher).  ``construct_dictionaries`` merges them per task; nothing here is task-specific.
+"""
+from ray import tune
+
+# Sizes shared by both directions (not tuned: they follow the data).
+config_SHARED = {
+    "gen_sino_size": 288,
+    "gen_image_size": 180,
+    "gen_sino_channels": 1,
+    "gen_image_channels": 1,
+}
+
+
+def _architecture(prefix: str, neck: list[str]) -> dict:
+    return {
+        f"{prefix}_gen_neck": tune.choice(neck),
+        f"{prefix}_gen_hidden_dim": tune.choice([8, 12, 16, 24, 32]),
+        f"{prefix}_gen_mult": tune.choice([1.5, 2.0, 2.5]),
+        f"{prefix}_gen_z_dim": tune.choice([32, 64, 128]),
+        f"{prefix}_gen_fill": tune.choice([0, 1, 2]),
+        f"{prefix}_layer_norm": tune.choice(["batch", "instance", "group", "none"]),
+        f"{prefix}_pad_mode": tune.choice(["zeros", "replicate"]),
+        f"{prefix}_dropout": tune.choice([0.0, 0.1]),
+        f"{prefix}_skip_mode": tune.choice(["none", "add", "concat"]),
+        f"{prefix}_exp_kernel": tune.choice([3, 4]),
+        f"{prefix}_gen_final_activ": tune.choice(["none", "relu", "softplus"]),
+    }
+
+
+config_RAY_SI = {**config_SHARED, **_architecture("SI", ["narrow", "medium", "wide"])}
+# The teacher's neck stays medium (5×5) unless the user overrides it (DESIGN §3).
+config_RAY_IS = {**config_SHARED, **_architecture("IS", ["medium"])}
+
+
+def _scale(prefix: str, learned: bool) -> dict:
+    if learned:
+        return {f"{prefix}_normalize": tune.choice([False, True]),
+                f"{prefix}_fixedScale": None,
+                f"{prefix}_learnedScale_init": tune.loguniform(0.1, 10.0),
+                f"{prefix}_output_scale_lr_mult": tune.choice([1.0, 10.0, 100.0])}
+    return {f"{prefix}_normalize": False,
+            f"{prefix}_fixedScale": tune.choice([0.5, 1.0, 2.0]),
+            f"{prefix}_learnedScale_init": None,
+            f"{prefix}_output_scale_lr_mult": 0.0}
+
+
+config_RAY_SI_learnScale = _scale("SI", learned=True)
+config_RAY_SI_fixedScale = _scale("SI", learned=False)
+config_RAY_IS_learnScale = _scale("IS", learned=True)
+config_RAY_IS_fixedScale = _scale("IS", learned=False)
+
+# Supervised training.
+config_RAY_SUP = {
+    "batch_size": tune.choice([4, 8, 16]),
+    "gen_lr": tune.loguniform(1e-4, 3e-3),
+    "gen_b1": tune.choice([0.5, 0.9]),
+    "gen_b2": tune.choice([0.99, 0.999]),
+    "loss": tune.choice(["mse", "l1", "smooth_l1"]),
+    "lr_schedule": tune.choice(["none", "cosine"]),
+}
+
+# Feature injection (student only).
+config_RAY_DUAL = {
+    "inject_levels": [144, 36, 9],
+    "inject_enc_to_dec": tune.choice([True, False]),
+    "inject_dec_to_enc": tune.choice([True, False]),
+    "feature_scale_init": 0.1,
+    "feature_scale_lr_mult": tune.choice([1.0, 10.0]),
+}

@@ -1,0 +1,314 @@
+"""The dataset folder (DESIGN.md §8): float32 ``.npy`` arrays opened with mmap + ``dataset.json``.
+
+Layout, per split (``train``, ``val``, ``test``; any split listed in dataset.json)::
+
+    {split}-actSino.npy    (N, C, R, A)  activity sinograms, C = 1 or 3 adjacent planes (centre = target)
+    {split}-actMap.npy     (N, 1, H, W)  activity of the centre plane
+    {split}-attenMap.npy   (N, 1, H, W)  μ in 1/cm
+    {split}-attenSino.npy  (N, 1, R, A)  optional: line integrals of μ (present in all splits or none)
+
+``dataset.json`` keys: format_version (1), geometry (ParallelGeometry.to_dict()), splits
+({name: N}), sino_channels, units ({kind: str}), scales ({kind: float}, suggested multiplicative
+normalisation to O(1)), optional files ({kind: pattern with "{split}"}), optional extra (free-form
+provenance, e.g. the synthetic generator's arguments).  Anything else is an error, so a typo in a
+hand-written dataset.json does not silently fall back to a default.
+
+Every validation failure raises :class:`DataError` with one line naming the file, what was
+expected (and where that expectation comes from) and what was found.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from shared.projector import ParallelGeometry
+
+FORMAT_VERSION = 1
+META_NAME = "dataset.json"
+KINDS = ("actSino", "actMap", "attenMap", "attenSino")
+REQUIRED_KINDS = ("actSino", "actMap", "attenMap")
+NONNEGATIVE_KINDS = ("actMap", "attenMap")  # physical quantities; sinograms may be corrected/negative
+DEFAULT_FILES = {k: "{split}-" + k + ".npy" for k in KINDS}
+REQUIRED_KEYS = ("format_version", "geometry", "splits", "sino_channels", "units", "scales")
+OPTIONAL_KEYS = ("files", "extra")
+N_CHECK_SAMPLES = 8        # rows per file read by the finiteness / sign check
+N_FINGERPRINT_SAMPLES = 16  # rows per file hashed by fingerprint()
+
+
+class DataError(ValueError):
+    """A dataset folder that does not match its dataset.json (or the format itself)."""
+
+
+class SplitArrays(NamedTuple):
+    """The (memory-mapped) arrays of one split; ``attenSino`` is None when the dataset has none."""
+
+    actSino: np.ndarray
+    actMap: np.ndarray
+    attenMap: np.ndarray
+    attenSino: np.ndarray | None
+    n: int
+
+
+def _sample_rows(n: int, k: int) -> list[int]:
+    """Up to k row indices spread evenly over 0..n-1, always including the first and last."""
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, k))}) if n > 0 else []
+
+
+def _check_meta(meta, where: str) -> None:
+    """Structure and types of dataset.json; raises DataError naming the offending key."""
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: expected a JSON object at top level, found {type(meta).__name__}")
+    for key in meta:
+        if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
+            raise DataError(f"{where}: unknown key {key!r} (allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
+    for key in REQUIRED_KEYS:
+        if key not in meta:
+            raise DataError(f"{where}: missing required key {key!r}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise DataError(f"{where}: format_version: expected {FORMAT_VERSION}, found {meta['format_version']!r}")
+    try:
+        ParallelGeometry.from_dict(meta["geometry"])
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise DataError(f"{where}: geometry: not a valid ParallelGeometry dict ({e})") from None
+    splits = meta["splits"]
+    if not isinstance(splits, dict) or not splits:
+        raise DataError(f"{where}: splits: expected a non-empty object {{name: N}}, found {splits!r}")
+    for name, n in splits.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise DataError(f"{where}: splits: split name must be an identifier like 'train', found {name!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DataError(f"{where}: splits.{name}: expected a sample count (int >= 0), found {n!r}")
+        if n == 0:
+            raise DataError(f"{where}: splits.{name}: split has 0 samples; drop it from splits instead")
+    sc = meta["sino_channels"]
+    if isinstance(sc, bool) or not isinstance(sc, int) or sc not in (1, 3):
+        raise DataError(f"{where}: sino_channels: expected 1 or 3, found {meta['sino_channels']!r}")
+    for key, check, what in (("units", lambda x: isinstance(x, str), "a string"),
+                             ("scales", lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+                              and np.isfinite(x) and x > 0, "a finite number > 0")):
+        table = meta[key]
+        if not isinstance(table, dict):
+            raise DataError(f"{where}: {key}: expected an object {{kind: value}}, found {table!r}")
+        for kind, value in table.items():
+            if kind not in KINDS:
+                raise DataError(f"{where}: {key}.{kind}: unknown array kind (known: {', '.join(KINDS)})")
+            if not check(value):
+                raise DataError(f"{where}: {key}.{kind}: expected {what}, found {value!r}")
+        for kind in REQUIRED_KINDS:
+            if kind not in table:
+                raise DataError(f"{where}: {key}: missing entry for {kind!r}")
+    files = meta.get("files", {})
+    if not isinstance(files, dict):
+        raise DataError(f"{where}: files: expected an object {{kind: pattern}}, found {files!r}")
+    for kind, pattern in files.items():
+        if kind not in KINDS:
+            raise DataError(f"{where}: files.{kind}: unknown array kind (known: {', '.join(KINDS)})")
+        if not isinstance(pattern, str) or "{split}" not in pattern or "/" in pattern or "\\" in pattern:
+            raise DataError(f"{where}: files.{kind}: expected a file name containing '{{split}}', found {pattern!r}")
+
+
+class Dataset:
+    """A validated dataset folder.  Arrays are read-only memory maps; nothing is loaded eagerly.
+
+    Pickling (e.g. into DataLoader workers) drops the memory maps and reopens them on unpickle,
+    so no array data is copied between processes.
+    """
+
+    def __init__(self, root, meta: dict, check_finite: bool = True):
+        self.root = Path(root)
+        self.meta = meta
+        self.geometry = ParallelGeometry.from_dict(meta["geometry"])
+        self.splits = tuple(meta["splits"])
+        self.scales = dict(meta["scales"])
+        self.units = dict(meta["units"])
+        self.sino_channels = int(meta["sino_channels"])
+        self._check_finite = check_finite
+        self._fingerprint = None
+        self._arrays = {name: self._open_split(name, check_finite) for name in self.splits}
+        has_atten = {name: self._arrays[name].attenSino is not None for name in self.splits}
+        if any(has_atten.values()) and not all(has_atten.values()):
+            name = next(n for n, h in has_atten.items() if not h)
+            raise DataError(f"{self.path(name, 'attenSino')}: missing, but other splits have attenSino "
+                            "(it must be present in all splits or none)")
+        self.has_atten_sino = all(has_atten.values())
+
+    # ---------------------------------------------------------------- files
+    def path(self, split: str, kind: str) -> Path:
+        pattern = self.meta.get("files", {}).get(kind, DEFAULT_FILES[kind])
+        return self.root / pattern.format(split=split)
+
+    def _expected_shape(self, split: str, kind: str) -> tuple[tuple, str]:
+        g, n = self.geometry, self.meta["splits"][split]
+        src_n = f"N from dataset.json splits.{split}"
+        if kind == "actSino":
+            return (n, self.sino_channels, g.n_radial, g.n_angles), \
+                f"{src_n}, C from sino_channels, R x A from geometry.n_radial x n_angles"
+        if kind == "attenSino":
+            return (n, 1, g.n_radial, g.n_angles), f"{src_n}, R x A from geometry.n_radial x n_angles"
+        return (n, 1, g.image_size, g.image_size), f"{src_n}, image {g.image_size} from geometry.image_size"
+
+    def _open_split(self, split: str, check_finite: bool) -> SplitArrays:
+        arrays = {}
+        for kind in KINDS:
+            path = self.path(split, kind)
+            if not path.exists():
+                if kind in REQUIRED_KINDS:
+                    raise DataError(f"{path}: missing (required {kind} array of split {split!r})")
+                arrays[kind] = None
+                continue
+            arrays[kind] = self._open_array(path, split, kind, check_finite)
+        return SplitArrays(n=self.meta["splits"][split], **arrays)
+
+    def _open_array(self, path: Path, split: str, kind: str, check_finite: bool) -> np.ndarray:
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as e:  # truncated file, bad header, object array, not an .npy at all
+            raise DataError(f"{path}: cannot open as .npy (truncated or corrupt?): {e}") from None
+        if not isinstance(arr, np.ndarray):
+            raise DataError(f"{path}: expected a single .npy array, found {type(arr).__name__}")
+        if arr.dtype != np.float32:
+            raise DataError(f"{path}: expected dtype float32, found {arr.dtype}")
+        shape, why = self._expected_shape(split, kind)
+        if arr.shape != shape:
+            raise DataError(f"{path}: expected shape {shape} ({why}), found {arr.shape}")
+        if check_finite:
+            for i in _sample_rows(shape[0], N_CHECK_SAMPLES):
+                row = np.asarray(arr[i])
+                if not np.isfinite(row).all():
+                    bad = "NaN" if np.isnan(row).any() else "Inf"
+                    raise DataError(f"{path}: sample {i} contains {bad} (sampled finiteness check)")
+                if kind in NONNEGATIVE_KINDS and row.min() < 0:
+                    raise DataError(f"{path}: sample {i}: expected values >= 0 ({kind}), found min {row.min():g}")
+        return arr
+
+    # ---------------------------------------------------------------- access
+    def split(self, name: str) -> SplitArrays:
+        if name not in self._arrays:
+            raise DataError(f"{self.root / META_NAME}: split {name!r} not in splits "
+                            f"(have: {', '.join(self.splits)})")
+        return self._arrays[name]
+
+    def __getitem__(self, name: str) -> SplitArrays:
+        return self.split(name)
+
+    def fingerprint(self) -> str:
+        """sha256 of canonical dataset.json, every file's shape/dtype and up to 16 evenly spaced rows.
+
+        Cheap for any dataset size (reads ≤ 16 rows per file); changes whenever the metadata, a
+        shape, or a sampled row changes.  It is a guard against mixing up datasets, not a full
+        checksum: an edit confined to unsampled rows goes unnoticed.
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(json.dumps(self.meta, sort_keys=True, separators=(",", ":")).encode())
+            for split in sorted(self.splits):
+                for kind in KINDS:
+                    arr = getattr(self._arrays[split], kind)
+                    if arr is None:
+                        continue
+                    h.update(f"|{split}/{kind}:{arr.shape}:{arr.dtype.str}|".encode())
+                    for i in _sample_rows(arr.shape[0], N_FINGERPRINT_SAMPLES):
+                        h.update(np.ascontiguousarray(arr[i]).tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def __getstate__(self):
+        return {"root": str(self.root), "meta": self.meta, "fingerprint": self._fingerprint}
+
+    def __setstate__(self, state):
+        # reopen the maps in the new process; shapes/dtypes are rechecked, values were checked already
+        self.__init__(state["root"], state["meta"], check_finite=False)
+        self._fingerprint = state["fingerprint"]
+
+    def __repr__(self):
+        sizes = ", ".join(f"{s}={n}" for s, n in self.meta["splits"].items())
+        g = self.geometry
+        return (f"Dataset({str(self.root)!r}, {sizes}, image {g.image_size}, sino {g.n_radial}x{g.n_angles}"
+                f"x{self.sino_channels}ch, attenSino={'yes' if self.has_atten_sino else 'no'})")
+
+
+def read_meta(folder) -> dict:
+    path = Path(folder) / META_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: missing (not a dataset folder?)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON: {e}") from None
+    _check_meta(meta, str(path))
+    return meta
+
+
+def open_dataset(folder, check_finite: bool = True) -> Dataset:
+    """Open and validate a dataset folder.
+
+    ``check_finite`` reads a few evenly spaced samples of every file and rejects NaN/Inf, and
+    negative values in actMap/attenMap; switch it off only for data that was already checked.
+    """
+    return Dataset(folder, read_meta(folder), check_finite=check_finite)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same folder, then os.replace: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_dataset(folder, geometry: ParallelGeometry, arrays: dict, units: dict, scales: dict,
+                  extra: dict | None = None) -> Dataset:
+    """Write ``arrays[split][kind]`` as a dataset folder and return it opened (and validated).
+
+    Arrays are stored as float32 (other float dtypes are converted).  dataset.json is removed
+    first and written last, so an interrupted write leaves a folder that refuses to open instead
+    of one that mixes old and new files.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / META_NAME
+    splits, channels = {}, set()
+    for split, kinds in arrays.items():
+        missing = [k for k in REQUIRED_KINDS if k not in kinds]
+        unknown = [k for k in kinds if k not in KINDS]
+        if missing or unknown:
+            raise DataError(f"write_dataset: split {split!r}: missing kinds {missing}, unknown kinds {unknown}")
+        splits[split] = int(kinds["actSino"].shape[0])
+        channels.add(int(kinds["actSino"].shape[1]))
+    if len(channels) != 1:
+        raise DataError(f"write_dataset: actSino channel counts differ between splits: {sorted(channels)}")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "geometry": geometry.to_dict(),
+        "splits": splits,
+        "sino_channels": channels.pop(),
+        "units": dict(units),
+        "scales": {k: float(v) for k, v in scales.items()},
+    }
+    if extra is not None:
+        meta["extra"] = extra
+    _check_meta(meta, f"write_dataset({folder})")
+    meta_path.unlink(missing_ok=True)
+    for split, kinds in arrays.items():
+        for kind in KINDS:  # a stale optional file from an earlier write would be picked up on open
+            if kind not in kinds:
+                (folder / DEFAULT_FILES[kind].format(split=split)).unlink(missing_ok=True)
+        for kind, arr in kinds.items():
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            _atomic_write(folder / DEFAULT_FILES[kind].format(split=split), lambda f, a=arr: np.save(f, a))
+    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
+    _atomic_write(meta_path, lambda f: f.write(text.encode()))
+    return open_dataset(folder)

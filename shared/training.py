@@ -1,0 +1,225 @@
+"""The one training loop, used by the teacher and the student, stand-alone or inside Ray Tune.
+
+A phase supplies a :class:`Task` (its model and how a batch becomes prediction and target);
+this loop does the rest: Adam with separate parameter groups, optional cosine schedule,
+per-epoch validation on a fixed subset, best-checkpoint rule, CSV of metrics, atomic
+checkpoints and exact resume, progress bar, and a report callback (Ray Tune or nothing).
+
+Resume is exact on CPU: the shuffle order and every random draw of an epoch are seeded by
+(seed, epoch), and the checkpoint carries model, optimiser, scheduler and history.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Sampler, Subset
+
+from . import checkpoint as ckpt_io
+from .losses import get_loss
+from .metrics import HIGHER_IS_BETTER, all_metrics
+
+LAST, BEST, METRICS_CSV = "last.pt", "best.pt", "metrics.csv"
+
+
+@dataclasses.dataclass
+class Task:
+    """What differs between phases.
+
+    ``step(model, batch, device) -> (prediction, target)`` returns tensors over the region the
+    loss and metrics are computed on.  ``extra_param_groups`` are optimiser groups beyond the
+    model's own (e.g. the student's feature scales: ``{"params": [...], "lr_mult": 10}``).
+    ``meta`` goes into every checkpoint (kind, data fingerprint, …).  ``preview(model, batch, path)``
+    optionally draws a figure of predictions at the end.
+    """
+
+    model: torch.nn.Module
+    step: Callable[[torch.nn.Module, Any, torch.device], tuple[torch.Tensor, torch.Tensor]]
+    kind: str
+    meta: dict = dataclasses.field(default_factory=dict)
+    extra_param_groups: list[dict] = dataclasses.field(default_factory=list)
+    preview: Callable | None = None
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    epochs: int
+    out_dir: str | Path
+    device: str = "cpu"
+    workers: int = 0
+    seed: int = 0
+    resume: bool = True
+    metric: str = "ssim"  # a validation metric name (mse, nrmse, psnr, ssim, ssim_global, loss)
+    mode: str | None = None  # "max" | "min"; default from the metric
+    val_samples: int = 64
+    progress: bool = True
+    report: Callable[[dict, Path], None] | None = None  # called after each epoch's checkpoint
+
+
+class EpochSampler(Sampler):
+    """A shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+def build_optimizer(task: Task, config: dict) -> torch.optim.Optimizer:
+    """Adam over the model, its learnable output scale (LR × output_scale_lr_mult) and extra groups."""
+    lr, betas = float(config["gen_lr"]), (float(config["gen_b1"]), float(config["gen_b2"]))
+    special = {id(p) for g in task.extra_param_groups for p in g["params"]}
+    scale_params = list(getattr(task.model, "scale_parameters", lambda: [])())
+    special |= {id(p) for p in scale_params}
+    groups = [{"params": [p for p in task.model.parameters() if id(p) not in special and p.requires_grad],
+               "lr": lr, "name": "model"}]
+    if scale_params:
+        groups.append({"params": scale_params, "lr": lr * task.model.output_scale_lr_mult, "name": "output_scale"})
+    for g in task.extra_param_groups:
+        groups.append({"params": list(g["params"]), "lr": lr * float(g.get("lr_mult", 1.0)), "name": g["name"]})
+    return torch.optim.Adam(groups, lr=lr, betas=betas)
+
+
+def _write_csv(history: list[dict], path: Path):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metrics.", suffix=".partial")
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def evaluate(task: Task, loader, device, loss_fn) -> dict[str, float]:
+    task.model.eval()
+    sums, n = {}, 0
+    for batch in loader:
+        pred, target = task.step(task.model, batch, device)
+        values = all_metrics(pred, target)
+        values["loss"] = torch.full((pred.shape[0],), float(loss_fn(pred, target)))
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + float(v.sum())
+        n += pred.shape[0]
+    return {f"val_{k}": v / n for k, v in sums.items()}
+
+
+def train(task: Task, config: dict, train_set, val_set, opts: TrainOptions) -> dict:
+    """Train, validate, checkpoint; returns the best epoch's metrics (resumes if ``last.pt`` exists)."""
+    out = Path(opts.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(opts.device)
+    metric = opts.metric if opts.metric.startswith("val_") else f"val_{opts.metric}"
+    mode = opts.mode or ("max" if HIGHER_IS_BETTER[metric[4:]] else "min")
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ValueError("training needs a non-empty train and val split")
+
+    model = task.model.to(device)
+    loss_fn = get_loss(config["loss"])
+    optimizer = build_optimizer(task, config)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs)
+                 if config.get("lr_schedule", "none") == "cosine" else None)
+    start, best_value, best_metrics, history = 0, None, {}, []
+
+    last_path = out / LAST
+    if opts.resume and last_path.exists():
+        state = ckpt_io.load(last_path, kind=task.kind)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        start, best_value = state["epoch"], state["best_value"]
+        best_metrics, history = state["metrics"], state["history"]
+        if opts.progress:
+            print(f"[train] resuming {out} after epoch {start} (best {metric} = {best_value})")
+
+    batch_size = int(config["batch_size"])
+    sampler = EpochSampler(len(train_set), opts.seed)
+    loader_kw = dict(num_workers=opts.workers, persistent_workers=False)
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size,
+                              **loader_kw)
+    val_subset = Subset(val_set, range(min(opts.val_samples, len(val_set))))
+    val_loader = DataLoader(val_subset, batch_size=batch_size, shuffle=False, **loader_kw)
+
+    for epoch in range(start, opts.epochs):
+        torch.manual_seed(opts.seed * 100003 + epoch)  # dropout, augmentation and worker seeds of this epoch
+        sampler.epoch = epoch
+        model.train()
+        t0, loss_sum, seen = time.time(), 0.0, 0
+        bar = _progress(train_loader, f"epoch {epoch + 1}/{opts.epochs}", opts.progress)
+        for batch in bar:
+            pred, target = task.step(model, batch, device)
+            loss = loss_fn(pred, target)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}; "
+                                         f"lower gen_lr or check the data scales")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * pred.shape[0]
+            seen += pred.shape[0]
+            if opts.progress:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4g}")
+        if scheduler is not None:
+            scheduler.step()
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
+        row.update(evaluate(task, val_loader, device, loss_fn))
+        row.update(lr=optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
+        history.append(row)
+        improved = best_value is None or better(row[metric], best_value)
+        if improved:
+            best_value, best_metrics = row[metric], dict(row)
+            ckpt_io.save_atomic(_checkpoint(task, config, model, best_metrics, epoch + 1), out / BEST)
+        state = _checkpoint(task, config, model, best_metrics, epoch + 1)
+        state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
+                     best_value=best_value, history=history, metric=metric, mode=mode)
+        ckpt_io.save_atomic(state, last_path)
+        _write_csv(history, out / METRICS_CSV)
+        if opts.progress:
+            shown = ", ".join(f"{k}={row[k]:.4g}" for k in ("train_loss", "val_loss", "val_psnr", "val_ssim"))
+            print(f"[train] epoch {epoch + 1}/{opts.epochs}: {shown}{' (best)' if improved else ''}")
+        if opts.report is not None:
+            opts.report(dict(row, **{f"best_{metric}": best_value}), out)
+
+    _finish_figures(task, history, val_loader, device, out)
+    return best_metrics
+
+
+def _checkpoint(task, config, model, metrics, epoch) -> dict:
+    return {"format_version": ckpt_io.FORMAT_VERSION, "kind": task.kind, "config": config,
+            "model": model.state_dict(), "metrics": metrics, "epoch": epoch, "meta": task.meta}
+
+
+def _progress(iterable, desc, enabled):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _finish_figures(task, history, val_loader, device, out):
+    if not history:
+        return
+    from .plots import learning_curve
+
+    learning_curve(history, out / "learning_curve.png")
+    if task.preview is not None:
+        best = ckpt_io.load(out / BEST, kind=task.kind)
+        task.model.load_state_dict(best["model"])
+        task.model.eval()
+        with torch.no_grad():
+            task.preview(task.model, next(iter(val_loader)), device, out / "val_preview.png")

@@ -1,0 +1,149 @@
+"""Ray Tune around the one training loop: Optuna (or random) search + ASHA, resumable, best.pt out.
+
+Each trial trains into ``OUT/trials/<trial_id>/`` (absolute path, so it works on shared storage
+for a cluster) and reports every epoch with a Ray checkpoint holding ``last.pt``; a restored
+trial copies that back and the training loop resumes exactly.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .training import BEST, LAST
+
+TRIALS_DIR = "trials"
+
+
+def trial_out_dir(out_root: str | Path) -> Path:
+    from ray import tune
+
+    out = Path(out_root) / TRIALS_DIR / tune.get_context().get_trial_id()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:  # Ray restored this trial: continue from its last reported epoch
+        with ckpt.as_directory() as d:
+            if (Path(d) / LAST).exists():
+                shutil.copy2(Path(d) / LAST, out / LAST)
+    return out
+
+
+def report_to_tune(metrics: dict, out: Path) -> None:
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as d:
+        shutil.copy2(out / LAST, Path(d) / LAST)
+        tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                    checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def init_ray(address: str | None, num_cpus: int | None = None):
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: str | Path, name: str, metric: str,
+             mode: str, num_samples: int, epochs: int, max_concurrent: int | None = None, cpus_per_trial: float = 1,
+             resume: bool = False, searcher: str = "optuna", ray_address: str | None = None, seed: int = 0):
+    """Run (or with ``resume`` continue) a Tune experiment stored under ``OUT/ray/<name>``."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    out_dir = Path(out_dir).resolve()
+    storage = out_dir / "ray"
+    exp_path = storage / name
+    init_ray(ray_address)
+    resources = tune.with_resources(trainable, {"cpu": cpus_per_trial})
+    if resume and tune.Tuner.can_restore(str(exp_path)):
+        print(f"[tune] restoring {exp_path}")
+        tuner = tune.Tuner.restore(str(exp_path), resources, resume_unfinished=True, resume_errored=True)
+    else:
+        if exp_path.exists() and not resume:
+            raise FileExistsError(f"{exp_path}: a tune experiment already exists; pass --resume to continue it "
+                                  f"or choose another --out")
+        if searcher == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            search_alg = OptunaSearch(seed=seed)
+        elif searcher == "random":
+            search_alg = None
+        else:
+            raise ValueError(f"searcher must be 'optuna' or 'random', got {searcher!r}")
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(epochs, 1),
+                                  grace_period=min(2, max(epochs, 1)), reduction_factor=2)
+        tuner = tune.Tuner(
+            resources, param_space=param_space,
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=num_samples,
+                                        max_concurrent_trials=max_concurrent, search_alg=search_alg,
+                                        scheduler=scheduler),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1))
+    return tuner.fit()
+
+
+def collect_results(results, out_dir: str | Path, metric: str, mode: str) -> dict:
+    """Copy the best trial's best.pt to OUT/best.pt; write OUT/trials.csv and the tuning curve."""
+    out_dir = Path(out_dir).resolve()
+    errors = [r.error for r in results if r.error is not None]
+    ok = [r for r in results if r.metrics and metric in r.metrics]
+    if not ok:
+        raise RuntimeError(f"no trial reported {metric!r}; first error: {errors[0] if errors else 'none'}")
+    best = results.get_best_result(metric=metric, mode=mode, scope="all")
+    trial_id = best.metrics["trial_id"]
+    src = out_dir / TRIALS_DIR / trial_id / BEST
+    from .checkpoint import save_atomic, load
+
+    save_atomic(load(src), out_dir / BEST)
+    rows = []
+    for r in results:
+        if not r.metrics:
+            continue
+        hist = r.metrics_dataframe
+        best_value = (hist[metric].max() if mode == "max" else hist[metric].min()) if metric in hist else None
+        rows.append({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("training_iteration"),
+                     f"best_{metric}": best_value, "error": "yes" if r.error else "",
+                     **{f"config/{k}": json.dumps(v) if isinstance(v, (list, dict)) else v
+                        for k, v in (r.config or {}).items()}})
+    rows.sort(key=lambda row: (row[f"best_{metric}"] is None, -(row[f"best_{metric}"] or 0) if mode == "max"
+                               else (row[f"best_{metric}"] or 0)))
+    fields = sorted({k for row in rows for k in row}, key=lambda k: (k.startswith("config/"), k))
+    with open(out_dir / "trials.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    _tuning_curve(results, metric, out_dir / "tuning_curve.png")
+    summary = {"best_trial": trial_id, metric: best.metrics.get(metric), "n_trials": len(rows),
+               "n_errored": len(errors), "best_config": best.config}
+    (out_dir / "tune_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _tuning_curve(results, metric, path):
+    from .plots import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        df = r.metrics_dataframe
+        if df is not None and metric in df:
+            ax.plot(df["training_iteration"], df[metric], "o-", alpha=0.7, label=r.metrics.get("trial_id", "?"))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title("tuning curves (ASHA stops the weak trials early)")
+    ax.grid(alpha=0.3)
+    if len(results) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,51 @@
+import json
+import os
+
+import pytest
+import torch
+
+# Two cores are shared by everything: keep torch from oversubscribing them in tests.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def small_config(direction="SI", size=64, image=40, **over) -> dict:
+    """A complete resolved config for tiny networks (tests only)."""
+    base = json.loads(open(os.path.join(os.path.dirname(__file__), "..", "shared", "config", "tuned",
+                                        "student.json" if direction == "SI" else "teacher.json")).read())
+    p = direction
+    base.update({"gen_sino_size": size, "gen_image_size": image, f"{p}_gen_hidden_dim": 4, f"{p}_gen_mult": 1.5,
+                 f"{p}_gen_z_dim": 8})
+    for k, v in over.items():
+        base[k if k in base else f"{p}_{k}"] = v
+    return base
+
+
+@pytest.fixture
+def cfg():
+    return small_config
+
+
+TINY_GEOMETRY = dict(image_size=32, pixel_mm=12.0, n_radial=48, n_angles=40)
+
+
+@pytest.fixture(scope="session")
+def projector_cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("projector_cache")
+    os.environ["FROZENFLOW_CACHE"] = str(path)  # every Projector in the tests uses a private cache
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, projector_cache):
+    """A tiny synthetic dataset (32×32 images, 48×40 sinograms), made once per session."""
+    from shared.data.synthetic import make_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("tiny_data")
+    make_synthetic_dataset(out, 24, 8, 8, seed=0, counts=5e4, montage=False, progress=False, **TINY_GEOMETRY)
+    return out
+
+
+def tiny_teacher_config(**over) -> dict:
+    c = small_config("IS", size=64, image=TINY_GEOMETRY["image_size"], gen_hidden_dim=8, batch_size=4, gen_lr=3e-3)
+    c.update(over)
+    return c
