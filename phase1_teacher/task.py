@@ -55,5 +55,5 @@ def teacher_task(config: dict, data, *, use_stored_sino: bool = False, projector
                    shared_columns=[[0], [1, 2], [3]], row_labels=[f"val #{int(i)}" for i in batch["index"][:4]])
 
     meta = {"data_fingerprint": data.fingerprint(), "geometry": g.to_dict(), "scales": dict(data.scales),
-            "pad_mode": pad_mode, "direction": "IS", "target": "stored" if use_stored_sino else "projected"}
+            "pad_mode": pad_mode, "direction": "IS", "input_scale": mu_scale, "target": "stored" if use_stored_sino else "projected"}
     return Task(model=model, step=step, kind="teacher", meta=meta, preview=preview)

@@ -49,3 +49,27 @@ def tiny_teacher_config(**over) -> dict:
     c = small_config("IS", size=64, image=TINY_GEOMETRY["image_size"], gen_hidden_dim=8, batch_size=4, gen_lr=3e-3)
     c.update(over)
     return c
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_data, tmp_path_factory):
+    """A 1-epoch teacher checkpoint on the tiny dataset (best.pt path)."""
+    from phase1_teacher.train import main as teacher_main
+
+    out = tmp_path_factory.mktemp("tiny_teacher")
+    cfg = out / "config.json"
+    cfg.write_text(json.dumps(tiny_teacher_config()))
+    assert teacher_main(["--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--config", str(cfg),
+                         "--quiet"]) == 0
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_data, tiny_teacher, tmp_path_factory):
+    """The tiny teacher's features for every split (unsharded, float16)."""
+    from feature_store.export import main as export_main
+
+    store = tmp_path_factory.mktemp("stores") / "features.zarr"
+    assert export_main(["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--out", str(store),
+                        "--range-size", "4", "--batch-size", "4", "--quiet"]) == 0
+    return store

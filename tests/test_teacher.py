@@ -122,3 +122,22 @@ def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert ckpt_io.load(tmp_path / "c.pt")["value"] == 1
     assert list(tmp_path.iterdir()) == [tmp_path / "c.pt"]  # no temp file left behind
+
+
+def test_two_trial_ray_tune_yields_best_pt(tiny_data, tmp_path):
+    from shared.cli import run_main
+
+    out = tmp_path / "tune"
+    pins = ["gen_sino_size=64", "gen_image_size=32", "IS_gen_hidden_dim=4", "IS_gen_z_dim=8", "batch_size=4",
+            "IS_gen_mult=1.5", "IS_gen_fill=0"]
+    args = ["--data", str(tiny_data), "--out", str(out), "--tune", "--num-samples", "2", "--epochs", "2"]
+    for p in pins:
+        args += ["--set", p]
+    assert run_main(teacher_main, args) == 0
+    teacher = load_teacher(out / "best.pt")
+    assert teacher.config["gen_sino_size"] == 64
+    import csv
+
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert len(rows) == 2 and all(r["config/IS_gen_neck"] == "medium" for r in rows)
+    assert (out / "tuning_curve.png").stat().st_size > 0

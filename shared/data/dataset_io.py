@@ -73,9 +73,14 @@ def _check_meta(meta, where: str) -> None:
     if meta["format_version"] != FORMAT_VERSION:
         raise DataError(f"{where}: format_version: expected {FORMAT_VERSION}, found {meta['format_version']!r}")
     try:
-        ParallelGeometry.from_dict(meta["geometry"])
+        g = ParallelGeometry.from_dict(meta["geometry"])
     except (TypeError, KeyError, ValueError, AttributeError) as e:
         raise DataError(f"{where}: geometry: not a valid ParallelGeometry dict ({e})") from None
+    for name, value in g.to_dict().items():
+        integral = name in ("image_size", "n_radial", "n_angles")
+        if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)):
+            raise DataError(f"{where}: geometry.{name}: expected {'an int' if integral else 'a number'}, "
+                            f"found {value!r}")
     splits = meta["splits"]
     if not isinstance(splits, dict) or not splits:
         raise DataError(f"{where}: splits: expected a non-empty object {{name: N}}, found {splits!r}")
@@ -113,6 +118,17 @@ def _check_meta(meta, where: str) -> None:
             raise DataError(f"{where}: files.{kind}: expected a file name containing '{{split}}', found {pattern!r}")
 
 
+def expected_shape(meta: dict, split: str, kind: str) -> tuple[tuple, str]:
+    """(shape, where the numbers come from) of one array, from a checked dataset.json dict."""
+    g, n, c = ParallelGeometry.from_dict(meta["geometry"]), meta["splits"][split], meta["sino_channels"]
+    src_n = f"N from dataset.json splits.{split}"
+    if kind == "actSino":
+        return (n, c, g.n_radial, g.n_angles), f"{src_n}, C from sino_channels, R x A from geometry.n_radial x n_angles"
+    if kind == "attenSino":
+        return (n, 1, g.n_radial, g.n_angles), f"{src_n}, R x A from geometry.n_radial x n_angles"
+    return (n, 1, g.image_size, g.image_size), f"{src_n}, image {g.image_size} from geometry.image_size"
+
+
 class Dataset:
     """A validated dataset folder.  Arrays are read-only memory maps; nothing is loaded eagerly.
 
@@ -128,7 +144,6 @@ class Dataset:
         self.scales = dict(meta["scales"])
         self.units = dict(meta["units"])
         self.sino_channels = int(meta["sino_channels"])
-        self._check_finite = check_finite
         self._fingerprint = None
         self._arrays = {name: self._open_split(name, check_finite) for name in self.splits}
         has_atten = {name: self._arrays[name].attenSino is not None for name in self.splits}
@@ -142,16 +157,6 @@ class Dataset:
     def path(self, split: str, kind: str) -> Path:
         pattern = self.meta.get("files", {}).get(kind, DEFAULT_FILES[kind])
         return self.root / pattern.format(split=split)
-
-    def _expected_shape(self, split: str, kind: str) -> tuple[tuple, str]:
-        g, n = self.geometry, self.meta["splits"][split]
-        src_n = f"N from dataset.json splits.{split}"
-        if kind == "actSino":
-            return (n, self.sino_channels, g.n_radial, g.n_angles), \
-                f"{src_n}, C from sino_channels, R x A from geometry.n_radial x n_angles"
-        if kind == "attenSino":
-            return (n, 1, g.n_radial, g.n_angles), f"{src_n}, R x A from geometry.n_radial x n_angles"
-        return (n, 1, g.image_size, g.image_size), f"{src_n}, image {g.image_size} from geometry.image_size"
 
     def _open_split(self, split: str, check_finite: bool) -> SplitArrays:
         arrays = {}
@@ -169,12 +174,13 @@ class Dataset:
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as e:  # truncated file, bad header, object array, not an .npy at all
-            raise DataError(f"{path}: cannot open as .npy (truncated or corrupt?): {e}") from None
+            reason = " ".join(str(e).split())  # keep the message on one line
+            raise DataError(f"{path}: cannot open as .npy (truncated or corrupt?): {reason}") from None
         if not isinstance(arr, np.ndarray):
             raise DataError(f"{path}: expected a single .npy array, found {type(arr).__name__}")
         if arr.dtype != np.float32:
             raise DataError(f"{path}: expected dtype float32, found {arr.dtype}")
-        shape, why = self._expected_shape(split, kind)
+        shape, why = expected_shape(self.meta, split, kind)
         if arr.shape != shape:
             raise DataError(f"{path}: expected shape {shape} ({why}), found {arr.shape}")
         if check_finite:
@@ -240,7 +246,7 @@ def read_meta(folder) -> dict:
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from None
+        raise DataError(f"{path}: not valid JSON: {' '.join(str(e).split())}") from None
     _check_meta(meta, str(path))
     return meta
 
@@ -301,6 +307,12 @@ def write_dataset(folder, geometry: ParallelGeometry, arrays: dict, units: dict,
     if extra is not None:
         meta["extra"] = extra
     _check_meta(meta, f"write_dataset({folder})")
+    for split, kinds in arrays.items():  # refuse before touching the folder
+        for kind, arr in kinds.items():
+            shape, why = expected_shape(meta, split, kind)
+            if tuple(arr.shape) != shape:
+                raise DataError(f"write_dataset: arrays[{split!r}][{kind!r}]: expected shape {shape} ({why}), "
+                                f"found {tuple(arr.shape)}")
     meta_path.unlink(missing_ok=True)
     for split, kinds in arrays.items():
         for kind in KINDS:  # a stale optional file from an earlier write would be picked up on open

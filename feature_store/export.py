@@ -1,0 +1,339 @@
+"""Run the frozen teacher once over a dataset and write its taps into a Zarr feature store.
+
+``python -m feature_store.export --ckpt best.pt --data DIR --out STORE`` (scripts/export_features.sh).
+
+Protocol (DESIGN §5): preallocate → status "writing" → each worker takes disjoint, shard-aligned
+sample ranges, skips ranges already flagged done, writes them whole, then flags them → on restart
+orphaned ``*.partial`` files are deleted → finalise: every flag set, per-channel statistics,
+status "complete".  Killing it at any moment and rerunning the same command yields the same arrays.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared.cli import run_main
+from shared.data.augment import flip_image
+from shared.data.dataset_io import open_dataset
+from shared.frozen import load_frozen
+
+from . import layout as L
+
+
+@dataclasses.dataclass
+class ExportSpec:
+    ckpt: str
+    data: str
+    store: str
+    levels: list[int] = dataclasses.field(default_factory=lambda: list(L.LEVELS))
+    splits: list[str] = dataclasses.field(default_factory=lambda: ["train", "val", "test"])
+    dtype: str = "float16"
+    codec: str = "none"
+    shard_size: int | None = None
+    range_size: int = 32
+    variants: str = "none"
+    batch_size: int = 16
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.dtype not in L.DTYPES:
+            raise L.StoreError(f"--dtype must be one of {list(L.DTYPES)} (bfloat16 is not readable by "
+                               f"zarr-python/dask/xarray), got {self.dtype!r}")
+        if self.variants not in L.VARIANTS:
+            raise L.StoreError(f"--variants must be one of {list(L.VARIANTS)}, got {self.variants!r}")
+        L.compressors(self.codec)
+        if self.shard_size:
+            self.range_size = self.shard_size  # one writer owns whole shards
+        if self.range_size < 1 or self.batch_size < 1:
+            raise L.StoreError("--range-size and --batch-size must be positive")
+
+    @property
+    def taps(self) -> list[str]:
+        return L.taps_for(self.levels)
+
+
+# ------------------------------------------------------------------ preparation
+def _identity(spec: ExportSpec, teacher, data) -> dict:
+    """What makes two exports interchangeable; a store differing in any of these is refused."""
+    return {"format_version": L.FORMAT_VERSION, "teacher_sha256": teacher.sha256,
+            "dataset_fingerprint": data.fingerprint(), "levels": list(spec.levels), "taps": spec.taps,
+            "dtype": spec.dtype, "codec": spec.codec, "shard_size": spec.shard_size, "range_size": spec.range_size,
+            "variants": spec.variants}
+
+
+def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[str, int]]:
+    """Create or reopen the store; returns the (split, range) pairs still to write."""
+    teacher = load_frozen(spec.ckpt, kind="teacher", direction="IS")
+    data = open_dataset(spec.data)
+    for split in spec.splits:
+        data.split(split)  # unknown split → DataError naming dataset.json
+    want = _identity(spec, teacher, data)
+    path = L.local_path(spec.store)
+    exists = (path / "zarr.json").exists() if path is not None else _url_exists(spec.store)
+    if exists and overwrite:
+        log(f"[export] --overwrite: replacing {spec.store}")
+        L.open_root(spec.store, mode="w")
+        exists = False
+    if exists:
+        root = L.open_root(spec.store, mode="r+")
+        have = {k: root.attrs.get(k) for k in want}
+        if have != want:
+            diff = ", ".join(f"{k}: store has {have[k]!r}, this export {want[k]!r}" for k in want
+                             if have[k] != want[k])
+            raise L.StoreError(f"{spec.store}: existing store was made differently ({diff}); "
+                               f"pass --overwrite to replace it")
+        removed = L.remove_orphans(spec.store)
+        if removed:
+            log(f"[export] removed {removed} orphaned *.partial file(s) of an interrupted run")
+    else:
+        root = L.open_root(spec.store, mode="w")
+        root.attrs.update({**want, "teacher_config": teacher.config, "teacher_metrics": teacher.metrics,
+                           "geometry": data.geometry.to_dict(), "created": _now(), "splits": {}})
+    shapes = teacher.tap_shapes()
+    splits_state = dict(root.attrs.get("splits", {}))
+    todo = []
+    for split in spec.splits:
+        n = data.split(split).n
+        if split not in splits_state:
+            L.create_split(root, split, n, {t: shapes[t] for t in spec.taps}, dtype=spec.dtype, codec=spec.codec,
+                           shard_size=spec.shard_size, range_size=spec.range_size, variants=spec.variants)
+            splits_state[split] = {"n": n, "status": "writing"}
+            root.attrs["splits"] = splits_state
+        if splits_state[split]["status"] == "complete":
+            continue
+        flags = L.done_flags(root, split)
+        todo += [(split, r) for r in range(L.n_ranges(n, spec.range_size)) if not flags[r]]
+    return todo
+
+
+def _url_exists(store) -> bool:
+    try:
+        L.open_root(store, mode="r")
+        return True
+    except L.StoreError:
+        return False
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------ the work
+class RangeWriter:
+    """Computes and writes whole ranges; reading the next batch and writing the previous overlap
+    with the teacher's compute (one reader and one writer thread)."""
+
+    def __init__(self, spec: ExportSpec):
+        self.spec = spec
+        self.device = torch.device(spec.device)
+        self.teacher = load_frozen(spec.ckpt, kind="teacher", direction="IS", device=self.device)
+        self.data = open_dataset(spec.data, check_finite=False)  # checked in prepare()
+        self.root = L.open_root(spec.store, mode="r+")
+        self.V = L.VARIANTS[spec.variants]
+        self.dtype = np.dtype(spec.dtype)
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="export-read")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="export-write")
+        self.bytes_written = 0
+
+    def _read(self, split, s0, s1) -> torch.Tensor:
+        mu = torch.from_numpy(np.array(self.data.split(split).attenMap[s0:s1], dtype=np.float32))
+        if self.V == 1:
+            return mu
+        return torch.stack([flip_image(mu, v) for v in range(self.V)], dim=1).flatten(0, 1)  # sample-major
+
+    @torch.inference_mode()
+    def _compute(self, mu: torch.Tensor, split: str, s0: int) -> dict[str, np.ndarray]:
+        _, taps = self.teacher(mu.to(self.device) * self.teacher.input_scale, return_taps=True)
+        out = {}
+        for name in self.spec.taps:
+            t = taps[name].float().cpu().numpy()
+            if self.V > 1:
+                t = t.reshape(-1, self.V, *t.shape[1:])
+            if self.dtype == np.float16:
+                big = np.abs(t).max()
+                if not np.isfinite(big) or big >= L.FLOAT16_MAX:
+                    raise L.StoreError(f"{self.spec.store}: {split} tap {name} near sample {s0} has |x| = {big:g}, "
+                                       f"outside float16 range (65504); rerun with --dtype float32")
+            out[name] = t.astype(self.dtype)
+        return out
+
+    def _write(self, split, s0, s1, arrays):
+        g = self.root[split]
+        for name, a in arrays.items():
+            g[name][s0:s1] = a
+        return sum(a.nbytes for a in arrays.values())
+
+    def write_range(self, split: str, r: int, on_batch=None) -> None:
+        n = self.data.split(split).n
+        start, stop = L.range_bounds(r, n, self.spec.range_size)
+        per_batch = max(1, self.spec.batch_size // self.V)
+        bounds = [(s, min(stop, s + per_batch)) for s in range(start, stop, per_batch)]
+        sharded = bool(self.spec.shard_size)
+        pending, shard_parts = [], []
+        nxt = self._reader.submit(self._read, split, *bounds[0])
+        for k, (s0, s1) in enumerate(bounds):
+            mu = nxt.result()
+            if k + 1 < len(bounds):
+                nxt = self._reader.submit(self._read, split, *bounds[k + 1])
+            arrays = self._compute(mu, split, s0)
+            if sharded:  # a shard is written in one piece, never read-modified-written
+                shard_parts.append(arrays)
+            else:
+                pending.append(self._writer.submit(self._write, split, s0, s1, arrays))
+                while len(pending) > 2:
+                    self.bytes_written += pending.pop(0).result()
+            if on_batch:
+                on_batch(s1 - s0)
+        if sharded:
+            whole = {t: np.concatenate([p[t] for p in shard_parts]) for t in self.spec.taps}
+            pending.append(self._writer.submit(self._write, split, start, stop, whole))
+        for f in pending:
+            self.bytes_written += f.result()
+        self.root[split][L.DONE][r] = 1  # only after every sample of the range is on disk
+
+    def close(self):
+        self._reader.shutdown()
+        self._writer.shutdown()
+
+
+def export_ranges(spec: ExportSpec, items: list[tuple[str, int]], progress: bool = True) -> int:
+    """Write the given (split, range) items in this process; returns bytes written."""
+    if not items:
+        return 0
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    w = RangeWriter(spec)
+    sizes = {s: w.data.split(s).n for s in {s for s, _ in items}}
+    total = sum(len(range(*L.range_bounds(r, sizes[s], spec.range_size))) for s, r in items)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="export", unit="sample", dynamic_ncols=True)
+    t0 = time.time()
+
+    def tick(k):
+        if bar is not None:
+            bar.update(k)
+            dt = max(time.time() - t0, 1e-9)
+            bar.set_postfix(MBps=f"{w.bytes_written / dt / 1e6:.1f}")
+
+    try:
+        for split, r in items:
+            w.write_range(split, r, on_batch=tick)
+    finally:
+        w.close()
+        if bar is not None:
+            bar.close()
+    return w.bytes_written
+
+
+def export_with_ray(spec: ExportSpec, items, workers: int, address: str | None) -> int:
+    """Spread the ranges over Ray workers (round-robin); each loads the teacher once."""
+    import ray
+
+    from shared.tune_runner import init_ray
+
+    init_ray(address)
+    n_gpu = 1 if spec.device.startswith("cuda") else 0
+    task = ray.remote(num_cpus=1, num_gpus=n_gpu)(export_ranges)
+    groups = [items[k::workers] for k in range(workers) if items[k::workers]]
+    return sum(ray.get([task.remote(spec, g, False) for g in groups]))
+
+
+# ------------------------------------------------------------------ finalisation
+def finalise(spec: ExportSpec, log=print) -> None:
+    """Check every range flag, write per-channel fp32 statistics, mark the splits complete."""
+    root = L.open_root(spec.store, mode="r+")
+    state = dict(root.attrs["splits"])
+    for split in spec.splits:
+        if state[split]["status"] == "complete":
+            continue
+        flags = L.done_flags(root, split)
+        n = state[split]["n"]
+        missing = [r for r in range(L.n_ranges(n, spec.range_size)) if not flags[r]]
+        if missing:
+            raise L.StoreError(f"{spec.store}: split {split} has unwritten ranges {missing[:5]}… ; rerun the export")
+        for tap in spec.taps:
+            _write_statistics(root[split][tap], n, spec.range_size)
+        state[split] = {"n": n, "status": "complete", "completed": _now()}
+        root.attrs["splits"] = state
+        log(f"[export] {split}: {n} samples complete")
+
+
+def _write_statistics(arr, n, step):
+    """Per-channel mean/std/min/max (fp32 values, fp64 accumulation) over samples and variants."""
+    c_axis = arr.ndim - 3
+    s1 = s2 = None
+    lo = hi = None
+    count = 0
+    for s in range(0, n, step):
+        a = np.asarray(arr[s:min(n, s + step)], dtype=np.float64)
+        axes = tuple(i for i in range(a.ndim) if i != c_axis)
+        part1, part2 = a.sum(axis=axes), (a * a).sum(axis=axes)
+        mn, mx = a.min(axis=axes), a.max(axis=axes)
+        s1 = part1 if s1 is None else s1 + part1
+        s2 = part2 if s2 is None else s2 + part2
+        lo = mn if lo is None else np.minimum(lo, mn)
+        hi = mx if hi is None else np.maximum(hi, mx)
+        count += a.size // a.shape[c_axis]
+    mean = s1 / count
+    std = np.sqrt(np.maximum(s2 / count - mean ** 2, 0))
+    arr.attrs["stats"] = {k: [float(np.float32(x)) for x in v] for k, v in
+                          (("mean", mean), ("std", std), ("min", lo), ("max", hi))}
+
+
+# ------------------------------------------------------------------ CLI
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="export_features", description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", required=True, help="teacher best.pt")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--out", required=True, help="store path (features.zarr) or fsspec URL")
+    p.add_argument("--levels", default="144,36,9")
+    p.add_argument("--splits", default="train,val,test")
+    p.add_argument("--dtype", default="float16", choices=list(L.DTYPES))
+    p.add_argument("--codec", default="none", choices=list(L.CODECS), help="none/lz4 for local disks, zstd for network")
+    p.add_argument("--shard-size", type=int, default=0, help="samples per shard (0 = unsharded)")
+    p.add_argument("--range-size", type=int, default=32, help="samples per resumable unit (unsharded)")
+    p.add_argument("--variants", default="none", choices=list(L.VARIANTS))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace a store made differently (other teacher …)")
+    p.add_argument("--workers", type=int, default=0, help="Ray workers (0 = this process)")
+    p.add_argument("--ray-address", help="Ray cluster address (e.g. auto); implies Ray workers")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    spec = ExportSpec(ckpt=args.ckpt, data=args.data, store=args.out, levels=L.parse_levels(args.levels),
+                      splits=[s for s in args.splits.split(",") if s], dtype=args.dtype, codec=args.codec,
+                      shard_size=args.shard_size or None, range_size=args.range_size, variants=args.variants,
+                      batch_size=args.batch_size, device=args.device)
+    t0 = time.time()
+    todo = prepare(spec, overwrite=args.overwrite)
+    root = L.open_root(spec.store)
+    if not todo and all(root.attrs["splits"][s]["status"] == "complete" for s in spec.splits):
+        print(f"[export] {spec.store} is already complete for {','.join(spec.splits)}; nothing to do")
+        return 0
+    print(f"[export] {len(todo)} range(s) of up to {spec.range_size} samples to write -> {spec.store}")
+    if args.workers or args.ray_address:
+        nbytes = export_with_ray(spec, todo, max(1, args.workers or 2), args.ray_address)
+    else:
+        nbytes = export_ranges(spec, todo, progress=not args.quiet)
+    finalise(spec)
+    dt = time.time() - t0
+    print(f"[export] done in {dt:.1f} s, {nbytes / 1e6:.1f} MB written ({nbytes / 1e6 / max(dt, 1e-9):.1f} MB/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

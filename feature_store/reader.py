@@ -1,0 +1,97 @@
+"""Stream stored teacher features into PyTorch.
+
+``FeatureStoreDataset(store, split, taps)[i]`` → ``{tap: float32 tensor}``.  The store is opened
+read-only and lazily in each process (handles are dropped when the dataset is pickled into
+DataLoader workers or Ray trials), each sample is read with ``a[i]`` (never fancy indexing: on
+sharded arrays that is 10–25× slower), and ``__getitems__`` reads a whole batch with a thread
+pool, which is what makes per-sample zarr reads fast enough for training.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import layout as L
+
+
+def check_store(root, store, split: str, *, taps=None, teacher_sha256=None, dataset_fingerprint=None,
+                tap_shapes=None, n=None, variants=None) -> dict:
+    """Refuse a store that is not what the caller expects; one clear message per mismatch."""
+    a = root.attrs
+    if a.get("format_version") != L.FORMAT_VERSION:
+        raise L.StoreError(f"{store}: format_version {a.get('format_version')!r}, this FrozenFlow reads "
+                           f"{L.FORMAT_VERSION}")
+    state = a.get("splits", {}).get(split)
+    if state is None:
+        raise L.StoreError(f"{store}: has no split {split!r} (has: {', '.join(a.get('splits', {})) or 'none'})")
+    if state.get("status") != "complete":
+        raise L.StoreError(f"{store}: split {split!r} is incomplete (status {state.get('status')!r}); "
+                           f"rerun the export command to finish it")
+    if teacher_sha256 is not None and a.get("teacher_sha256") != teacher_sha256:
+        raise L.StoreError(f"{store}: made by teacher {str(a.get('teacher_sha256'))[:12]}…, expected "
+                           f"{teacher_sha256[:12]}…")
+    if dataset_fingerprint is not None and a.get("dataset_fingerprint") != dataset_fingerprint:
+        raise L.StoreError(f"{store}: exported from another dataset (fingerprint "
+                           f"{str(a.get('dataset_fingerprint'))[:12]}…, this dataset {dataset_fingerprint[:12]}…)")
+    missing = [t for t in (taps or []) if t not in a.get("taps", [])]
+    if missing:
+        raise L.StoreError(f"{store}: missing tap(s) {missing} (store levels {a.get('levels')}); "
+                           f"re-export with --levels including them")
+    if n is not None and state["n"] != n:
+        raise L.StoreError(f"{store}: split {split!r} has {state['n']} samples, the dataset has {n}")
+    if variants is not None and a.get("variants") != variants:
+        raise L.StoreError(f"{store}: stored variants {a.get('variants')!r}, expected {variants!r}")
+    for tap, shape in (tap_shapes or {}).items():
+        found = tuple(root[split][tap].shape[-3:])
+        if found != tuple(shape):
+            raise L.StoreError(f"{store}: {split}/{tap} has (C,H,W) {found}, expected {tuple(shape)}")
+    return dict(a)
+
+
+class FeatureStoreDataset(Dataset):
+    """Features of one split: item i (optionally with variant v via ``get(i, v)``) as float32 tensors."""
+
+    def __init__(self, store, split: str, taps=None, *, threads: int = 8, **expect):
+        self.store, self.split, self.threads = str(store), split, threads
+        root = L.open_root(self.store, mode="r")
+        self.attrs = check_store(root, self.store, split, taps=taps, **expect)
+        self.taps = list(taps) if taps is not None else list(self.attrs["taps"])
+        self.n = self.attrs["splits"][split]["n"]
+        self.n_variants = L.VARIANTS[self.attrs["variants"]]
+        self._arrays = None  # opened lazily, per process
+
+    def __len__(self):
+        return self.n
+
+    def _open(self):
+        if self._arrays is None:
+            g = L.open_root(self.store, mode="r")[self.split]
+            self._arrays = {t: g[t] for t in self.taps}
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="features")
+        return self._arrays
+
+    def get(self, i: int, variant: int = 0) -> dict[str, torch.Tensor]:
+        if not 0 <= i < self.n:
+            raise IndexError(f"{self.store}: {self.split} sample {i} out of range 0..{self.n - 1}")
+        if variant and not 0 <= variant < self.n_variants:
+            raise IndexError(f"{self.store}: variant {variant} not stored (store has {self.n_variants})")
+        arrays = self._open()
+        key = (i, variant) if self.n_variants > 1 else i
+        return {t: torch.from_numpy(np.asarray(a[key], dtype=np.float32)) for t, a in arrays.items()}
+
+    def __getitem__(self, i):
+        return self.get(int(i))
+
+    def __getitems__(self, indices):
+        """A batch of samples, read concurrently (zarr reads release the GIL in I/O and decoding)."""
+        self._open()
+        return list(self._pool.map(self.__getitem__, indices))
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_arrays"] = None
+        state.pop("_pool", None)
+        return state

@@ -1,0 +1,110 @@
+"""Check a feature store: ``python -m feature_store.verify STORE [--ckpt best.pt] [--data DIR]``.
+
+Checks metadata, completeness, shapes and dtypes, finiteness on a sample of entries, the teacher
+hash against a checkpoint, the dataset fingerprint, and (with both --ckpt and --data) recomputes
+a few samples with the live teacher and compares within the stored dtype's tolerance.
+Exit code 0 when everything holds, 1 otherwise, with a short report.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from shared.data.augment import flip_image
+
+from . import layout as L
+
+# float16 keeps 11 significant bits: relative error ≤ 2^-11 ≈ 4.9e-4 per value, plus fp32 noise
+TOLERANCE = {"float16": 2e-3, "float32": 1e-4}
+
+
+def verify(store, ckpt=None, data=None, n_check: int = 4, log=print) -> list[str]:
+    """Returns the list of problems (empty = the store is good)."""
+    problems = []
+
+    def check(ok, msg):
+        log(f"  [{'ok' if ok else 'FAIL'}] {msg}")
+        if not ok:
+            problems.append(msg)
+        return ok
+
+    try:
+        root = L.open_root(store, mode="r")
+    except L.StoreError as e:
+        check(False, str(e))
+        return problems
+    a = root.attrs
+    check(a.get("format_version") == L.FORMAT_VERSION, f"format_version {a.get('format_version')}")
+    taps, dtype, V = a.get("taps", []), a.get("dtype"), L.VARIANTS.get(a.get("variants", "none"), 1)
+    teacher = None
+    if ckpt:
+        from shared.frozen import load_frozen
+
+        teacher = load_frozen(ckpt, kind="teacher", direction="IS")
+        check(a.get("teacher_sha256") == teacher.sha256,
+              f"teacher sha256 {str(a.get('teacher_sha256'))[:12]}… vs {ckpt} {teacher.sha256[:12]}…")
+    dataset = None
+    if data:
+        from shared.data.dataset_io import open_dataset
+
+        dataset = open_dataset(data)
+        check(a.get("dataset_fingerprint") == dataset.fingerprint(), f"dataset fingerprint matches {data}")
+    rng = np.random.default_rng(0)
+    for split, state in a.get("splits", {}).items():
+        n = state["n"]
+        if not check(state.get("status") == "complete", f"{split}: status {state.get('status')!r}"):
+            continue
+        flags = L.done_flags(root, split)
+        check(bool(flags.all()), f"{split}: {int(flags.sum())}/{flags.size} ranges flagged done")
+        if dataset is not None:
+            check(dataset.split(split).n == n, f"{split}: {n} samples, dataset has {dataset.split(split).n}")
+        picks = sorted({0, n - 1, *rng.integers(0, n, size=n_check).tolist()})
+        for tap in taps:
+            arr = root[split][tap]
+            expect = teacher.tap_shapes()[tap] if teacher is not None else tuple(arr.shape[-3:])
+            lead = (n, V) if V > 1 else (n,)
+            check(tuple(arr.shape) == lead + tuple(expect) and str(arr.dtype) == dtype,
+                  f"{split}/{tap}: shape {tuple(arr.shape)} dtype {arr.dtype}")
+            finite = all(np.isfinite(np.asarray(arr[i])).all() for i in picks)
+            check(finite, f"{split}/{tap}: samples {picks} finite (NaN = never written)")
+        if teacher is not None and dataset is not None:
+            _recompute(root, split, taps, teacher, dataset, picks[:n_check], V, dtype, check)
+    log("verify: " + ("store is good" if not problems else f"{len(problems)} problem(s)"))
+    return problems
+
+
+@torch.inference_mode()
+def _recompute(root, split, taps, teacher, dataset, picks, V, dtype, check):
+    mu = torch.from_numpy(np.array(dataset.split(split).attenMap[picks], dtype=np.float32))
+    worst = 0.0
+    for v in range(V):
+        _, live = teacher(flip_image(mu, v) * teacher.input_scale, return_taps=True)
+        for tap in taps:
+            for k, i in enumerate(picks):
+                stored = np.asarray(root[split][tap][(i, v) if V > 1 else i], dtype=np.float32)
+                ref = live[tap][k].numpy()
+                err = np.abs(stored - ref).max() / max(np.abs(ref).max(), 1e-6)
+                worst = max(worst, float(err))
+    check(worst <= TOLERANCE[dtype], f"{split}: live teacher recomputation of samples {picks}: max relative "
+                                     f"error {worst:.2e} (tolerance {TOLERANCE[dtype]:.0e} for {dtype})")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="verify", description=__doc__.splitlines()[0])
+    p.add_argument("store")
+    p.add_argument("--ckpt")
+    p.add_argument("--data")
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    print(f"verify {args.store}")
+    return 1 if verify(args.store, args.ckpt, args.data, args.samples) else 0
+
+
+if __name__ == "__main__":
+    from shared.cli import run_main
+
+    sys.exit(run_main(main))
