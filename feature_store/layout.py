@@ -132,3 +132,12 @@ def remove_orphans(store: str | Path) -> int:
         p.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def store_fingerprint(attrs: dict) -> str:
+    """Identifies a store's content: teacher, dataset and export settings (not the creation time)."""
+    import hashlib
+    import json
+
+    keys = ("format_version", "teacher_sha256", "dataset_fingerprint", "levels", "dtype", "variants")
+    return hashlib.sha256(json.dumps({k: attrs.get(k) for k in keys}, sort_keys=True).encode()).hexdigest()

@@ -85,10 +85,13 @@ class FeatureStoreDataset(Dataset):
     def __getitem__(self, i):
         return self.get(int(i))
 
-    def __getitems__(self, indices):
-        """A batch of samples, read concurrently (zarr reads release the GIL in I/O and decoding)."""
+    def get_many(self, pairs) -> list[dict[str, torch.Tensor]]:
+        """Several (sample, variant) pairs, read concurrently (zarr releases the GIL in I/O and decoding)."""
         self._open()
-        return list(self._pool.map(self.__getitem__, indices))
+        return list(self._pool.map(lambda iv: self.get(int(iv[0]), int(iv[1])), pairs))
+
+    def __getitems__(self, indices):
+        return self.get_many([(i, 0) for i in indices])
 
     def __getstate__(self):
         state = dict(self.__dict__)

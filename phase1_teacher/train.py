@@ -9,7 +9,7 @@ import argparse
 import os
 from pathlib import Path
 
-from shared.cli import parse_overrides, run_main
+from shared.cli import add_training_args, metric_and_mode, parse_overrides, run_main
 from shared.config.construct_dictionaries import load_config, search_space
 from shared.data.dataset_io import open_dataset
 from shared.training import LAST, TrainOptions, train
@@ -20,31 +20,9 @@ from .task import teacher_task
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_teacher", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="dataset folder (dataset.json + .npy files)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--config", help="tuned config JSON (default: shared/config/tuned/teacher.json)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="gen_lr")
+    add_training_args(p)
     p.add_argument("--neck", choices=["narrow", "medium", "wide"], help="IS_gen_neck (default medium)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--metric", default="ssim", help="validation metric for the best checkpoint / tuning")
-    p.add_argument("--mode", choices=["max", "min"])
-    p.add_argument("--val-samples", type=int, default=64)
-    p.add_argument("--augment", action="store_true", help="random Radon-symmetric flips")
     p.add_argument("--use-stored-sino", action="store_true", help="use <split>-attenSino.npy, not the projector")
-    p.add_argument("--resume", action="store_true", help="continue the run (or tune experiment) in OUT")
-    p.add_argument("--tune", action="store_true", help="Ray Tune search over IS + scale + SUP")
-    p.add_argument("--num-samples", type=int, default=4)
-    p.add_argument("--max-concurrent", type=int)
-    p.add_argument("--cpus-per-trial", type=float, default=1)
-    p.add_argument("--searcher", choices=["optuna", "random"], default="optuna")
-    p.add_argument("--ray-address", help="connect to a running Ray cluster (e.g. auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
@@ -96,8 +74,7 @@ def tune_main(args, out: Path) -> int:
     space.update(parse_overrides(args.set))  # fixed keys the user pins
     if args.neck:
         space["IS_gen_neck"] = args.neck
-    metric = args.metric if args.metric.startswith("val_") else f"val_{args.metric}"
-    mode = args.mode or ("min" if args.metric in ("mse", "nrmse", "loss") else "max")
+    metric, mode = metric_and_mode(args)
     data_dir = str(Path(args.data).resolve())
     threads = max(1, int(args.cpus_per_trial))
 

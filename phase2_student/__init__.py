@@ -1,0 +1,1 @@
+"""Phase 2: the student (activity sinogram → image) with crosswise teacher-feature injection."""

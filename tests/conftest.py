@@ -73,3 +73,9 @@ def tiny_store(tiny_data, tiny_teacher, tmp_path_factory):
     assert export_main(["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--out", str(store),
                         "--range-size", "4", "--batch-size", "4", "--quiet"]) == 0
     return store
+
+
+def tiny_student_config(**over) -> dict:
+    c = small_config("SI", size=64, image=TINY_GEOMETRY["image_size"], gen_hidden_dim=8, batch_size=4, gen_lr=3e-3)
+    c.update(over)
+    return c

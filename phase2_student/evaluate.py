@@ -1,0 +1,125 @@
+"""Evaluate a student against FBP and MLEM on one split.
+
+``python -m phase2_student.evaluate --student student.pt --features STORE --data DIR --split test --out DIR``
+writes OUT/per_sample.csv (sample, method, mse, psnr, ssim, ssim_global, nrmse), OUT/summary.json
+({method: {metric: mean}}) and OUT/comparison.png (target | FBP | MLEM | student, one colour scale
+per row).  All images are compared in the activity map's physical units.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from feature_store.layout import StoreError
+from shared.cli import run_main
+from shared.data.dataset_io import open_dataset
+from shared.metrics import METRICS
+
+from .task import load_student, store_info, student_datasets
+
+METHODS = ("student", "fbp", "mlem")
+
+
+@torch.no_grad()
+def predict(student, data, split: str, store_path=None, batch_size: int = 16, device="cpu") -> np.ndarray:
+    """Student reconstructions (N,1,H,W) in actMap units."""
+    meta = student.meta
+    store = None
+    if student.plan:
+        if not store_path:
+            raise StoreError(f"this student injects {student.teacher_taps}; pass --features STORE")
+        store = store_info(store_path)
+        if store["fingerprint"] != meta["store_fingerprint"]:
+            raise StoreError(f"{store_path}: not the feature store this student was trained with (store fingerprint "
+                             f"{store['fingerprint'][:12]}…, student expects {meta['store_fingerprint'][:12]}…)")
+    if meta.get("data_fingerprint") not in (None, data.fingerprint()):
+        print(f"[evaluate] note: {data.root} differs from the student's training dataset (fingerprint); "
+              f"evaluating anyway")
+    (ds,) = student_datasets(student.config, data, store, splits=(split,))
+    out = []
+    for batch in DataLoader(ds, batch_size=batch_size):
+        feats = {t: f.to(device) for t, f in batch.get("features", {}).items()}
+        out.append(student(batch["sino"].to(device), feats if student.plan else None).cpu())
+    return torch.cat(out).numpy() / float(meta.get("output_scale", 1.0))
+
+
+def per_sample_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    p, t = torch.from_numpy(pred).double(), torch.from_numpy(target).double()
+    return {name: fn(p, t).numpy() for name, fn in METRICS.items()}
+
+
+def comparison_figure(target, recons: dict[str, np.ndarray], path, rows=4):
+    from shared.plots import image_grid
+
+    names = ["target"] + list(recons)
+    grid = [[target[i, 0]] + [recons[m][i, 0] for m in recons] for i in range(min(rows, len(target)))]
+    image_grid(grid, names, path, shared_columns=[list(range(len(names)))], cmap="hot",
+               row_labels=[f"sample {i}" for i in range(len(grid))])
+
+
+def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", methods=METHODS) -> dict:
+    out = Path(out)
+    data = open_dataset(data_dir)
+    student = load_student(student_path, device)
+    target = np.array(data.split(split).actMap, dtype=np.float32)
+    recons = {}
+    if "student" in methods:  # first: a wrong store fails before minutes of MLEM
+        recons["student"] = predict(student, data, split, store_path, device=device)
+    for m in ("fbp", "mlem"):
+        if m in methods:
+            from shared.recon import reconstruct_split
+
+            print(f"[evaluate] {m} on {split} ({len(target)} samples)")
+            recons[m] = reconstruct_split(data, split, m)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, summary = [], {}
+    for m, rec in recons.items():
+        vals = per_sample_metrics(rec, target)
+        summary[m] = {k: float(np.mean(v)) for k, v in vals.items()}
+        rows += [{"sample": i, "method": m, **{k: float(v[i]) for k, v in vals.items()}} for i in range(len(target))]
+    with open(out / "per_sample.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    ordered = {m: recons[m] for m in ("fbp", "mlem", "student") if m in recons}
+    comparison_figure(target, ordered, out / "comparison.png")
+    return summary
+
+
+def format_table(summary: dict, metrics=("psnr", "ssim", "ssim_global", "nrmse")) -> str:
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for m, vals in summary.items():
+        lines.append(f"| {m} | " + " | ".join(f"{vals[k]:.4f}" for k in metrics) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--student", required=True)
+    p.add_argument("--features", help="feature store (needed when the student injects features)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"--methods must be drawn from {list(METHODS)}, got {bad}")
+    summary = evaluate(args.student, args.data, args.split, args.out, args.features, args.device, methods)
+    print(format_table(summary))
+    print(f"[evaluate] -> {Path(args.out) / 'summary.json'}, per_sample.csv, comparison.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Thin wrapper: python -m feature_store.verify (see --help).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[ -x "$ROOT/.venv/bin/python" ] || "$ROOT/scripts/setup.sh"
+exec "$ROOT/.venv/bin/python" -m feature_store.verify "$@"

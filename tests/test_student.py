@@ -1,0 +1,221 @@
+import csv
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from feature_store.layout import StoreError
+from phase2_student.evaluate import main as evaluate_main
+from phase2_student.injection import InjectedGenerator, injection_plan, parse_inject
+from phase2_student.task import load_student, store_info, student_datasets, student_task
+from phase2_student.train import main as student_main
+from shared.cli import run_main
+from shared.data.dataset_io import open_dataset
+from shared.generator import Generator
+from shared.training import build_optimizer
+from tests.conftest import tiny_student_config, tiny_teacher_config
+
+TEACHER_SHAPES = Generator(tiny_teacher_config(), "IS").tap_shapes()
+
+
+def _features(batch=2):
+    return {t: torch.randn(batch, *s) for t, s in TEACHER_SHAPES.items()}
+
+
+@pytest.mark.parametrize("directions", [(True, True), (True, False), (False, True)])
+def test_every_level_and_direction_combination(directions):
+    torch.manual_seed(0)
+    plain = Generator(tiny_student_config(), "SI")
+    n_plain = sum(p.numel() for p in plain.parameters())
+    for r in range(1, 4):
+        for levels in itertools.combinations([144, 36, 9], r):
+            c = tiny_student_config(inject_levels=list(levels), inject_enc_to_dec=directions[0],
+                                    inject_dec_to_enc=directions[1])
+            s = InjectedGenerator(c, TEACHER_SHAPES)
+            want = {**({f"dec{lv}": f"enc{lv}" for lv in levels} if directions[0] else {}),
+                    **({f"enc{lv}": f"dec{lv}" for lv in levels} if directions[1] else {})}
+            assert s.plan == want
+            assert s.extra_channels == {st: TEACHER_SHAPES[tt][0] for st, tt in want.items()}
+            assert s(torch.randn(2, 1, 64, 64), _features()).shape == (2, 1, 32, 32)
+            n_scales = sum(TEACHER_SHAPES[t][0] for t in want.values())
+            assert sum(p.numel() for p in s.feature_scale_parameters()) == n_scales
+            assert sum(p.numel() for p in s.parameters()) > n_plain + n_scales
+
+
+def test_scales_start_at_init_and_receive_gradients():
+    s = InjectedGenerator(tiny_student_config(inject_levels=[144, 9]), TEACHER_SHAPES)
+    for p in s.feature_scale_parameters():
+        assert torch.all(p == 0.1) and p.shape[1:] == (1, 1)
+    feats = _features()
+    s(torch.randn(2, 1, 64, 64), feats).square().mean().backward()
+    for name, p in s.injector.scales.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(f.grad is None and not f.requires_grad for f in feats.values())
+
+
+def test_no_injection_is_exactly_the_plain_generator():
+    c = tiny_student_config(inject_levels=[])
+    torch.manual_seed(1)
+    plain = Generator(c, "SI")
+    torch.manual_seed(1)
+    student = InjectedGenerator(c, TEACHER_SHAPES)
+    assert list(student.state_dict()) == list(plain.state_dict())
+    assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in plain.parameters())
+    x = torch.randn(2, 1, 64, 64)
+    assert torch.equal(student.eval()(x), plain.eval()(x))
+    assert injection_plan(tiny_student_config(inject_levels=[144], inject_enc_to_dec=False,
+                                              inject_dec_to_enc=False)) == {}
+    assert parse_inject("none") == [] and parse_inject("9,144") == [144, 9]
+    with pytest.raises(ValueError, match="--inject"):
+        parse_inject("144,72")
+
+
+def test_spatial_and_channel_mismatch_name_both_shapes():
+    with pytest.raises(ValueError, match=r"\(8, 8, 8\).*dec36 tap is \(\d+, 16, 16\)"):
+        InjectedGenerator(tiny_student_config(gen_sino_size=128, inject_levels=[36]),
+                          {**TEACHER_SHAPES, "enc36": (8, 8, 8), "dec36": (8, 8, 8)})
+    s = InjectedGenerator(tiny_student_config(inject_levels=[9]), TEACHER_SHAPES)
+    feats = _features()
+    feats["enc9"] = torch.randn(2, TEACHER_SHAPES["enc9"][0] + 1, 2, 2)
+    with pytest.raises(ValueError, match=r"features\['enc9'\] has shape"):
+        s(torch.randn(2, 1, 64, 64), feats)
+
+
+def test_optimizer_holds_only_student_and_scale_parameters(tiny_data, tiny_store):
+    data = open_dataset(tiny_data)
+    config = tiny_student_config(feature_scale_lr_mult=10.0)
+    task = student_task(config, data, store_info(tiny_store))
+    opt = build_optimizer(task, config)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert in_opt == {id(p) for p in task.model.parameters()}
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["feature_scales"]["lr"] == pytest.approx(10 * config["gen_lr"])
+    (train_set,) = student_datasets(config, data, store_info(tiny_store), splits=("train",))
+    item = train_set[0]
+    assert all(f.is_leaf and not f.requires_grad for f in item["features"].values())
+
+
+def test_student_overfits_a_few_samples(tiny_data, tiny_store):
+    torch.manual_seed(0)
+    data = open_dataset(tiny_data)
+    config = tiny_student_config(inject_levels=[144, 36, 9])
+    task = student_task(config, data, store_info(tiny_store))
+    (ds,) = student_datasets(config, data, store_info(tiny_store), splits=("train",))
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    opt = build_optimizer(task, config)
+    losses = []
+    for _ in range(120):
+        pred, target = task.step(task.model, batch, torch.device("cpu"))
+        loss = torch.nn.functional.mse_loss(pred, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+def test_train_cli_writes_student_pt_and_evaluate_writes_reports(tiny_data, tiny_store, tmp_path):
+    cfg = tmp_path / "student.json"
+    cfg.write_text(json.dumps(tiny_student_config()))
+    out = tmp_path / "student"
+    assert run_main(student_main, ["--data", str(tiny_data), "--features", str(tiny_store), "--out", str(out),
+                                   "--epochs", "2", "--config", str(cfg), "--inject", "144,9", "--quiet"]) == 0
+    student = load_student(out / "student.pt")
+    assert set(student.plan) == {"dec144", "enc144", "dec9", "enc9"}
+    root = store_info(tiny_store)
+    assert student.meta["teacher_sha256"] == root["teacher_sha256"]
+    assert student.meta["store_fingerprint"] == root["fingerprint"]
+    ev = tmp_path / "eval"
+    assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--features", str(tiny_store), "--data",
+                                    str(tiny_data), "--split", "test", "--out", str(ev)]) == 0
+    summary = json.loads((ev / "summary.json").read_text())
+    assert set(summary) == {"student", "fbp", "mlem"}
+    assert set(summary["fbp"]) == {"mse", "psnr", "ssim", "ssim_global", "nrmse"}
+    rows = list(csv.DictReader(open(ev / "per_sample.csv")))
+    assert len(rows) == 3 * 8 and {r["method"] for r in rows} == {"student", "fbp", "mlem"}
+    assert (ev / "comparison.png").stat().st_size > 10_000
+    # the student cannot be evaluated without its store, nor with another store
+    assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--data", str(tiny_data),
+                                    "--out", str(tmp_path / "e2")]) == 1
+    assert not (tmp_path / "e2").exists()
+
+
+def test_student_process_never_builds_the_teacher(tiny_data, tiny_store, tmp_path):
+    cfg = tmp_path / "student.json"
+    cfg.write_text(json.dumps(tiny_student_config()))
+    code = (f"import sys; from phase2_student.train import main; "
+            f"main(['--data', {str(tiny_data)!r}, '--features', {str(tiny_store)!r}, '--out', {str(tmp_path / 'o')!r}, "
+            f"'--epochs', '1', '--config', {str(cfg)!r}, '--quiet']); "
+            f"assert 'phase1_teacher' not in sys.modules and 'shared.frozen' not in sys.modules, 'teacher loaded'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_augmentation_needs_a_flips_store(tiny_data, tiny_store, tiny_teacher, tmp_path):
+    data = open_dataset(tiny_data)
+    config = tiny_student_config(inject_levels=[36])
+    with pytest.raises(StoreError, match="--variants flips"):
+        student_datasets(config, data, store_info(tiny_store), augment=True)
+    from feature_store.export import main as export_main
+
+    flips = tmp_path / "flips.zarr"
+    assert run_main(export_main, ["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--out", str(flips),
+                                  "--variants", "flips", "--quiet"]) == 0
+    train_set, _ = student_datasets(config, data, store_info(flips), augment=True)
+    from shared.data.augment import flip_image
+
+    torch.manual_seed(3)
+    seen = set()
+    for _ in range(12):
+        item = train_set[5]
+        v = item["variant"]
+        seen.add(v)
+        plain_image = torch.from_numpy(np.array(data.split("train").actMap[5])) * data.scales["actMap"]
+        assert torch.allclose(item["image"], flip_image(plain_image, v))
+        stored = train_set.features.get(5, v)["enc36"]
+        assert torch.equal(item["features"]["enc36"], stored)
+    assert len(seen) > 1
+
+
+def test_controls_shuffle_freeze_and_atten_channel(tiny_data, tiny_store):
+    data = open_dataset(tiny_data)
+    store = store_info(tiny_store)
+    c = tiny_student_config(inject_levels=[9], shuffle_features=True)
+    (ds,) = student_datasets(c, data, store, splits=("val",))
+    assert sorted(ds.perm.tolist()) == list(range(8)) and all(ds.perm[i] != i for i in range(8))
+    assert torch.equal(ds[2]["features"]["enc9"], ds.features.get(int(ds.perm[2]))["enc9"])
+
+    frozen = student_task(tiny_student_config(inject_levels=[9], feature_scale_init=0.0,
+                                              feature_scale_trainable=False), data, store)
+    assert all(not p.requires_grad and torch.all(p == 0) for p in frozen.model.feature_scale_parameters())
+    assert frozen.extra_param_groups == []
+
+    a = tiny_student_config(inject_levels=[], atten_channel=True)
+    task = student_task(a, data, None)
+    (ds,) = student_datasets(a, data, None, splits=("val",))
+    item = ds[1]
+    assert item["sino"].shape == (2, 64, 64) and task.model.in_channels == 2
+    from shared.projector import Projector, pad_sinogram
+
+    mu = torch.from_numpy(np.array(data.split("val").attenMap[1:2]))
+    expected = pad_sinogram(Projector(data.geometry).forward(mu), 64)[0, 0] * data.scales["attenSino"]
+    assert torch.allclose(item["sino"][1], expected, atol=1e-5)
+    assert task.model(item["sino"][None]).shape == (1, 1, 32, 32)
+
+
+def test_two_trial_tune_yields_student_pt(tiny_data, tiny_store, tmp_path):
+    out = tmp_path / "tune"
+    pins = ["gen_sino_size=64", "gen_image_size=32", "SI_gen_hidden_dim=4", "SI_gen_z_dim=8", "batch_size=4",
+            "SI_gen_mult=1.5", "SI_gen_fill=0"]
+    args = ["--data", str(tiny_data), "--features", str(tiny_store), "--out", str(out), "--tune",
+            "--num-samples", "2", "--epochs", "2", "--inject", "144,36,9"]
+    for p in pins:
+        args += ["--set", p]
+    assert run_main(student_main, args) == 0
+    student = load_student(out / "student.pt")
+    assert student.plan and student.config["gen_sino_size"] == 64
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert len(rows) == 2 and all(r["config/inject_levels"] == "[144, 36, 9]" for r in rows)
