@@ -77,10 +77,12 @@ def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[
     want = _identity(spec, teacher, data)
     path = L.local_path(spec.store)
     exists = (path / "zarr.json").exists() if path is not None else _url_exists(spec.store)
-    if exists and overwrite:
-        log(f"[export] --overwrite: replacing {spec.store}")
-        L.open_root(spec.store, mode="w")
-        exists = False
+    if exists and overwrite:  # replace only a store made differently; an identical one is resumed
+        have = {k: L.open_root(spec.store, mode="r").attrs.get(k) for k in want}
+        if have != want:
+            log(f"[export] --overwrite: replacing {spec.store} (made by another teacher, dataset or settings)")
+            L.open_root(spec.store, mode="w")
+            exists = False
     if exists:
         root = L.open_root(spec.store, mode="r+")
         have = {k: root.attrs.get(k) for k in want}
@@ -304,7 +306,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="none", choices=list(L.VARIANTS))
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--overwrite", action="store_true", help="replace a store made differently (other teacher …)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a store made differently (other teacher, dataset or settings); an identical "
+                        "store is kept and completed")
     p.add_argument("--workers", type=int, default=0, help="Ray workers (0 = this process)")
     p.add_argument("--ray-address", help="Ray cluster address (e.g. auto); implies Ray workers")
     p.add_argument("--quiet", action="store_true")

@@ -21,12 +21,13 @@ from . import layout as L
 TOLERANCE = {"float16": 2e-3, "float32": 1e-4}
 
 
-def verify(store, ckpt=None, data=None, n_check: int = 4, log=print) -> list[str]:
-    """Returns the list of problems (empty = the store is good)."""
+def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bool = False) -> list[str]:
+    """Returns the list of problems (empty = the store is good).  Prints failures (all checks if verbose)."""
     problems = []
 
     def check(ok, msg):
-        log(f"  [{'ok' if ok else 'FAIL'}] {msg}")
+        if verbose or not ok:
+            log(f"  [{'ok' if ok else 'FAIL'}] {msg}")
         if not ok:
             problems.append(msg)
         return ok
@@ -72,6 +73,7 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print) -> list[str
             check(finite, f"{split}/{tap}: samples {picks} finite (NaN = never written)")
         if teacher is not None and dataset is not None:
             _recompute(root, split, taps, teacher, dataset, picks[:n_check], V, dtype, check)
+        log(f"  {split}: {n} samples x {V} variant(s), taps {','.join(taps)}, {dtype} checked")
     log("verify: " + ("store is good" if not problems else f"{len(problems)} problem(s)"))
     return problems
 
@@ -98,10 +100,11 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt")
     p.add_argument("--data")
     p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--verbose", action="store_true", help="list every check, not only failures")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     print(f"verify {args.store}")
-    return 1 if verify(args.store, args.ckpt, args.data, args.samples) else 0
+    return 1 if verify(args.store, args.ckpt, args.data, args.samples, verbose=args.verbose) else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# End to end on built-in synthetic data: data → teacher → (later stages are added as they land).
-# Everything goes to runs/demo (override with DEMO_OUT); rerunning reuses finished stages.
+# End to end on built-in synthetic data:
+#   data → teacher → feature export (+verify) → student with and without injection → evaluation.
+# --overwrite replaces the store only when it was made by another teacher (a retrained one).
+# Everything goes to runs/demo (override with DEMO_OUT); rerunning resumes/reuses finished stages.
+# Budgets (epochs) can be raised for a longer, better run: TEACHER_EPOCHS=40 STUDENT_EPOCHS=60 ./scripts/demo.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
@@ -8,15 +11,37 @@ cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
 OUT="${DEMO_OUT:-$ROOT/runs/demo}"
 TEACHER_EPOCHS="${TEACHER_EPOCHS:-15}"
+STUDENT_EPOCHS="${STUDENT_EPOCHS:-12}"
+INJECT="${INJECT:-144,36,9}"
 mkdir -p "$OUT"
 t0=$(date +%s)
+stage() { echo; echo "== $1  [$(( $(date +%s) - t0 )) s]"; }
 
-echo "== 1/2 synthetic data -> $OUT/data"
+stage "1/6 synthetic data -> $OUT/data"
 [ -f "$OUT/data/dataset.json" ] || "$PY" -m shared.data.synthetic --out "$OUT/data" --n-train 256 --n-val 64 --n-test 64 --seed 0
 
-echo "== 2/2 teacher: mu-map -> attenuation sinogram ($TEACHER_EPOCHS epochs) -> $OUT/teacher"
+stage "2/6 teacher: mu-map -> attenuation sinogram, $TEACHER_EPOCHS epochs -> $OUT/teacher"
 # --resume: a finished run does nothing, an interrupted one continues
 "$PY" -m phase1_teacher.train --data "$OUT/data" --out "$OUT/teacher" --epochs "$TEACHER_EPOCHS" --val-samples 32 --resume
 
+stage "3/6 export teacher features -> $OUT/features.zarr"
+"$PY" -m feature_store.export --ckpt "$OUT/teacher/best.pt" --data "$OUT/data" --out "$OUT/features.zarr" --overwrite
+"$PY" -m feature_store.verify "$OUT/features.zarr" --ckpt "$OUT/teacher/best.pt" --data "$OUT/data"
+
+stage "4/6 student with injection ($INJECT), $STUDENT_EPOCHS epochs -> $OUT/student"
+"$PY" -m phase2_student.train --data "$OUT/data" --features "$OUT/features.zarr" --out "$OUT/student" \
+    --inject "$INJECT" --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume
+
+stage "5/6 plain student (no injection), same budget -> $OUT/student_plain"
+"$PY" -m phase2_student.train --data "$OUT/data" --out "$OUT/student_plain" \
+    --inject none --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume
+
+stage "6/6 evaluate on the test split (student, FBP, MLEM) -> $OUT/evaluation"
+"$PY" -m phase2_student.evaluate --student "$OUT/student/student.pt" --features "$OUT/features.zarr" \
+    --data "$OUT/data" --split test --out "$OUT/evaluation"
+"$PY" -m phase2_student.evaluate --student "$OUT/student_plain/student.pt" --data "$OUT/data" --split test \
+    --out "$OUT/evaluation_plain" --methods student
+
 "$PY" -m shared.summary --demo "$OUT"
-echo "demo finished in $(( $(date +%s) - t0 )) s; figures: $OUT/data/montage.png $OUT/teacher/learning_curve.png $OUT/teacher/val_preview.png"
+echo "demo finished in $(( $(date +%s) - t0 )) s. Figures: $OUT/data/montage.png, $OUT/teacher/val_preview.png,"
+echo "  $OUT/teacher/learning_curve.png, $OUT/student/learning_curve.png, $OUT/evaluation/comparison.png"

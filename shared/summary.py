@@ -53,10 +53,28 @@ def main(argv=None):
         m = load(teacher, kind="teacher")["metrics"]
         print(f"  teacher (best epoch {m['epoch']}): val SSIM {m['val_ssim']:.3f}, global SSIM {m['val_ssim_global']:.3f}, "
               f"PSNR {m['val_psnr']:.1f} dB, relative L2 {m['val_nrmse']:.3f}")
-    summary = root / "evaluation" / "summary.json"
-    if summary.exists():
-        print(f"  test metrics: {json.dumps(json.loads(summary.read_text()), indent=1)}")
+    table = test_table(root)
+    if table:
+        print("\n== test metrics (mean over the test split; higher PSNR/SSIM and lower NRMSE are better)")
+        print(table)
 
+
+def test_table(root: Path) -> str:
+    """Markdown table of the demo's evaluations: students with and without injection, FBP, MLEM."""
+    rows = {}
+    for folder, rename in (("evaluation", {"student": "student (injection)"}),
+                           ("evaluation_plain", {"student": "student (no injection)"})):
+        path = root / folder / "summary.json"
+        if path.exists():
+            for method, vals in json.loads(path.read_text()).items():
+                rows[rename.get(method, method)] = vals
+    if not rows:
+        return ""
+    metrics = ("psnr", "ssim", "ssim_global", "nrmse")
+    lines = ["| method | PSNR (dB) | SSIM | global SSIM | NRMSE |", "|---|---|---|---|---|"]
+    for name in sorted(rows, key=lambda n: (not n.startswith("student"), n)):
+        lines.append(f"| {name} | " + " | ".join(f"{rows[name][k]:.4f}" for k in metrics) + " |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

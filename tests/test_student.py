@@ -219,3 +219,25 @@ def test_two_trial_tune_yields_student_pt(tiny_data, tiny_store, tmp_path):
     assert student.plan and student.config["gen_sino_size"] == 64
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == 2 and all(r["config/inject_levels"] == "[144, 36, 9]" for r in rows)
+
+
+def test_ablation_table_over_variants_and_seeds(tiny_data, tiny_store, tmp_path):
+    from phase2_student.ablate import main as ablate_main
+
+    cfg = tmp_path / "student.json"
+    cfg.write_text(json.dumps(tiny_student_config(SI_gen_hidden_dim=4)))
+    out = tmp_path / "ablate"
+    args = ["--data", str(tiny_data), "--features", str(tiny_store), "--out", str(out), "--epochs", "1",
+            "--seeds", "0,1", "--variants", "none,9,control_scales_0", "--config", str(cfg)]
+    assert run_main(ablate_main, args) == 0
+    md = (out / "ablation.md").read_text()
+    for row in ("| none (n=2)", "| 9 (n=2)", "| control_scales_0 (n=2)", "| fbp (classical)", "| mlem (classical)"):
+        assert row in md
+    res = json.loads((out / "ablation.json").read_text())["results"]
+    assert res["none"][0] != res["none"][1]  # seeds differ
+    # frozen-zero scales: the injected channels carry nothing, so the features cannot matter
+    s = load_student(out / "runs" / "control_scales_0" / "seed0" / "student.pt")
+    assert all(torch.all(p == 0) for p in s.feature_scale_parameters())
+    mtime = (out / "runs" / "none" / "seed0" / "result.json").stat().st_mtime_ns
+    assert run_main(ablate_main, args) == 0  # rerun reuses finished runs
+    assert (out / "runs" / "none" / "seed0" / "result.json").stat().st_mtime_ns == mtime
