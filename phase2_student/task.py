@@ -33,6 +33,11 @@ def build_student(config: dict, store: dict | None) -> InjectedGenerator:
     if plan and store is None:
         raise L.StoreError(f"injection of {sorted(set(plan.values()))} needs --features STORE (or --inject none)")
     shapes = store["tap_shapes"] if store else {}
+    missing = sorted(set(plan.values()) - set(shapes))
+    if missing:
+        raise L.StoreError(f"{store['path']}: missing tap(s) {missing} needed by inject_levels "
+                           f"{config.get('inject_levels')} (store levels {store.get('levels')}); re-export with "
+                           f"--levels including them")
     return InjectedGenerator(config, shapes, extra_input_channels=1 if controls_of(config)["atten_channel"] else 0)
 
 
