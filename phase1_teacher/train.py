@@ -9,6 +9,8 @@ import argparse
 import os
 from pathlib import Path
 
+import torch
+
 from shared.cli import add_training_args, metric_and_mode, parse_overrides, run_main
 from shared.config.construct_dictionaries import load_config, search_space
 from shared.data.dataset_io import open_dataset
@@ -39,6 +41,7 @@ def resolved_config(args) -> dict:
 
 def fit(config: dict, data_dir: str, out: Path, args, report=None, progress=True) -> dict:
     data = open_dataset(data_dir)
+    torch.manual_seed(args.seed)  # the initial weights are part of a reproducible run
     task = teacher_task(config, data, use_stored_sino=args.use_stored_sino)
     train_set = MuMapDataset(data, "train", args.use_stored_sino, augment=args.augment)
     val_set = MuMapDataset(data, "val", args.use_stored_sino)
@@ -66,8 +69,6 @@ def main(argv=None) -> int:
 
 
 def tune_main(args, out: Path) -> int:
-    import torch
-
     from shared.tune_runner import collect_results, report_to_tune, run_tune, trial_out_dir
 
     space = search_space("teacher")

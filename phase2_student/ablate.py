@@ -20,7 +20,7 @@ import numpy as np
 from shared.cli import run_main
 from shared.data.dataset_io import open_dataset
 
-from .evaluate import per_sample_metrics, predict
+from .evaluate import baseline_recons, per_sample_metrics, predict
 from .task import load_student
 from .train import STUDENT
 from .train import main as train_main
@@ -69,12 +69,10 @@ def baselines(args, out: Path) -> dict:
     path = out / "baselines.json"
     if path.exists():
         return json.loads(path.read_text())
-    from shared.recon import reconstruct_split
-
     data = open_dataset(args.data)
     target = np.array(data.split(args.split).actMap, dtype=np.float32)
-    res = {m: {k: float(np.mean(v)) for k, v in per_sample_metrics(reconstruct_split(data, args.split, m),
-                                                                   target).items()} for m in ("fbp", "mlem")}
+    recons = baseline_recons(data, args.split, ("fbp", "mlem"), tuned_on="val", out=out)
+    res = {m: {k: float(np.mean(v)) for k, v in per_sample_metrics(r, target).items()} for m, r in recons.items()}
     path.write_text(json.dumps(res))
     return res
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from shared import checkpoint as ckpt_io
 from shared.cli import add_training_args, metric_and_mode, parse_overrides, run_main
 from shared.config.construct_dictionaries import load_config, search_space
@@ -62,6 +64,7 @@ def resolved_config(args) -> dict:
 def fit(config: dict, data_dir: str, store_path, out: Path, args, report=None, progress=True) -> dict:
     data = open_dataset(data_dir)
     store = store_info(store_path) if store_path and injection_plan(config) else None
+    torch.manual_seed(args.seed)  # the initial weights are part of a reproducible run
     task = student_task(config, data, store)
     train_set, val_set = student_datasets(config, data, store, augment=args.augment, seed=args.seed)
     opts = TrainOptions(epochs=args.epochs, out_dir=out, device=args.device, workers=args.workers, seed=args.seed,
@@ -94,8 +97,6 @@ def main(argv=None) -> int:
 
 
 def tune_main(args, out: Path) -> int:
-    import torch
-
     from shared.tune_runner import collect_results, report_to_tune, run_tune, trial_out_dir
 
     space = search_space("student")

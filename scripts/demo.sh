@@ -38,7 +38,7 @@ stage "5/6 plain student (no injection), same budget -> $OUT/student_plain"
 
 stage "6/6 evaluate on the test split (student, FBP, MLEM) -> $OUT/evaluation"
 "$PY" -m phase2_student.evaluate --student "$OUT/student/student.pt" --features "$OUT/features.zarr" \
-    --data "$OUT/data" --split test --out "$OUT/evaluation"
+    --data "$OUT/data" --split test --out "$OUT/evaluation" --baseline-defaults
 "$PY" -m phase2_student.evaluate --student "$OUT/student_plain/student.pt" --data "$OUT/data" --split test \
     --out "$OUT/evaluation_plain" --methods student
 
