@@ -41,6 +41,7 @@ class ExportSpec:
     variants: str = "none"
     batch_size: int = 16
     device: str = "cpu"
+    threads: int | None = None  # torch threads per worker; float results depend on it (last bits)
 
     def __post_init__(self):
         if self.dtype not in L.DTYPES:
@@ -209,7 +210,8 @@ def export_ranges(spec: ExportSpec, items: list[tuple[str, int]], progress: bool
     """Write the given (split, range) items in this process; returns bytes written."""
     if not items:
         return 0
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     w = RangeWriter(spec)
     sizes = {s: w.data.split(s).n for s in {s for s, _ in items}}
     total = sum(len(range(*L.range_bounds(r, sizes[s], spec.range_size))) for s, r in items)
@@ -244,7 +246,7 @@ def export_with_ray(spec: ExportSpec, items, workers: int, address: str | None) 
 
     init_ray(address)
     n_gpu = 1 if spec.device.startswith("cuda") else 0
-    task = ray.remote(num_cpus=1, num_gpus=n_gpu)(export_ranges)
+    task = ray.remote(num_cpus=spec.threads or 1, num_gpus=n_gpu)(export_ranges)
     groups = [items[k::workers] for k in range(workers) if items[k::workers]]
     return sum(ray.get([task.remote(spec, g, False) for g in groups]))
 
@@ -310,6 +312,9 @@ def parser() -> argparse.ArgumentParser:
                    help="replace a store made differently (other teacher, dataset or settings); an identical "
                         "store is kept and completed")
     p.add_argument("--workers", type=int, default=0, help="Ray workers (0 = this process)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: all for this process, 1 per "
+                                                "Ray worker); exports with equal --threads and --batch-size are "
+                                                "bit-identical")
     p.add_argument("--ray-address", help="Ray cluster address (e.g. auto); implies Ray workers")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true")
@@ -321,7 +326,7 @@ def main(argv=None) -> int:
     spec = ExportSpec(ckpt=args.ckpt, data=args.data, store=args.out, levels=L.parse_levels(args.levels),
                       splits=[s for s in args.splits.split(",") if s], dtype=args.dtype, codec=args.codec,
                       shard_size=args.shard_size or None, range_size=args.range_size, variants=args.variants,
-                      batch_size=args.batch_size, device=args.device)
+                      batch_size=args.batch_size, device=args.device, threads=args.threads)
     t0 = time.time()
     todo = prepare(spec, overwrite=args.overwrite)
     root = L.open_root(spec.store)
@@ -330,6 +335,7 @@ def main(argv=None) -> int:
         return 0
     print(f"[export] {len(todo)} range(s) of up to {spec.range_size} samples to write -> {spec.store}")
     if args.workers or args.ray_address:
+        spec.threads = spec.threads or 1
         nbytes = export_with_ray(spec, todo, max(1, args.workers or 2), args.ray_address)
     else:
         nbytes = export_ranges(spec, todo, progress=not args.quiet)
