@@ -106,3 +106,30 @@ def test_concurrent_readers_while_verify_runs(tiny_store, tiny_teacher, tiny_dat
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert v.returncode == 0, v.stdout
     assert all(p.returncode == 0 for p in procs) and all(o.strip() == "ok" for o in outs)
+
+
+def test_tune_killed_then_resumed_finishes_the_trials(tiny_data, tiny_store, tmp_path):
+    out = tmp_path / "tune"
+    cmd = [sys.executable, "-m", "phase2_student.tune", "--data", str(tiny_data), "--features", str(tiny_store),
+           "--out", str(out), "--num-samples", "2", "--epochs", "3", "--inject", "9", "--max-concurrent", "1",
+           "--searcher", "random"]
+    for pin in ("gen_sino_size=64", "gen_image_size=32", "SI_gen_hidden_dim=4", "SI_gen_z_dim=8", "batch_size=4",
+                "SI_gen_mult=1.5", "SI_gen_fill=0"):
+        cmd += ["--set", pin]
+    # the whole job (driver and the Ray processes it started) dies at once, as on a machine crash
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    assert _wait_for(lambda: any(ckpt_io.load(p)["epoch"] >= 1 for p in (out / "trials").glob("*/last.pt")),
+                     timeout=180, step=0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "student.pt").exists()
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import csv
+
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert len(rows) == 2 and all(r["error"] == "" for r in rows)
+    for last in (out / "trials").glob("*/last.pt"):
+        epochs = [h["epoch"] for h in ckpt_io.load(last)["history"]]
+        assert epochs == list(range(1, len(epochs) + 1))  # resumed, never restarted or duplicated
+    assert (out / "student.pt").exists()
