@@ -21,7 +21,7 @@ import torch
 
 from shared.cli import run_main
 from shared.data.augment import flip_image
-from shared.data.dataset_io import open_dataset
+from shared.data.dataset_io import open_dataset, read_rows
 from shared.frozen import load_frozen
 
 from . import layout as L
@@ -142,11 +142,12 @@ class RangeWriter:
         self.V = L.VARIANTS[spec.variants]
         self.dtype = np.dtype(spec.dtype)
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="export-read")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="export-write")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="export-write")  # FIFO: flags after writes
+        self._pending = []
         self.bytes_written = 0
 
     def _read(self, split, s0, s1) -> torch.Tensor:
-        mu = torch.from_numpy(np.array(self.data.split(split).attenMap[s0:s1], dtype=np.float32))
+        mu = torch.from_numpy(read_rows(self.data.split(split).attenMap, s0, s1).astype(np.float32, copy=False))
         if self.V == 1:
             return mu
         return torch.stack([flip_image(mu, v) for v in range(self.V)], dim=1).flatten(0, 1)  # sample-major
@@ -156,15 +157,15 @@ class RangeWriter:
         _, taps = self.teacher(mu.to(self.device) * self.teacher.input_scale, return_taps=True)
         out = {}
         for name in self.spec.taps:
-            t = taps[name].float().cpu().numpy()
-            if self.V > 1:
-                t = t.reshape(-1, self.V, *t.shape[1:])
-            if self.dtype == np.float16:
-                big = np.abs(t).max()
+            t = taps[name].float()
+            if self.dtype == np.float16:  # range check and conversion in torch: threaded, on the device
+                big = float(t.abs().amax())
                 if not np.isfinite(big) or big >= L.FLOAT16_MAX:
                     raise L.StoreError(f"{self.spec.store}: {split} tap {name} near sample {s0} has |x| = {big:g}, "
                                        f"outside float16 range (65504); rerun with --dtype float32")
-            out[name] = t.astype(self.dtype)
+                t = t.half()
+            t = t.cpu().numpy()
+            out[name] = t.reshape(-1, self.V, *t.shape[1:]) if self.V > 1 else t
         return out
 
     def _write(self, split, s0, s1, arrays):
@@ -173,13 +174,32 @@ class RangeWriter:
             g[name][s0:s1] = a
         return sum(a.nbytes for a in arrays.values())
 
+    def _flag(self, split, r, writes):
+        for f in writes:  # all already finished (one FIFO writer thread); re-raises a failed write
+            f.result()
+        self.root[split][L.DONE][r] = 1  # only after every sample of the range is on disk
+        return 0
+
+    def _submit(self, fn, *args):
+        """Queue work for the writer thread; at most a few items wait, so memory stays bounded."""
+        self._pending.append(self._writer.submit(fn, *args))
+        while len(self._pending) > 3:
+            self.bytes_written += self._pending.pop(0).result()
+        return self._pending[-1]
+
+    def drain(self):
+        while self._pending:
+            self.bytes_written += self._pending.pop(0).result()
+
     def write_range(self, split: str, r: int, on_batch=None) -> None:
+        """Compute a range and queue its writes and then its done flag; the next range's compute
+        overlaps with this range's writing."""
         n = self.data.split(split).n
         start, stop = L.range_bounds(r, n, self.spec.range_size)
         per_batch = max(1, self.spec.batch_size // self.V)
         bounds = [(s, min(stop, s + per_batch)) for s in range(start, stop, per_batch)]
         sharded = bool(self.spec.shard_size)
-        pending, shard_parts = [], []
+        writes, shard_parts = [], []
         nxt = self._reader.submit(self._read, split, *bounds[0])
         for k, (s0, s1) in enumerate(bounds):
             mu = nxt.result()
@@ -189,17 +209,13 @@ class RangeWriter:
             if sharded:  # a shard is written in one piece, never read-modified-written
                 shard_parts.append(arrays)
             else:
-                pending.append(self._writer.submit(self._write, split, s0, s1, arrays))
-                while len(pending) > 2:
-                    self.bytes_written += pending.pop(0).result()
+                writes.append(self._submit(self._write, split, s0, s1, arrays))
             if on_batch:
                 on_batch(s1 - s0)
         if sharded:
             whole = {t: np.concatenate([p[t] for p in shard_parts]) for t in self.spec.taps}
-            pending.append(self._writer.submit(self._write, split, start, stop, whole))
-        for f in pending:
-            self.bytes_written += f.result()
-        self.root[split][L.DONE][r] = 1  # only after every sample of the range is on disk
+            writes.append(self._submit(self._write, split, start, stop, whole))
+        self._submit(self._flag, split, r, writes)
 
     def close(self):
         self._reader.shutdown()
@@ -231,6 +247,7 @@ def export_ranges(spec: ExportSpec, items: list[tuple[str, int]], progress: bool
     try:
         for split, r in items:
             w.write_range(split, r, on_batch=tick)
+        w.drain()
     finally:
         w.close()
         if bar is not None:
@@ -265,14 +282,15 @@ def finalise(spec: ExportSpec, log=print) -> None:
         if missing:
             raise L.StoreError(f"{spec.store}: split {split} has unwritten ranges {missing[:5]}… ; rerun the export")
         for tap in spec.taps:
-            _write_statistics(root[split][tap], n, spec.range_size)
+            _write_statistics(root[split][tap], n)
         state[split] = {"n": n, "status": "complete", "completed": _now()}
         root.attrs["splits"] = state
         log(f"[export] {split}: {n} samples complete")
 
 
-def _write_statistics(arr, n, step):
-    """Per-channel mean/std/min/max (fp32 values, fp64 accumulation) over samples and variants."""
+def _write_statistics(arr, n, step: int = 8):
+    """Per-channel mean/std/min/max (fp32 values, fp64 accumulation) over samples and variants,
+    a few samples at a time so memory does not depend on the shard size or the variants."""
     c_axis = arr.ndim - 3
     s1 = s2 = None
     lo = hi = None

@@ -8,6 +8,7 @@ pool, which is what makes per-sample zarr reads fast enough for training.
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -61,16 +62,18 @@ class FeatureStoreDataset(Dataset):
         self.taps = list(taps) if taps is not None else list(self.attrs["taps"])
         self.n = self.attrs["splits"][split]["n"]
         self.n_variants = L.VARIANTS[self.attrs["variants"]]
-        self._arrays = None  # opened lazily, per process
+        self._arrays, self._pid = None, None  # opened lazily, per process
 
     def __len__(self):
         return self.n
 
     def _open(self):
-        if self._arrays is None:
+        # a forked DataLoader worker inherits the handles but not the pool's threads: reopen per process
+        if self._arrays is None or self._pid != os.getpid():
             g = L.open_root(self.store, mode="r")[self.split]
             self._arrays = {t: g[t] for t in self.taps}
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="features")
+            self._pid = os.getpid()
         return self._arrays
 
     def get(self, i: int, variant: int = 0) -> dict[str, torch.Tensor]:
@@ -95,6 +98,6 @@ class FeatureStoreDataset(Dataset):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_arrays"] = None
+        state["_arrays"], state["_pid"] = None, None
         state.pop("_pool", None)
         return state

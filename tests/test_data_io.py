@@ -215,3 +215,15 @@ def test_write_refuses_bad_shapes_before_touching_folder(folder):
     assert open_dataset(folder).fingerprint() == fp  # old dataset intact
     with pytest.raises(DataError, match="sino_channels"):
         write_dataset(folder, G, _arrays(channels=2), UNITS, SCALES)
+
+
+def test_read_rows_equals_slicing_the_memory_map(tmp_path):
+    from shared.data.dataset_io import read_rows
+
+    a = np.random.default_rng(0).random((7, 1, 5, 4), dtype=np.float32)
+    np.save(tmp_path / "a.npy", a)
+    m = np.load(tmp_path / "a.npy", mmap_mode="r")
+    for s0, s1 in ((0, 7), (2, 5), (6, 7), (5, 9), (3, 3)):
+        got = read_rows(m, s0, s1)
+        assert got.shape == a[s0:s1].shape and np.array_equal(got, a[s0:s1])
+    assert np.array_equal(read_rows(a, 1, 3), a[1:3])  # plain arrays work too

@@ -108,6 +108,7 @@ def test_concurrent_readers_while_verify_runs(tiny_store, tiny_teacher, tiny_dat
     assert all(p.returncode == 0 for p in procs) and all(o.strip() == "ok" for o in outs)
 
 
+@pytest.mark.slow
 def test_tune_killed_then_resumed_finishes_the_trials(tiny_data, tiny_store, tmp_path):
     out = tmp_path / "tune"
     cmd = [sys.executable, "-m", "phase2_student.tune", "--data", str(tiny_data), "--features", str(tiny_store),

@@ -206,3 +206,11 @@ def test_float16_overflow_asks_for_float32(tiny_teacher, tiny_data, tmp_path, ca
     assert "--dtype float32" in capsys.readouterr().err
     assert _export(tmp_path / "loud.pt", tiny_data, tmp_path / "s32.zarr", "--splits", "val", "--dtype",
                    "float32") == 0
+
+
+def test_reader_used_in_the_main_process_then_in_forked_workers(tiny_store):
+    ds = FeatureStoreDataset(tiny_store, "train", ["enc9"])
+    first = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))  # opens the pool in this process
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, timeout=30, multiprocessing_context="fork")
+    again = next(iter(loader))  # used to hang: the forked pool had no threads
+    assert torch.equal(first["enc9"], again["enc9"])

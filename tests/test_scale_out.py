@@ -50,6 +50,7 @@ def test_export_on_ray_workers_equals_single_process(ray_cluster, tiny_teacher, 
             np.testing.assert_array_equal(a[t], b[t])
 
 
+@pytest.mark.slow
 def test_student_tune_against_the_cluster(ray_cluster, tiny_store, tiny_data, tmp_path):
     out = tmp_path / "tune"
     cmd = [sys.executable, "-m", "phase2_student.tune", "--data", str(tiny_data), "--features", str(tiny_store),

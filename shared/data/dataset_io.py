@@ -239,6 +239,21 @@ class Dataset:
                 f"x{self.sino_channels}ch, attenSino={'yes' if self.has_atten_sino else 'no'})")
 
 
+def read_rows(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a memory-mapped .npy as a fresh array, read with a plain file read.
+
+    Slicing the memory map instead leaves every touched page mapped and counted in the process's
+    RSS, which then grows with the dataset in a one-pass job such as the feature export.
+    """
+    if not isinstance(arr, np.memmap) or arr.filename is None or not arr.flags.c_contiguous:
+        return np.array(arr[start:stop])
+    row = int(np.prod(arr.shape[1:], dtype=np.int64))
+    stop = min(stop, arr.shape[0])
+    out = np.fromfile(arr.filename, dtype=arr.dtype, count=max(0, stop - start) * row,
+                      offset=arr.offset + start * row * arr.itemsize)
+    return out.reshape((max(0, stop - start),) + arr.shape[1:])
+
+
 def read_meta(folder) -> dict:
     path = Path(folder) / META_NAME
     if not path.is_file():

@@ -1,0 +1,307 @@
+"""Feature-store export: throughput against teacher inference alone, and peak memory against N.
+
+    python -m benchmarks.bench_export [--small] [--workdir DIR] [--repeats R] [--threads T]
+
+Throughput runs use 1 torch thread unless ``--threads`` says otherwise (0 = torch's default): on a
+2-core machine shared with other processes, a 2-thread teacher stalls in OpenMP barriers whenever
+another process holds a core — its time per batch was measured 5–15× inflated (22 ms quiet vs
+300–900 ms under load), which makes "teacher alone" slow and the ratio meaningless.
+
+Default geometry (180×180 μ-maps, network size 288, tuned default teacher config; the teacher is
+trained for 1 epoch on a tiny dataset — its weights do not matter for throughput).
+
+(a) Throughput, in this process, on the same batches of the same N samples (``--n``; 128, or 32
+    with ``--small``), measured alternately ``--repeats`` times:
+    * teacher alone: read the μ-map batch (16) from the dataset's memmap, ``teacher(mu, return_taps=True)``;
+    * export: ``RangeWriter.write_range`` over every range — read, teacher, float16 range check and
+      conversion, zarr writes on the writer thread (a fresh store each repeat; store creation and
+      the finalising statistics pass are not included — they are in the end-to-end rows of (d)).
+    The reported ratio is export / teacher-alone samples/s (median of the per-repeat ratios);
+    target ≥ 0.8.  ``cpu_ratio`` is the same comparison in process CPU time per sample (all threads),
+    which is far less sensitive to other processes competing for the cores than wall time.
+    A per-batch stage breakdown (forward, fp16 conversion, zarr write) explains it.
+(d) Peak RSS of the export CLI (``python -m feature_store.export``) in a subprocess, for N and 4N
+    samples, median of 3 alternating runs each (2 with --small): ru_maxrss of the export process
+    (``RUSAGE_CHILDREN`` of a small launcher whose only child is the export — not of this process:
+    a child's ru_maxrss includes the image it was forked from), plus the peaks of its anonymous and
+    file-backed RSS (polled from /proc every 50 ms; file-backed = mapped files such as the dataset's
+    .npy memmaps and shared libraries).  Must not grow with N beyond a few %.
+
+Everything is created under ``--workdir`` (default: a temporary directory, removed at the end);
+with ``--workdir`` the dataset and teacher are kept and reused by later runs.  Results go to
+benchmarks/results/<--name>.json (default ``export``, or ``export_small`` with --small).
+
+The helpers ``bench_teacher`` / ``bench_dataset`` / ``export_cli`` are shared with the other
+feature-store benchmarks (bench_reader, bench_store_size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import environment, print_table, write_results
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 0.8
+TARGET_RSS_GROWTH = 0.05  # "a few %"
+
+
+# ------------------------------------------------------------------ shared assets
+def _run(cmd: list[str], what: str, env=None) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def bench_dataset(workdir: Path, n_train: int, seed: int = 1, n_val: int = 0) -> Path:
+    """A default-geometry synthetic dataset with ``n_train`` samples (reused if already there)."""
+    out = Path(workdir) / f"data_n{n_train}_v{n_val}_s{seed}"
+    if not (out / "dataset.json").exists():
+        from shared.data.synthetic import make_synthetic_dataset
+
+        shutil.rmtree(out, ignore_errors=True)
+        make_synthetic_dataset(out, n_train, n_val, 0, seed=seed, montage=False, progress=False)
+    return out
+
+
+def bench_teacher(workdir: Path) -> Path:
+    """An (essentially untrained: 1 epoch on 8 samples) teacher with the tuned default config."""
+    out = Path(workdir) / "teacher"
+    ckpt = out / "best.pt"
+    if not ckpt.exists():
+        data = bench_dataset(workdir, 8, seed=0, n_val=4)
+        shutil.rmtree(out, ignore_errors=True)
+        _run([sys.executable, "-m", "phase1_teacher.train", "--data", str(data), "--out", str(out), "--epochs", "1",
+              "--val-samples", "4", "--quiet"], "teacher training")
+    return ckpt
+
+
+# Runs a command, polls its /proc/<pid>/status (Linux) for the anonymous and file-backed parts of
+# its RSS, and prints its peak RSS from rusage.  A child's ru_maxrss also covers the memory image it
+# was forked from (Linux keeps the pre-exec high-water mark), so a big benchmark process would
+# inflate it: the export is therefore started from this small launcher process.
+_RSS_LAUNCHER = """
+import json, resource, subprocess, sys, time
+p = subprocess.Popen(sys.argv[1:])
+peak = {"RssAnon": 0, "RssFile": 0}
+while p.poll() is None:
+    try:
+        for line in open(f"/proc/{p.pid}/status"):
+            k = line.split(":")[0]
+            if k in peak:
+                peak[k] = max(peak[k], int(line.split()[1]))
+    except (OSError, ValueError):
+        pass
+    time.sleep(0.05)
+print(json.dumps({"rc": p.returncode, "maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                  "anon_kib": peak["RssAnon"], "file_kib": peak["RssFile"]}))
+"""
+
+
+def export_cli(ckpt: Path, data: Path, store: Path, *extra: str, threads: int | None = None) -> dict:
+    """Run the export CLI (train split) in a child process; its wall seconds and own peak RSS (MB)."""
+    shutil.rmtree(store, ignore_errors=True)
+    cmd = [sys.executable, "-m", "feature_store.export", "--ckpt", str(ckpt), "--data", str(data), "--out", str(store),
+           "--splits", "train", "--quiet", *extra]
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    logf = Path(str(store) + ".log")
+    with open(logf, "w") as log:
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, "-c", _RSS_LAUNCHER, *cmd], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=log, text=True)
+        wall = time.perf_counter() - t0
+    if p.returncode != 0 or json.loads(p.stdout.splitlines()[-1])["rc"] != 0:
+        raise RuntimeError(f"export failed:\n{logf.read_text()[-3000:]}")
+    r = json.loads(p.stdout.splitlines()[-1])
+    return {"wall_s": wall, "peak_rss_mb": r["maxrss_kib"] / 1024.0,  # ru_maxrss is KiB on Linux
+            "peak_anon_mb": r["anon_kib"] / 1024.0, "peak_file_mb": r["file_kib"] / 1024.0}
+
+
+def tap_bytes_per_sample(ckpt: Path, dtype: str = "float16") -> int:
+    from shared.frozen import load_frozen
+
+    t = load_frozen(ckpt, kind="teacher", direction="IS")
+    return int(sum(np.prod(s) for s in t.tap_shapes().values()) * np.dtype(dtype).itemsize)
+
+
+# ------------------------------------------------------------------ (a) throughput
+def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repeats: int, batch: int) -> tuple:
+    import torch
+
+    from feature_store import export as E
+
+    def spec_for(cfg, store):
+        return E.ExportSpec(ckpt=str(ckpt), data=str(data), store=str(store), splits=["train"],
+                            codec=cfg["codec"], shard_size=cfg["shard_size"], batch_size=batch)
+
+    base = spec_for(configs[0], workdir / "tp_probe.zarr")
+    shutil.rmtree(base.store, ignore_errors=True)
+    E.prepare(base, log=lambda *a: None)
+    w = E.RangeWriter(base)
+    teacher, mu_all = w.teacher, w.data.split("train").attenMap
+    n = mu_all.shape[0]
+
+    @torch.inference_mode()
+    def teacher_alone():
+        for s in range(0, n, batch):
+            mu = torch.from_numpy(np.array(mu_all[s:s + batch], dtype=np.float32))
+            teacher(mu * teacher.input_scale, return_taps=True)
+
+    def export_once(cfg):
+        store = workdir / f"tp_{cfg['codec']}_{cfg['shard_size'] or 0}.zarr"
+        spec = spec_for(cfg, store)
+        shutil.rmtree(store, ignore_errors=True)  # a fresh store: prepare() resumes an identical one
+        todo = E.prepare(spec, log=lambda *a: None)
+        assert todo, "nothing to export"
+        wr = E.RangeWriter(spec)
+        wr.teacher = teacher  # same module object: no second copy / warm-up difference
+        c0, t0 = time.process_time(), time.perf_counter()
+        for split, r in todo:
+            wr.write_range(split, r)
+        wr.close()  # joins the reader/writer threads
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    teacher_alone()  # warm-up (allocator, oneDNN primitives)
+    export_once(configs[0])
+    per = {c["label"]: [] for c in configs}
+    for _ in range(repeats):  # alternate, so that load from other processes hits both alike
+        for cfg in configs:
+            c0, t0 = time.process_time(), time.perf_counter()
+            teacher_alone()
+            ta, ca = time.perf_counter() - t0, time.process_time() - c0
+            te, ce = export_once(cfg)  # the write loop only, reader and writer threads included
+            per[cfg["label"]].append({"export": n / te, "alone": n / ta, "cpu_export": ce / n, "cpu_alone": ca / n})
+    rows = []
+    for cfg in configs:
+        m = per[cfg["label"]]
+
+        def med(f):
+            return statistics.median(f(x) for x in m)
+
+        row = {"config": cfg["label"], "samples": n, "export_samples_s": med(lambda x: x["export"]),
+               "teacher_alone_samples_s": med(lambda x: x["alone"]),
+               "ratio": med(lambda x: x["export"] / x["alone"]), "target": TARGET_RATIO,
+               "export_cpu_ms_per_sample": med(lambda x: x["cpu_export"]) * 1e3,
+               "teacher_cpu_ms_per_sample": med(lambda x: x["cpu_alone"]) * 1e3,
+               "cpu_ratio": med(lambda x: x["cpu_alone"] / x["cpu_export"])}
+        row["meets_target"] = row["ratio"] >= TARGET_RATIO
+        rows.append(row)
+
+    # per-batch stage breakdown (median ms per batch of `batch` samples)
+    mu = w._read("train", 0, batch)
+
+    def med_ms(fn, k=7):
+        ts = []
+        for _ in range(k):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) * 1e3
+
+    with torch.inference_mode():
+        _, taps = teacher(mu * teacher.input_scale, return_taps=True)
+        fwd = med_ms(lambda: teacher(mu * teacher.input_scale, return_taps=True))
+    conv = med_ms(lambda: [np.abs(taps[t].float().numpy()).max() for t in base.taps] +
+                  [taps[t].float().numpy().astype(np.float16) for t in base.taps])
+    arrays = w._compute(mu, "train", 0)
+    write = med_ms(lambda: w._write("train", 0, batch, arrays))
+    w.close()
+    stages = [{"stage": "teacher forward (return_taps)", "ms_per_batch": fwd},
+              {"stage": "float16 range check + conversion", "ms_per_batch": conv},
+              {"stage": "zarr write, unsharded none (writer thread)", "ms_per_batch": write}]
+    for s in stages:
+        s["samples_s_if_alone"] = batch / (s["ms_per_batch"] / 1e3)
+    return rows, stages
+
+
+# ------------------------------------------------------------------ (d) memory
+def _memory(ckpt: Path, workdir: Path, n: int, threads: int | None, repeats: int) -> list[dict]:
+    """Peak RSS for N and 4N samples, alternating, ``repeats`` times each (median: single runs vary
+    by ±20 MB with thread timing and allocator arenas)."""
+    runs = {n: [], 4 * n: []}
+    for _ in range(repeats):
+        for k in runs:
+            runs[k].append(export_cli(ckpt, bench_dataset(workdir, k), workdir / f"rss_{k}.zarr", threads=threads))
+            shutil.rmtree(workdir / f"rss_{k}.zarr", ignore_errors=True)
+    rows = []
+    for k, rs in runs.items():
+        rss = [r["peak_rss_mb"] for r in rs]
+        wall = statistics.median(r["wall_s"] for r in rs)
+        rows.append({"samples": k, "peak_rss_mb": statistics.median(rss), "min_mb": min(rss), "max_mb": max(rss),
+                     "peak_anon_mb": statistics.median(r["peak_anon_mb"] for r in rs),
+                     "peak_file_mb": statistics.median(r["peak_file_mb"] for r in rs),
+                     "wall_s": wall, "end_to_end_samples_s": k / wall})
+    base, base_anon = rows[0]["peak_rss_mb"], rows[0]["peak_anon_mb"]
+    for r in rows:
+        r["rss_growth"] = r["peak_rss_mb"] / base - 1
+        r["anon_growth"] = r["peak_anon_mb"] / base_anon - 1 if base_anon else None
+        r["meets_target"] = r["rss_growth"] <= TARGET_RSS_GROWTH
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help="quick run: N=32, 2 repeats, default config only")
+    ap.add_argument("--n", type=int,
+                    help="samples for the throughput runs and N of the memory runs (default 128, 32 small)")
+    ap.add_argument("--repeats", type=int, help="alternating repeats (default 3, 2 small)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for the throughput runs (default 1; 0 = torch's default, see above)")
+    ap.add_argument("--workdir", help="keep data/teacher/stores here (default: a temp dir, removed)")
+    ap.add_argument("--name", help="results file benchmarks/results/<name>.json (default export[_small])")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    n = args.n or (32 if args.small else 128)
+    repeats = args.repeats or (2 if args.small else 3)
+    rss_repeats = 2 if args.small else 3
+    configs = [{"label": "none, unsharded (default)", "codec": "none", "shard_size": None}]
+    if not args.small:
+        configs += [{"label": "lz4, unsharded", "codec": "lz4", "shard_size": None},
+                    {"label": "none, shard 64", "codec": "none", "shard_size": 64}]
+    tmp = None
+    workdir = Path(args.workdir) if args.workdir else Path(tmp := tempfile.mkdtemp(prefix="bench_export_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        t0 = time.perf_counter()
+        ckpt = bench_teacher(workdir)
+        data = bench_dataset(workdir, n)
+        print(f"[bench_export] teacher + data ready in {time.perf_counter() - t0:.0f} s ({workdir})", flush=True)
+        tp_rows, stages = _throughput(ckpt, data, workdir, configs, repeats, args.batch_size)
+        print_table(tp_rows, title=f"(a) Export vs teacher alone, {n} samples, batch {args.batch_size} "
+                                   f"(median of {repeats} alternating repeats)")
+        print_table(stages, title=f"Per-batch stages ({args.batch_size} samples, median ms)")
+        mem_rows = _memory(ckpt, workdir, n, args.threads, rss_repeats)
+        print_table(mem_rows, title=f"(d) Export CLI peak RSS vs N (median of {rss_repeats} runs each)", floatfmt=".3g")
+        results = {"n": n, "batch_size": args.batch_size, "repeats": repeats,
+                   "bytes_per_sample_float16": tap_bytes_per_sample(ckpt), "throughput": tp_rows, "stages": stages,
+                   "memory": mem_rows}
+        if not args.no_write:
+            name = args.name or ("export_small" if args.small else "export")
+            print(f"wrote {write_results(name, results, environment(torch_threads_arg=args.threads))}")
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
