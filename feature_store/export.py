@@ -14,7 +14,6 @@ import dataclasses
 import datetime
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from shared.cli import add_training_args, metric_and_mode, parse_overrides, run_main
+from shared.cli import add_training_args, common_overrides, metric_and_mode, parse_overrides, run_main, train_options
 from shared.config.construct_dictionaries import load_config, search_space
 from shared.data.dataset_io import open_dataset
-from shared.training import LAST, TrainOptions, train
+from shared.training import LAST, train
 
 from .data import MuMapDataset
 from .task import teacher_task
@@ -29,11 +29,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def resolved_config(args) -> dict:
-    overrides = parse_overrides(args.set)
-    if args.batch_size:
-        overrides["batch_size"] = args.batch_size
-    if args.lr:
-        overrides["gen_lr"] = args.lr
+    overrides = common_overrides(args)
     if args.neck:
         overrides["IS_gen_neck"] = args.neck
     return load_config("teacher", args.config, overrides)
@@ -45,9 +41,7 @@ def fit(config: dict, data_dir: str, out: Path, args, report=None, progress=True
     task = teacher_task(config, data, use_stored_sino=args.use_stored_sino)
     train_set = MuMapDataset(data, "train", args.use_stored_sino, augment=args.augment)
     val_set = MuMapDataset(data, "val", args.use_stored_sino)
-    opts = TrainOptions(epochs=args.epochs, out_dir=out, device=args.device, workers=args.workers, seed=args.seed,
-                        resume=True, metric=args.metric, mode=args.mode, val_samples=args.val_samples,
-                        progress=progress, report=report)
+    opts = train_options(args, out, report, progress)
     return train(task, config, train_set, val_set, opts)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from shared.cli import run_main
 from shared.data.dataset_io import open_dataset
+from shared.tables import markdown_table
 
 from .evaluate import baseline_recons, per_sample_metrics, predict
 from .task import load_student
@@ -78,17 +79,16 @@ def baselines(args, out: Path) -> dict:
 
 
 def table(results: dict[str, list[dict]], base: dict) -> str:
-    head = "| variant | " + " | ".join(METRICS) + " |\n|---" + "|---" * len(METRICS) + "|"
-    lines = [head]
+    """Mean ± std over seeds per variant (mean alone for one seed), then the classical baselines."""
+    rows = []
     for name, runs in results.items():
         cells = []
         for k in METRICS:
             v = np.array([r[k] for r in runs])
-            cells.append(f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}")
-        lines.append(f"| {name} (n={len(runs)}) | " + " | ".join(cells) + " |")
-    for m, r in base.items():
-        lines.append(f"| {m} (classical) | " + " | ".join(f"{r[k]:.4f}" for k in METRICS) + " |")
-    return "\n".join(lines)
+            cells.append(f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}")
+        rows.append([f"{name} (n={len(runs)})", *cells])
+    rows += [[f"{m} (classical)", *(r[k] for k in METRICS)] for m, r in base.items()]
+    return markdown_table(["variant", *METRICS], rows)
 
 
 def main(argv=None) -> int:

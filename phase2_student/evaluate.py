@@ -20,6 +20,7 @@ from feature_store.layout import StoreError
 from shared.cli import run_main
 from shared.data.dataset_io import open_dataset
 from shared.metrics import METRICS
+from shared.tables import markdown_table
 
 from .task import load_student, store_info, student_datasets
 
@@ -113,10 +114,7 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", 
 
 
 def format_table(summary: dict, metrics=("psnr", "ssim", "ssim_global", "nrmse")) -> str:
-    lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for m, vals in summary.items():
-        lines.append(f"| {m} | " + " | ".join(f"{vals[k]:.4f}" for k in metrics) + " |")
-    return "\n".join(lines)
+    return markdown_table(["method", *metrics], [[m, *(vals[k] for k in metrics)] for m, vals in summary.items()])
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from feature_store import layout as L
 from shared import checkpoint as ckpt_io

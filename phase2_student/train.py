@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from shared import checkpoint as ckpt_io
-from shared.cli import add_training_args, metric_and_mode, parse_overrides, run_main
+from shared.cli import add_training_args, common_overrides, metric_and_mode, parse_overrides, run_main, train_options
 from shared.config.construct_dictionaries import load_config, search_space
 from shared.data.dataset_io import open_dataset
-from shared.training import BEST, LAST, TrainOptions, train
+from shared.training import BEST, LAST, train
 
 from .injection import injection_plan, parse_inject
 from .task import store_info, student_datasets, student_task
@@ -52,11 +52,7 @@ def _control_overrides(args) -> dict:
 
 
 def resolved_config(args) -> dict:
-    overrides = parse_overrides(args.set)
-    if args.batch_size:
-        overrides["batch_size"] = args.batch_size
-    if args.lr:
-        overrides["gen_lr"] = args.lr
+    overrides = common_overrides(args)
     overrides.update(_control_overrides(args))
     return load_config("student", args.config, overrides)
 
@@ -67,9 +63,7 @@ def fit(config: dict, data_dir: str, store_path, out: Path, args, report=None, p
     torch.manual_seed(args.seed)  # the initial weights are part of a reproducible run
     task = student_task(config, data, store)
     train_set, val_set = student_datasets(config, data, store, augment=args.augment, seed=args.seed)
-    opts = TrainOptions(epochs=args.epochs, out_dir=out, device=args.device, workers=args.workers, seed=args.seed,
-                        resume=True, metric=args.metric, mode=args.mode, val_samples=args.val_samples,
-                        progress=progress, report=report)
+    opts = train_options(args, out, report, progress)
     best = train(task, config, train_set, val_set, opts)
     ckpt_io.save_atomic(ckpt_io.load(out / BEST, kind="student"), out / STUDENT)
     return best

@@ -70,3 +70,21 @@ def metric_and_mode(args) -> tuple[str, str]:
     if name not in HIGHER_IS_BETTER:
         raise ValueError(f"--metric must be one of {sorted(HIGHER_IS_BETTER)}, got {args.metric!r}")
     return f"val_{name}", args.mode or ("max" if HIGHER_IS_BETTER[name] else "min")
+
+
+def common_overrides(args) -> dict:
+    """Config overrides every training entry point takes: --set KEY=VALUE, --batch-size, --lr."""
+    overrides = parse_overrides(args.set)
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    if args.lr:
+        overrides["gen_lr"] = args.lr
+    return overrides
+
+
+def train_options(args, out, report=None, progress=True):
+    from .training import TrainOptions
+
+    return TrainOptions(epochs=args.epochs, out_dir=out, device=args.device, workers=args.workers, seed=args.seed,
+                        resume=True, metric=args.metric, mode=args.mode, val_samples=args.val_samples,
+                        progress=progress, report=report)

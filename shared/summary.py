@@ -13,6 +13,7 @@ from .config.construct_dictionaries import load_config
 from .data.dataset_io import open_dataset
 from .generator import Generator
 from .projector import Projector
+from .tables import markdown_table
 
 
 def describe_generators(data) -> list[str]:
@@ -71,10 +72,9 @@ def test_table(root: Path) -> str:
     if not rows:
         return ""
     metrics = ("psnr", "ssim", "ssim_global", "nrmse")
-    lines = ["| method | PSNR (dB) | SSIM | global SSIM | NRMSE |", "|---|---|---|---|---|"]
-    for name in sorted(rows, key=lambda n: (not n.startswith("student"), n)):
-        lines.append(f"| {name} | " + " | ".join(f"{rows[name][k]:.4f}" for k in metrics) + " |")
-    return "\n".join(lines)
+    order = sorted(rows, key=lambda n: (not n.startswith("student"), n))
+    return markdown_table(["method", "PSNR (dB)", "SSIM", "global SSIM", "NRMSE"],
+                          [[name, *(rows[name][k] for k in metrics)] for name in order])
 
 if __name__ == "__main__":
     main()

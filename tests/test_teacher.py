@@ -9,7 +9,6 @@ from phase1_teacher.task import teacher_task
 from phase1_teacher.train import main as teacher_main
 from shared import checkpoint as ckpt_io
 from shared.data.dataset_io import open_dataset
-from shared.projector import crop_sinogram
 from shared.training import TrainOptions, train
 from tests.conftest import tiny_teacher_config
 
