@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--split", default="test")
     p.add_argument("--val-samples", type=int, default=32)
+    p.add_argument("--report-only", action="store_true", help="tabulate finished runs, train nothing")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
@@ -112,7 +113,12 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     out = Path(args.out)
     open_dataset(args.data)
-    results = {n: [run_variant(n, s, args, out) for s in seeds] for n in names}
+    if args.report_only:
+        results = {n: [json.loads(f.read_text()) for s in seeds
+                       if (f := out / "runs" / n / f"seed{s}" / "result.json").exists()] for n in names}
+        results = {n: r for n, r in results.items() if r}
+    else:
+        results = {n: [run_variant(n, s, args, out) for s in seeds] for n in names}
     md = table(results, baselines(args, out))
     (out / "ablation.md").write_text(f"Test split `{args.split}`, {args.epochs} epochs, seeds {seeds}\n\n{md}\n")
     (out / "ablation.json").write_text(json.dumps({"epochs": args.epochs, "seeds": seeds, "results": results},

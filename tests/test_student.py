@@ -241,3 +241,7 @@ def test_ablation_table_over_variants_and_seeds(tiny_data, tiny_store, tmp_path)
     mtime = (out / "runs" / "none" / "seed0" / "result.json").stat().st_mtime_ns
     assert run_main(ablate_main, args) == 0  # rerun reuses finished runs
     assert (out / "runs" / "none" / "seed0" / "result.json").stat().st_mtime_ns == mtime
+    report = args[:args.index("--variants") + 1] + ["none,36", "--report-only", *args[args.index("--config"):]]
+    assert run_main(ablate_main, report) == 0  # tabulates what exists, trains nothing
+    md = (out / "ablation.md").read_text()
+    assert "| none (n=2)" in md and "| 36 " not in md and not (out / "runs" / "36").exists()
