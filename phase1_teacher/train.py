@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from shared.cli import add_training_args, common_overrides, metric_and_mode, parse_overrides, run_main, train_options
+from shared.cli import add_training_args, common_overrides, parse_overrides, run_main, train_options
 from shared.config.construct_dictionaries import load_config, search_space
 from shared.data.dataset_io import open_dataset
 from shared.training import LAST, train
@@ -63,29 +63,16 @@ def main(argv=None) -> int:
 
 
 def tune_main(args, out: Path) -> int:
-    from shared.tune_runner import collect_results, report_to_tune, run_tune, trial_out_dir
+    from shared.tune_runner import tune_from_cli
 
     space = search_space("teacher")
     space.update(parse_overrides(args.set))  # fixed keys the user pins
     if args.neck:
         space["IS_gen_neck"] = args.neck
-    metric, mode = metric_and_mode(args)
     data_dir = str(Path(args.data).resolve())
-    threads = max(1, int(args.cpus_per_trial))
-
-    def trial(config):
-        torch.set_num_threads(threads)
-        fit(config, data_dir, trial_out_dir(out), args, report=report_to_tune, progress=False)
-
-    results = run_tune(trial, space, out_dir=out, name="teacher", metric=metric, mode=mode,
-                       num_samples=args.num_samples, epochs=args.epochs, max_concurrent=args.max_concurrent,
-                       cpus_per_trial=args.cpus_per_trial, resume=args.resume, searcher=args.searcher,
-                       ray_address=args.ray_address, seed=args.seed)
-    summary = collect_results(results, out, metric, mode)
-    print(f"[teacher] tune: best trial {summary['best_trial']} {metric}={summary[metric]:.4f} of "
-          f"{summary['n_trials']} trials -> {out / 'best.pt'}, {out / 'trials.csv'}")
+    tune_from_cli(args, out, "teacher", space,
+                  lambda config, trial_dir, report: fit(config, data_dir, trial_dir, args, report, progress=False))
     return 0
-
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from shared import checkpoint as ckpt_io
-from shared.cli import add_training_args, common_overrides, metric_and_mode, parse_overrides, run_main, train_options
+from shared.cli import add_training_args, common_overrides, parse_overrides, run_main, train_options
 from shared.config.construct_dictionaries import load_config, search_space
 from shared.data.dataset_io import open_dataset
 from shared.training import BEST, LAST, train
@@ -91,34 +91,25 @@ def main(argv=None) -> int:
 
 
 def tune_main(args, out: Path) -> int:
-    from shared.tune_runner import collect_results, report_to_tune, run_tune, trial_out_dir
+    from shared.tune_runner import tune_from_cli
 
     space = search_space("student")
     space.update(parse_overrides(args.set))
     space.update(_control_overrides(args))
     if not space["inject_levels"]:  # the plain baseline: directions are meaningless, do not tune them
         space.update(inject_enc_to_dec=False, inject_dec_to_enc=False)
-    metric, mode = metric_and_mode(args)
     data_dir = str(Path(args.data).resolve())
     store_path = str(Path(args.features).resolve()) if args.features and "://" not in args.features else args.features
-    threads = max(1, int(args.cpus_per_trial))
 
-    def trial(config):
-        torch.set_num_threads(threads)
+    def fit_trial(config, trial_dir, report):
         if config["inject_levels"] and not (config["inject_enc_to_dec"] or config["inject_dec_to_enc"]):
             config = {**config, "inject_enc_to_dec": True}  # a sampled "no direction" would silently be the baseline
-        fit(config, data_dir, store_path, trial_out_dir(out), args, report=report_to_tune, progress=False)
+        fit(config, data_dir, store_path, trial_dir, args, report=report, progress=False)
 
-    results = run_tune(trial, space, out_dir=out, name="student", metric=metric, mode=mode,
-                       num_samples=args.num_samples, epochs=args.epochs, max_concurrent=args.max_concurrent,
-                       cpus_per_trial=args.cpus_per_trial, resume=args.resume, searcher=args.searcher,
-                       ray_address=args.ray_address, seed=args.seed)
-    summary = collect_results(results, out, metric, mode)
+    tune_from_cli(args, out, "student", space, fit_trial)
     ckpt_io.save_atomic(ckpt_io.load(out / BEST, kind="student"), out / STUDENT)
-    print(f"[student] tune: best trial {summary['best_trial']} {metric}={summary[metric]:.4f} of "
-          f"{summary['n_trials']} trials -> {out / STUDENT}, {out / 'trials.csv'}")
+    print(f"[student] -> {out / STUDENT}")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(run_main(main))

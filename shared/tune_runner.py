@@ -92,6 +92,30 @@ def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: s
     return tuner.fit()
 
 
+def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[dict, Path, Callable], None]) -> dict:
+    """``--tune`` for a phase's entry point: every trial trains with ``fit_trial(config, trial_dir,
+    report)`` using ``--cpus-per-trial`` torch threads; the best trial's best.pt lands in OUT."""
+    import torch
+
+    from .cli import metric_and_mode
+
+    metric, mode = metric_and_mode(args)
+    threads = max(1, int(args.cpus_per_trial))
+
+    def trial(config):
+        torch.set_num_threads(threads)
+        fit_trial(config, trial_out_dir(out), report_to_tune)
+
+    results = run_tune(trial, space, out_dir=out, name=name, metric=metric, mode=mode,
+                       num_samples=args.num_samples, epochs=args.epochs, max_concurrent=args.max_concurrent,
+                       cpus_per_trial=args.cpus_per_trial, resume=args.resume, searcher=args.searcher,
+                       ray_address=args.ray_address, seed=args.seed)
+    summary = collect_results(results, out, metric, mode)
+    print(f"[{name}] tune: best trial {summary['best_trial']} {metric}={summary[metric]:.4f} of "
+          f"{summary['n_trials']} trials -> {out / BEST}, {out / 'trials.csv'}")
+    return summary
+
+
 def collect_results(results, out_dir: str | Path, metric: str, mode: str) -> dict:
     """Copy the best trial's best.pt to OUT/best.pt; write OUT/trials.csv and the tuning curve."""
     out_dir = Path(out_dir).resolve()
