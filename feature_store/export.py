@@ -77,20 +77,18 @@ def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[
     want = _identity(spec, teacher, data)
     path = L.local_path(spec.store)
     exists = (path / "zarr.json").exists() if path is not None else _url_exists(spec.store)
-    if exists and overwrite:  # replace only a store made differently; an identical one is resumed
-        have = {k: L.open_root(spec.store, mode="r").attrs.get(k) for k in want}
-        if have != want:
-            log(f"[export] --overwrite: replacing {spec.store} (made by another teacher, dataset or settings)")
-            L.open_root(spec.store, mode="w")
-            exists = False
     if exists:
-        root = L.open_root(spec.store, mode="r+")
-        have = {k: root.attrs.get(k) for k in want}
-        if have != want:
+        have = {k: L.open_root(spec.store, mode="r").attrs.get(k) for k in want}
+        if have != want and overwrite:  # replace only a store made differently; an identical one is resumed
+            log(f"[export] --overwrite: replacing {spec.store} (made by another teacher, dataset or settings)")
+            exists = False  # the mode-"w" open below clears it
+        elif have != want:
             diff = ", ".join(f"{k}: store has {have[k]!r}, this export {want[k]!r}" for k in want
                              if have[k] != want[k])
             raise L.StoreError(f"{spec.store}: existing store was made differently ({diff}); "
                                f"pass --overwrite to replace it")
+    if exists:
+        root = L.open_root(spec.store, mode="r+")
         removed = L.remove_orphans(spec.store)
         if removed:
             log(f"[export] removed {removed} orphaned *.partial file(s) of an interrupted run")
