@@ -1,8 +1,8 @@
 """Run the frozen teacher once over a dataset and write its taps into a Zarr feature store.
 
-``python -m feature_store.export --ckpt best.pt --data DIR --out STORE`` (scripts/export_features.sh).
+``frozenflow export --ckpt best.pt --data DIR --out STORE`` (scripts/export_features.sh).
 
-Protocol (DESIGN §5): preallocate → status "writing" → each worker takes disjoint, shard-aligned
+Protocol (docs/DESIGN.md §5): preallocate → status "writing" → each worker takes disjoint, shard-aligned
 sample ranges, skips ranges already flagged done, writes them whole, then flags them → on restart
 orphaned ``*.partial`` files are deleted → finalise: every flag set, per-channel statistics,
 status "complete".  Killing it at any moment and rerunning the same command yields the same arrays.
@@ -18,12 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from shared.cli import run_main
+from shared.cli import new_parser, run_main
 from shared.data.augment import flip_image
 from shared.data.dataset_io import open_dataset, read_rows
 from shared.frozen import load_frozen
 
 from . import layout as L
+from .manifest import IDENTITY_KEYS, open_store
 
 
 @dataclasses.dataclass
@@ -61,11 +62,13 @@ class ExportSpec:
 
 # ------------------------------------------------------------------ preparation
 def _identity(spec: ExportSpec, teacher, data) -> dict:
-    """What makes two exports interchangeable; a store differing in any of these is refused."""
-    return {"format_version": L.FORMAT_VERSION, "teacher_sha256": teacher.sha256,
+    """What makes two exports interchangeable (manifest.IDENTITY_KEYS); a store differing in any is refused."""
+    identity = {"format_version": L.FORMAT_VERSION, "teacher_sha256": teacher.sha256,
             "dataset_fingerprint": data.fingerprint(), "levels": list(spec.levels), "taps": spec.taps,
             "dtype": spec.dtype, "codec": spec.codec, "shard_size": spec.shard_size, "range_size": spec.range_size,
             "variants": spec.variants}
+    assert tuple(identity) == IDENTITY_KEYS
+    return identity
 
 
 def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[str, int]]:
@@ -78,7 +81,7 @@ def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[
     path = L.local_path(spec.store)
     exists = (path / "zarr.json").exists() if path is not None else _url_exists(spec.store)
     if exists:
-        have = {k: L.open_root(spec.store, mode="r").attrs.get(k) for k in want}
+        have = open_store(spec.store).identity()
         if have != want and overwrite:  # replace only a store made differently; an identical one is resumed
             log(f"[export] --overwrite: replacing {spec.store} (made by another teacher, dataset or settings)")
             exists = False  # the mode-"w" open below clears it
@@ -97,7 +100,7 @@ def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[
         root.attrs.update({**want, "teacher_config": teacher.config, "teacher_metrics": teacher.metrics,
                            "geometry": data.geometry.to_dict(), "created": _now(), "splits": {}})
     shapes = teacher.tap_shapes()
-    splits_state = dict(root.attrs.get("splits", {}))
+    splits_state = dict(root.attrs.get("splits", {}))  # raw attrs: this is the writer's own record
     todo = []
     for split in spec.splits:
         n = data.split(split).n
@@ -151,7 +154,7 @@ class RangeWriter:
 
     @torch.inference_mode()
     def _compute(self, mu: torch.Tensor, split: str, s0: int) -> dict[str, np.ndarray]:
-        _, taps = self.teacher(mu.to(self.device) * self.teacher.input_scale, return_taps=True)
+        _, taps = self.teacher.forward_taps(mu.to(self.device) * self.teacher.input_scale)
         out = {}
         for name in self.spec.taps:
             t = taps[name].float()
@@ -269,7 +272,7 @@ def export_with_ray(spec: ExportSpec, items, workers: int, address: str | None) 
 def finalise(spec: ExportSpec, log=print) -> None:
     """Check every range flag, write per-channel fp32 statistics, mark the splits complete."""
     root = L.open_root(spec.store, mode="r+")
-    state = dict(root.attrs["splits"])
+    state = dict(root.attrs["splits"])  # raw attrs: this is the writer's own record
     for split in spec.splits:
         if state[split]["status"] == "complete":
             continue
@@ -310,29 +313,29 @@ def _write_statistics(arr, n, step: int = 8):
 
 # ------------------------------------------------------------------ CLI
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="export_features", description=__doc__.splitlines()[0])
-    p.add_argument("--ckpt", required=True, help="teacher best.pt")
+    p = new_parser("frozenflow export", __doc__)
+    p.add_argument("--ckpt", required=True, help="teacher checkpoint (best.pt)")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--out", required=True, help="store path (features.zarr) or fsspec URL")
-    p.add_argument("--levels", default="144,36,9")
-    p.add_argument("--splits", default="train,val,test")
-    p.add_argument("--dtype", default="float16", choices=list(L.DTYPES))
+    p.add_argument("--out", required=True, help="store to write (features.zarr path or fsspec URL)")
+    p.add_argument("--levels", default="144,36,9", help="tap levels to store (enc and dec of each)")
+    p.add_argument("--splits", default="train,val,test", help="comma list of splits to export")
+    p.add_argument("--dtype", default="float16", choices=list(L.DTYPES), help="stored dtype")
     p.add_argument("--codec", default="none", choices=list(L.CODECS), help="none/lz4 for local disks, zstd for network")
     p.add_argument("--shard-size", type=int, default=0, help="samples per shard (0 = unsharded)")
     p.add_argument("--range-size", type=int, default=32, help="samples per resumable unit (unsharded)")
-    p.add_argument("--variants", default="none", choices=list(L.VARIANTS))
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--variants", default="none", choices=list(L.VARIANTS),
+                   help="flips: also store the teacher's features of the 3 Radon-symmetric flips (for --augment)")
+    p.add_argument("--batch-size", type=int, default=16, help="μ-maps per teacher forward pass")
+    p.add_argument("--device", default="cpu", help="torch device for the teacher: cpu, cuda, cuda:N")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a store made differently (other teacher, dataset or settings); an identical "
                         "store is kept and completed")
-    p.add_argument("--workers", type=int, default=0, help="Ray workers (0 = this process)")
+    p.add_argument("--ray-workers", type=int, default=0, help="Ray export workers (0 = this process)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: all for this process, 1 per "
                                                 "Ray worker); exports with equal --threads and --batch-size are "
                                                 "bit-identical")
     p.add_argument("--ray-address", help="Ray cluster address (e.g. auto); implies Ray workers")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -344,14 +347,14 @@ def main(argv=None) -> int:
                       batch_size=args.batch_size, device=args.device, threads=args.threads)
     t0 = time.time()
     todo = prepare(spec, overwrite=args.overwrite)
-    root = L.open_root(spec.store)
-    if not todo and all(root.attrs["splits"][s]["status"] == "complete" for s in spec.splits):
+    manifest = open_store(spec.store)
+    if not todo and all(manifest.splits[s].status == "complete" for s in spec.splits):
         print(f"[export] {spec.store} is already complete for {','.join(spec.splits)}; nothing to do")
         return 0
     print(f"[export] {len(todo)} range(s) of up to {spec.range_size} samples to write -> {spec.store}")
-    if args.workers or args.ray_address:
+    if args.ray_workers or args.ray_address:
         spec.threads = spec.threads or 1
-        nbytes = export_with_ray(spec, todo, max(1, args.workers or 2), args.ray_address)
+        nbytes = export_with_ray(spec, todo, max(1, args.ray_workers or 2), args.ray_address)
     else:
         nbytes = export_ranges(spec, todo, progress=not args.quiet)
     finalise(spec)

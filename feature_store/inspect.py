@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layout as L
+from .manifest import manifest_of
 
 STAT_NAMES = ("mean", "std", "min", "max")
 
@@ -32,14 +33,14 @@ def _root(store):
 
 def _split_group(store, split: str):
     root = _root(store)
-    splits = root.attrs.get("splits", {})
+    splits = manifest_of(root, store).splits
     if split not in splits:
         raise L.StoreError(f"{store}: has no split {split!r} (has: {', '.join(splits) or 'none'})")
     return root, root[split]
 
 
 def _taps(root, taps=None) -> list[str]:
-    have = list(root.attrs.get("taps", []))
+    have = manifest_of(root, "store").taps
     if taps is None:
         return have
     missing = [t for t in taps if t not in have]
@@ -56,31 +57,29 @@ def metadata(store) -> dict:
     config is left out (``zarr.open_group(store, mode='r').attrs['teacher_config']`` has it).
     """
     root = _root(store)
-    a = root.attrs.asdict()
-    variants = a.get("variants", "none")
+    m = manifest_of(root, store)
     out = {
         "store": str(store),
-        "format_version": a.get("format_version"),
-        "teacher_sha256": a.get("teacher_sha256"),
-        "teacher_metrics": {k: (round(v, 4) if isinstance(v, float) else v)
-                            for k, v in (a.get("teacher_metrics") or {}).items()},
-        "dataset_fingerprint": a.get("dataset_fingerprint"),
-        "geometry": a.get("geometry"),
-        "levels": a.get("levels"),
-        "taps": a.get("taps"),
-        "dtype": a.get("dtype"),
-        "codec": a.get("codec"),
-        "shard_size": a.get("shard_size"),
-        "range_size": a.get("range_size"),
-        "variants": f"{variants} ({L.VARIANTS.get(variants, '?')} per sample)",
-        "created": a.get("created"),
+        "format_version": m.format_version,
+        "teacher_sha256": m.teacher_sha256,
+        "teacher_metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.teacher_metrics.items()},
+        "dataset_fingerprint": m.dataset_fingerprint,
+        "geometry": m.geometry,
+        "levels": m.levels,
+        "taps": m.taps,
+        "dtype": m.dtype,
+        "codec": m.codec,
+        "shard_size": m.shard_size,
+        "range_size": m.range_size,
+        "variants": f"{m.variants} ({m.n_variants} per sample)",
+        "created": m.created,
         "tap_shapes": {},
         "splits": {},
     }
-    for split, state in a.get("splits", {}).items():
-        info = {"n": state.get("n"), "status": state.get("status")}
-        if "completed" in state:
-            info["completed"] = state["completed"]
+    for split, state in m.splits.items():
+        info = {"n": state.n, "status": state.status}
+        if state.completed:
+            info["completed"] = state.completed
         if split in root:
             g = root[split]
             try:
@@ -131,10 +130,9 @@ def open_xarray(store, split: str, drop_done: bool = True):
     root, _ = _split_group(store, split)
     ds = xr.open_zarr(str(store), group=split, consolidated=False,
                       drop_variables=[L.DONE] if drop_done else None)
-    a = root.attrs
-    ds.attrs.update({"store": str(store), "split": split, "teacher_sha256": a.get("teacher_sha256"),
-                     "levels": a.get("levels"), "dtype": a.get("dtype"), "variants": a.get("variants"),
-                     "n": a.get("splits", {}).get(split, {}).get("n")})
+    m = manifest_of(root, store)
+    ds.attrs.update({"store": str(store), "split": split, "teacher_sha256": m.teacher_sha256, "levels": m.levels,
+                     "dtype": m.dtype, "variants": m.variants, "n": m.splits[split].n})
     return ds
 
 
@@ -155,7 +153,7 @@ def channel_stats(store, split: str, tap: str, samples_per_chunk: int | None = N
     root, g = _split_group(store, split)
     _taps(root, [tap])
     arr = g[tap]
-    spc = samples_per_chunk or (root.attrs.get("shard_size") or 0) or 32
+    spc = samples_per_chunk or (manifest_of(root, store).shard_size or 0) or 32
     x = open_dask(store, split, [tap], samples_per_chunk=spc)[tap].astype(np.float64)
     c_axis = x.ndim - 3
     axes = tuple(i for i in range(x.ndim) if i != c_axis)
@@ -201,10 +199,11 @@ def montage(store, split: str, sample: int, data_dir=None, channels: int = 8, va
 
     root, g = _split_group(store, split)
     taps = _taps(root, taps)
-    n = root.attrs["splits"][split]["n"]
+    m = manifest_of(root, store)
+    n = m.splits[split].n
     if not 0 <= sample < n:
         raise IndexError(f"{store}: {split} sample {sample} out of range 0..{n - 1}")
-    V = L.VARIANTS[root.attrs.get("variants", "none")]
+    V = m.n_variants
     if not 0 <= variant < V:
         raise IndexError(f"{store}: variant {variant} not stored (store has {V})")
     key = (sample, variant) if V > 1 else sample

@@ -1,4 +1,4 @@
-"""The feature-store format (DESIGN §5): one Zarr v3 group, a subgroup per split, an array per tap.
+"""The feature-store format (docs/DESIGN.md §5): one Zarr v3 group, a subgroup per split, an array per tap.
 
 ```
 features.zarr/            attrs: format_version, teacher_sha256, teacher_config, dataset_fingerprint,
@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from shared.config.schema import LEVELS
+
 FORMAT_VERSION = 1
-LEVELS = (144, 36, 9)
 DONE = "_done"
 DTYPES = ("float16", "float32")
 CODECS = ("none", "lz4", "zstd")
@@ -132,12 +133,3 @@ def remove_orphans(store: str | Path) -> int:
         p.unlink(missing_ok=True)
         n += 1
     return n
-
-
-def store_fingerprint(attrs: dict) -> str:
-    """Identifies a store's content: teacher, dataset and export settings (not the creation time)."""
-    import hashlib
-    import json
-
-    keys = ("format_version", "teacher_sha256", "dataset_fingerprint", "levels", "dtype", "variants")
-    return hashlib.sha256(json.dumps({k: attrs.get(k) for k in keys}, sort_keys=True).encode()).hexdigest()

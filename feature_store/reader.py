@@ -16,40 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import layout as L
-
-
-def check_store(root, store, split: str, *, taps=None, teacher_sha256=None, dataset_fingerprint=None,
-                tap_shapes=None, n=None, variants=None) -> dict:
-    """Refuse a store that is not what the caller expects; one clear message per mismatch."""
-    a = root.attrs
-    if a.get("format_version") != L.FORMAT_VERSION:
-        raise L.StoreError(f"{store}: format_version {a.get('format_version')!r}, this FrozenFlow reads "
-                           f"{L.FORMAT_VERSION}")
-    state = a.get("splits", {}).get(split)
-    if state is None:
-        raise L.StoreError(f"{store}: has no split {split!r} (has: {', '.join(a.get('splits', {})) or 'none'})")
-    if state.get("status") != "complete":
-        raise L.StoreError(f"{store}: split {split!r} is incomplete (status {state.get('status')!r}); "
-                           f"rerun the export command to finish it")
-    if teacher_sha256 is not None and a.get("teacher_sha256") != teacher_sha256:
-        raise L.StoreError(f"{store}: made by teacher {str(a.get('teacher_sha256'))[:12]}…, expected "
-                           f"{teacher_sha256[:12]}…")
-    if dataset_fingerprint is not None and a.get("dataset_fingerprint") != dataset_fingerprint:
-        raise L.StoreError(f"{store}: exported from another dataset (fingerprint "
-                           f"{str(a.get('dataset_fingerprint'))[:12]}…, this dataset {dataset_fingerprint[:12]}…)")
-    missing = [t for t in (taps or []) if t not in a.get("taps", [])]
-    if missing:
-        raise L.StoreError(f"{store}: missing tap(s) {missing} (store levels {a.get('levels')}); "
-                           f"re-export with --levels including them")
-    if n is not None and state["n"] != n:
-        raise L.StoreError(f"{store}: split {split!r} has {state['n']} samples, the dataset has {n}")
-    if variants is not None and a.get("variants") != variants:
-        raise L.StoreError(f"{store}: stored variants {a.get('variants')!r}, expected {variants!r}")
-    for tap, shape in (tap_shapes or {}).items():
-        found = tuple(root[split][tap].shape[-3:])
-        if found != tuple(shape):
-            raise L.StoreError(f"{store}: {split}/{tap} has (C,H,W) {found}, expected {tuple(shape)}")
-    return dict(a)
+from .manifest import open_store
 
 
 class FeatureStoreDataset(Dataset):
@@ -57,11 +24,10 @@ class FeatureStoreDataset(Dataset):
 
     def __init__(self, store, split: str, taps=None, *, threads: int = 8, **expect):
         self.store, self.split, self.threads = str(store), split, threads
-        root = L.open_root(self.store, mode="r")
-        self.attrs = check_store(root, self.store, split, taps=taps, **expect)
-        self.taps = list(taps) if taps is not None else list(self.attrs["taps"])
-        self.n = self.attrs["splits"][split]["n"]
-        self.n_variants = L.VARIANTS[self.attrs["variants"]]
+        self.manifest = open_store(self.store)
+        self.n = self.manifest.require(split, taps=taps, **expect).n
+        self.taps = list(taps) if taps is not None else self.manifest.taps
+        self.n_variants = self.manifest.n_variants
         self._arrays, self._pid = None, None  # opened lazily, per process
 
     def __len__(self):

@@ -1,4 +1,4 @@
-"""Check a feature store: ``python -m feature_store.verify STORE [--ckpt best.pt] [--data DIR]``.
+"""Check a feature store: ``frozenflow verify --features STORE [--ckpt best.pt] [--data DIR]``.
 
 Checks metadata, completeness, shapes and dtypes, finiteness on a sample of entries, the teacher
 hash against a checkpoint, the dataset fingerprint, and (with both --ckpt and --data) recomputes
@@ -7,7 +7,6 @@ Exit code 0 when everything holds, 1 otherwise, with a short report.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from shared.data.augment import flip_image
 
 from . import layout as L
+from .manifest import manifest_of
 
 # float16 keeps 11 significant bits: relative error ≤ 2^-11 ≈ 4.9e-4 per value, plus fp32 noise
 TOLERANCE = {"float16": 2e-3, "float32": 1e-4}
@@ -37,26 +37,26 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
     except L.StoreError as e:
         check(False, str(e))
         return problems
-    a = root.attrs
-    check(a.get("format_version") == L.FORMAT_VERSION, f"format_version {a.get('format_version')}")
-    taps, dtype, V = a.get("taps", []), a.get("dtype"), L.VARIANTS.get(a.get("variants", "none"), 1)
+    m = manifest_of(root, store)
+    check(m.format_version == L.FORMAT_VERSION, f"format_version {m.format_version}")
+    taps, dtype, V = m.taps, m.dtype, m.n_variants
     teacher = None
     if ckpt:
         from shared.frozen import load_frozen
 
         teacher = load_frozen(ckpt, kind="teacher", direction="IS")
-        check(a.get("teacher_sha256") == teacher.sha256,
-              f"teacher sha256 {str(a.get('teacher_sha256'))[:12]}… vs {ckpt} {teacher.sha256[:12]}…")
+        check(m.teacher_sha256 == teacher.sha256,
+              f"teacher sha256 {str(m.teacher_sha256)[:12]}… vs {ckpt} {teacher.sha256[:12]}…")
     dataset = None
     if data:
         from shared.data.dataset_io import open_dataset
 
         dataset = open_dataset(data)
-        check(a.get("dataset_fingerprint") == dataset.fingerprint(), f"dataset fingerprint matches {data}")
+        check(m.dataset_fingerprint == dataset.fingerprint(), f"dataset fingerprint matches {data}")
     rng = np.random.default_rng(0)
-    for split, state in a.get("splits", {}).items():
-        n = state["n"]
-        if not check(state.get("status") == "complete", f"{split}: status {state.get('status')!r}"):
+    for split, state in m.splits.items():
+        n = state.n
+        if not check(state.status == "complete", f"{split}: status {state.status!r}"):
             continue
         flags = L.done_flags(root, split)
         check(bool(flags.all()), f"{split}: {int(flags.sum())}/{flags.size} ranges flagged done")
@@ -83,7 +83,7 @@ def _recompute(root, split, taps, teacher, dataset, picks, V, dtype, check):
     mu = torch.from_numpy(np.array(dataset.split(split).attenMap[picks], dtype=np.float32))
     worst = 0.0
     for v in range(V):
-        _, live = teacher(flip_image(mu, v) * teacher.input_scale, return_taps=True)
+        _, live = teacher.forward_taps(flip_image(mu, v) * teacher.input_scale)
         for tap in taps:
             for k, i in enumerate(picks):
                 stored = np.asarray(root[split][tap][(i, v) if V > 1 else i], dtype=np.float32)
@@ -94,17 +94,22 @@ def _recompute(root, split, taps, teacher, dataset, picks, V, dtype, check):
                                      f"error {worst:.2e} (tolerance {TOLERANCE[dtype]:.0e} for {dtype})")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="verify", description=__doc__.splitlines()[0])
-    p.add_argument("store")
-    p.add_argument("--ckpt")
-    p.add_argument("--data")
-    p.add_argument("--samples", type=int, default=4)
+def parser():
+    from shared.cli import new_parser
+
+    p = new_parser("frozenflow verify", __doc__)
+    p.add_argument("--features", required=True, help="feature store to check (features.zarr or fsspec URL)")
+    p.add_argument("--ckpt", help="teacher checkpoint: check the store's teacher hash and recompute samples")
+    p.add_argument("--data", help="dataset folder: check the fingerprint (with --ckpt: recompute samples)")
+    p.add_argument("--samples", type=int, default=4, help="random samples per split checked beyond the first/last")
     p.add_argument("--verbose", action="store_true", help="list every check, not only failures")
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
-    print(f"verify {args.store}")
-    return 1 if verify(args.store, args.ckpt, args.data, args.samples, verbose=args.verbose) else 0
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    print(f"verify {args.features}")
+    return 1 if verify(args.features, args.ckpt, args.data, args.samples, verbose=args.verbose) else 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from shared.data.augment import flip_image, flip_sinogram
-from shared.data.dataset_io import DataError, open_dataset
+from shared.data.dataset_io import DataError, as_dataset
 
 
 class MuMapDataset(Dataset):
@@ -21,7 +21,7 @@ class MuMapDataset(Dataset):
     """
 
     def __init__(self, data, split: str, use_stored_sino: bool = False, augment: bool = False):
-        self.data = open_dataset(data) if not hasattr(data, "split") else data
+        self.data = as_dataset(data)
         self.split_name = split
         self.arrays = self.data.split(split)
         if self.arrays.n == 0:

@@ -1,6 +1,6 @@
 """Ablation: one fixed config, one budget, several seeds, many injection settings and controls.
 
-``python -m phase2_student.ablate --data DIR --features STORE --out DIR --epochs E --seeds 0,1,2``
+``frozenflow ablate --data DIR --features STORE --out DIR --epochs E --seeds 0,1,2``
 
 Variants: the plain student (``none``), each single level, all levels (both directions and each
 direction alone), and three controls that separate information from capacity: injection with
@@ -11,58 +11,58 @@ extra input channel.  Each run is resumable; reruns skip finished ones.  Writes 
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from shared.cli import run_main
+from shared.atomic import atomic_write, atomic_write_json
+from shared.cli import new_parser, parse_overrides, run_main
+from shared.config.construct_dictionaries import load_config
+from shared.config.schema import ConfigError, InjectionConfig, task_keys
 from shared.data.dataset_io import open_dataset
 from shared.tables import markdown_table
 
 from .evaluate import baseline_recons, per_sample_metrics, predict
 from .task import load_student
-from .train import STUDENT
-from .train import main as train_main
+from .train import CONTROLS, STUDENT, StudentOptions, fit
 
-ALL = "144,36,9"
-VARIANTS = {  # name → student CLI flags
-    "none": ["--inject", "none"],
-    "144": ["--inject", "144"],
-    "36": ["--inject", "36"],
-    "9": ["--inject", "9"],
-    "all": ["--inject", ALL],
-    "all_enc_to_dec": ["--inject", ALL, "--set", "inject_dec_to_enc=false"],
-    "all_dec_to_enc": ["--inject", ALL, "--set", "inject_enc_to_dec=false"],
-    "control_scales_0": ["--inject", ALL, "--freeze-scales"],
-    "control_shuffled": ["--inject", ALL, "--shuffle-features"],
-    "control_atten_sino": ["--inject", "none", "--atten-channel"],
+ALL = [144, 36, 9]
+VARIANTS = {  # name → student config overrides
+    "none": {"inject_levels": []},
+    "144": {"inject_levels": [144]},
+    "36": {"inject_levels": [36]},
+    "9": {"inject_levels": [9]},
+    "all": {"inject_levels": ALL},
+    "all_enc_to_dec": {"inject_levels": ALL, "inject_dec_to_enc": False},
+    "all_dec_to_enc": {"inject_levels": ALL, "inject_enc_to_dec": False},
+    "control_scales_0": {"inject_levels": ALL, **CONTROLS["freeze_scales"]},
+    "control_shuffled": {"inject_levels": ALL, **CONTROLS["shuffle_features"]},
+    "control_atten_sino": {"inject_levels": [], **CONTROLS["atten_channel"]},
 }
 METRICS = ("psnr", "ssim", "ssim_global", "nrmse")
 
 
-def run_variant(name, seed, args, out: Path) -> dict:
+def run_variant(name: str, seed: int, args, out: Path, overrides: dict) -> dict:
+    """Train (or resume) one variant with one seed and score it on ``args.split``; reruns reuse result.json."""
     run = out / "runs" / name / f"seed{seed}"
-    argv = ["--data", args.data, "--out", str(run), "--epochs", str(args.epochs), "--seed", str(seed),
-            "--val-samples", str(args.val_samples), "--resume", "--quiet", *VARIANTS[name]]
-    if args.features:
-        argv += ["--features", args.features]
-    if args.config:
-        argv += ["--config", args.config]
-    for s in args.set:
-        argv += ["--set", s]
     done = run / "result.json"
     if done.exists():
         return json.loads(done.read_text())
     print(f"[ablate] {name} seed {seed}")
-    train_main(argv)
+    config = load_config("student", args.config, {**overrides, **VARIANTS[name]})
+    injects = bool(InjectionConfig.from_flat(config).plan)
+    if injects and not args.features:
+        raise ValueError(f"--features: variant {name!r} injects teacher features; pass the store")
+    options = StudentOptions(epochs=args.epochs, device=args.device, seed=seed, resume=True,
+                             val_samples=args.val_samples, progress=False, features=args.features if injects else None)
+    fit(config, args.data, run, options)
     student = load_student(run / STUDENT)
     data = open_dataset(args.data)
-    pred = predict(student, data, args.split, args.features)
+    pred = predict(student, data, args.split, options.features)
     target = np.array(data.split(args.split).actMap, dtype=np.float32)
     result = {k: float(np.mean(v)) for k, v in per_sample_metrics(pred, target).items()}
-    done.write_text(json.dumps(result))
+    atomic_write_json(done, result)
     return result
 
 
@@ -74,7 +74,7 @@ def baselines(args, out: Path) -> dict:
     target = np.array(data.split(args.split).actMap, dtype=np.float32)
     recons = baseline_recons(data, args.split, ("fbp", "mlem"), tuned_on="val", out=out)
     res = {m: {k: float(np.mean(v)) for k, v in per_sample_metrics(r, target).items()} for m, r in recons.items()}
-    path.write_text(json.dumps(res))
+    atomic_write_json(path, res)
     return res
 
 
@@ -91,25 +91,34 @@ def table(results: dict[str, list[dict]], base: dict) -> str:
     return markdown_table(["variant", *METRICS], rows)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="ablate", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True)
+def parser():
+    p = new_parser("frozenflow ablate", __doc__)
+    p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--features", help="feature store (needed by every injecting variant)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
+    p.add_argument("--out", required=True, help="output folder (runs/, ablation.md, ablation.json)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per run")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of seeds; every variant runs with each")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variants to run")
     p.add_argument("--config", help="student config JSON (default: the tuned student.json)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--split", default="test")
-    p.add_argument("--val-samples", type=int, default=32)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every variant; repeatable")
+    p.add_argument("--split", default="test", help="split the variants are scored on")
+    p.add_argument("--val-samples", type=int, default=32, help="validation samples evaluated each epoch")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     p.add_argument("--report-only", action="store_true", help="tabulate finished runs, train nothing")
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
     bad = [v for v in names if v not in VARIANTS]
     if bad:
         raise ValueError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
+    overrides = parse_overrides(args.set)
+    unknown = sorted(set(overrides) - task_keys("student"))
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}: not a student config key")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     out = Path(args.out)
     open_dataset(args.data)
@@ -118,11 +127,10 @@ def main(argv=None) -> int:
                        if (f := out / "runs" / n / f"seed{s}" / "result.json").exists()] for n in names}
         results = {n: r for n, r in results.items() if r}
     else:
-        results = {n: [run_variant(n, s, args, out) for s in seeds] for n in names}
+        results = {n: [run_variant(n, s, args, out, overrides) for s in seeds] for n in names}
     md = table(results, baselines(args, out))
-    (out / "ablation.md").write_text(f"Test split `{args.split}`, {args.epochs} epochs, seeds {seeds}\n\n{md}\n")
-    (out / "ablation.json").write_text(json.dumps({"epochs": args.epochs, "seeds": seeds, "results": results},
-                                                  indent=1))
+    atomic_write(out / "ablation.md", f"Test split `{args.split}`, {args.epochs} epochs, seeds {seeds}\n\n{md}\n")
+    atomic_write_json(out / "ablation.json", {"epochs": args.epochs, "seeds": seeds, "results": results}, indent=1)
     print(md)
     return 0
 

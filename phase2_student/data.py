@@ -10,10 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from feature_store.layout import StoreError
-from feature_store.reader import FeatureStoreDataset
+from feature_store import FeatureStoreDataset, StoreError
 from shared.data.augment import flip_image, flip_sinogram
-from shared.data.dataset_io import DataError, open_dataset
+from shared.data.dataset_io import DataError, as_dataset
 from shared.projector import pad_sinogram
 
 
@@ -29,7 +28,7 @@ class StudentDataset(Dataset):
     def __init__(self, data, split: str, size: int, *, store=None, taps=(), teacher_sha256=None,
                  augment: bool = False, pad_mode: str = "sino", feature_permutation=None,
                  atten_channel: bool = False):
-        self.data = open_dataset(data) if not hasattr(data, "split") else data
+        self.data = as_dataset(data)
         self.split_name, self.size, self.pad_mode = split, size, pad_mode
         self.arrays = self.data.split(split)
         if self.arrays.n == 0:

@@ -1,28 +1,26 @@
 """Evaluate a student against FBP and MLEM on one split.
 
-``python -m phase2_student.evaluate --student student.pt --features STORE --data DIR --split test --out DIR``
+``frozenflow evaluate --student student.pt --features STORE --data DIR --split test --out DIR``
 writes OUT/per_sample.csv (sample, method, mse, psnr, ssim, ssim_global, nrmse), OUT/summary.json
 ({method: {metric: mean}}) and OUT/comparison.png (target | FBP | MLEM | student, one colour scale
 per row).  All images are compared in the activity map's physical units.
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from feature_store.layout import StoreError
-from shared.cli import run_main
+from feature_store import StoreError, open_store
+from shared.atomic import atomic_write_csv, atomic_write_json
+from shared.cli import new_parser, run_main
 from shared.data.dataset_io import open_dataset
 from shared.metrics import METRICS
 from shared.tables import markdown_table
 
-from .task import load_student, store_info, student_datasets
+from .task import load_student, student_datasets
 
 METHODS = ("student", "fbp", "mlem")
 
@@ -35,18 +33,18 @@ def predict(student, data, split: str, store_path=None, batch_size: int = 16, de
     if student.plan:
         if not store_path:
             raise StoreError(f"this student injects {student.teacher_taps}; pass --features STORE")
-        store = store_info(store_path)
-        if store["fingerprint"] != meta["store_fingerprint"]:
+        store = open_store(store_path)
+        if store.fingerprint != meta["store_fingerprint"]:
             raise StoreError(f"{store_path}: not the feature store this student was trained with (store fingerprint "
-                             f"{store['fingerprint'][:12]}…, student expects {meta['store_fingerprint'][:12]}…)")
+                             f"{store.fingerprint[:12]}…, student expects {meta['store_fingerprint'][:12]}…)")
     if meta.get("data_fingerprint") not in (None, data.fingerprint()):
         print(f"[evaluate] note: {data.root} differs from the student's training dataset (fingerprint); "
               f"evaluating anyway")
-    (ds,) = student_datasets(student.config, data, store, splits=(split,))
+    (ds,) = student_datasets(student.config, data, store, splits=(split,), teacher_sha256=meta.get("teacher_sha256"))
     out = []
     for batch in DataLoader(ds, batch_size=batch_size):
         feats = {t: f.to(device) for t, f in batch.get("features", {}).items()}
-        out.append(student(batch["sino"].to(device), feats if student.plan else None).cpu())
+        out.append(student(batch["sino"].to(device), feats or None).cpu())
     return torch.cat(out).numpy() / float(meta.get("output_scale", 1.0))
 
 
@@ -80,8 +78,8 @@ def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out
         recons[m] = reconstruct_split(data, split, m, **settings.get(m, {}))
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "baseline_settings.json").write_text(json.dumps(
-            {m: settings.get(m) or BASELINES[m].keywords for m in methods}, indent=1, default=str))
+        atomic_write_json(Path(out) / "baseline_settings.json",
+                          {m: settings.get(m) or BASELINES[m].keywords for m in methods}, indent=1, default=str)
     return recons
 
 
@@ -103,11 +101,8 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", 
         vals = per_sample_metrics(rec, target)
         summary[m] = {k: float(np.mean(v)) for k, v in vals.items()}
         rows += [{"sample": i, "method": m, **{k: float(v[i]) for k, v in vals.items()}} for i in range(len(target))]
-    with open(out / "per_sample.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_csv(out / "per_sample.csv", rows)
+    atomic_write_json(out / "summary.json", summary)
     ordered = {m: recons[m] for m in ("fbp", "mlem", "student") if m in recons}
     comparison_figure(target, ordered, out / "comparison.png")
     return summary
@@ -117,23 +112,28 @@ def format_table(summary: dict, metrics=("psnr", "ssim", "ssim_global", "nrmse")
     return markdown_table(["method", *metrics], [[m, *(vals[k] for k in metrics)] for m, vals in summary.items()])
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--student", required=True)
-    p.add_argument("--features", help="feature store (needed when the student injects features)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--methods", default=",".join(METHODS))
+def parser():
+    p = new_parser("frozenflow evaluate", __doc__)
+    p.add_argument("--student", required=True, help="trained student checkpoint (student.pt)")
+    p.add_argument("--features", help="feature store the student was trained with (needed when it injects)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--split", default="test", help="split to evaluate")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device", default="cpu", help="torch device for the student")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods to evaluate")
     p.add_argument("--baseline-defaults", action="store_true",
                    help="use the built-in FBP/MLEM settings instead of tuning them on the val split")
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"--methods must be drawn from {list(METHODS)}, got {bad}")
+    if args.features and "student" in methods and not load_student(args.student).plan:
+        raise ValueError(f"--features: {args.student} injects no features (a plain student); drop --features")
     summary = evaluate(args.student, args.data, args.split, args.out, args.features, args.device, methods,
                        baseline_split=None if args.baseline_defaults else "val")
     print(format_table(summary))

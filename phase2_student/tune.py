@@ -1,6 +1,6 @@
 """Ray Tune over the student's SI + scale + SUP + DUAL dictionaries: ``train`` with ``--tune``.
 
-``python -m phase2_student.tune --inject 144,36,9 --features STORE --data DIR --out DIR --num-samples K``
+``frozenflow tune-student --inject 144,36,9 --features STORE --data DIR --out DIR --num-samples K``
 """
 from shared.cli import run_main
 

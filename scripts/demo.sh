@@ -9,6 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
+FF="$ROOT/.venv/bin/frozenflow"
 OUT="${DEMO_OUT:-$ROOT/runs/demo}"
 TEACHER_EPOCHS="${TEACHER_EPOCHS:-15}"
 STUDENT_EPOCHS="${STUDENT_EPOCHS:-12}"
@@ -18,28 +19,28 @@ t0=$(date +%s)
 stage() { echo; echo "== $1  [$(( $(date +%s) - t0 )) s]"; }
 
 stage "1/6 synthetic data -> $OUT/data"
-[ -f "$OUT/data/dataset.json" ] || "$PY" -m shared.data.synthetic --out "$OUT/data" --n-train 256 --n-val 64 --n-test 64 --seed 0
+[ -f "$OUT/data/dataset.json" ] || "$FF" make-data --out "$OUT/data" --n-train 256 --n-val 64 --n-test 64 --seed 0
 
 stage "2/6 teacher: mu-map -> attenuation sinogram, $TEACHER_EPOCHS epochs -> $OUT/teacher"
 # --resume: a finished run does nothing, an interrupted one continues
-"$PY" -m phase1_teacher.train --data "$OUT/data" --out "$OUT/teacher" --epochs "$TEACHER_EPOCHS" --val-samples 32 --resume
+"$FF" train-teacher --data "$OUT/data" --out "$OUT/teacher" --epochs "$TEACHER_EPOCHS" --val-samples 32 --resume
 
 stage "3/6 export teacher features -> $OUT/features.zarr"
-"$PY" -m feature_store.export --ckpt "$OUT/teacher/best.pt" --data "$OUT/data" --out "$OUT/features.zarr" --overwrite
-"$PY" -m feature_store.verify "$OUT/features.zarr" --ckpt "$OUT/teacher/best.pt" --data "$OUT/data"
+"$FF" export --ckpt "$OUT/teacher/best.pt" --data "$OUT/data" --out "$OUT/features.zarr" --overwrite
+"$FF" verify --features "$OUT/features.zarr" --ckpt "$OUT/teacher/best.pt" --data "$OUT/data"
 
 stage "4/6 student with injection ($INJECT), $STUDENT_EPOCHS epochs -> $OUT/student"
-"$PY" -m phase2_student.train --data "$OUT/data" --features "$OUT/features.zarr" --out "$OUT/student" \
+"$FF" train-student --data "$OUT/data" --features "$OUT/features.zarr" --out "$OUT/student" \
     --inject "$INJECT" --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume
 
 stage "5/6 plain student (no injection), same budget -> $OUT/student_plain"
-"$PY" -m phase2_student.train --data "$OUT/data" --out "$OUT/student_plain" \
+"$FF" train-student --data "$OUT/data" --out "$OUT/student_plain" \
     --inject none --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume
 
 stage "6/6 evaluate on the test split (student, FBP, MLEM) -> $OUT/evaluation"
-"$PY" -m phase2_student.evaluate --student "$OUT/student/student.pt" --features "$OUT/features.zarr" \
+"$FF" evaluate --student "$OUT/student/student.pt" --features "$OUT/features.zarr" \
     --data "$OUT/data" --split test --out "$OUT/evaluation" --baseline-defaults
-"$PY" -m phase2_student.evaluate --student "$OUT/student_plain/student.pt" --data "$OUT/data" --split test \
+"$FF" evaluate --student "$OUT/student_plain/student.pt" --data "$OUT/data" --split test \
     --out "$OUT/evaluation_plain" --methods student
 
 "$PY" -m shared.summary --demo "$OUT"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Thin wrapper: python -m phase2_student.evaluate (see --help).
+# Thin wrapper: frozenflow evaluate (see --help). Sets up .venv first if needed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-[ -x "$ROOT/.venv/bin/python" ] || "$ROOT/scripts/setup.sh"
-exec "$ROOT/.venv/bin/python" -m phase2_student.evaluate "$@"
+"$ROOT/scripts/setup.sh"
+exec "$ROOT/.venv/bin/frozenflow" evaluate "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Thin wrapper: python -m feature_store.export (see --help).
+# Thin wrapper: frozenflow export (see --help). Sets up .venv first if needed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-[ -x "$ROOT/.venv/bin/python" ] || "$ROOT/scripts/setup.sh"
-exec "$ROOT/.venv/bin/python" -m feature_store.export "$@"
+"$ROOT/scripts/setup.sh"
+exec "$ROOT/.venv/bin/frozenflow" export "$@"

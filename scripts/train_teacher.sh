@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Train (or with --tune, tune) the attenuation teacher. See: scripts/train_teacher.sh --help
+# Thin wrapper: frozenflow train-teacher (see --help). Sets up .venv first if needed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-[ -x "$ROOT/.venv/bin/python" ] || "$ROOT/scripts/setup.sh"
-exec "$ROOT/.venv/bin/python" -m phase1_teacher.train "$@"
+"$ROOT/scripts/setup.sh"
+exec "$ROOT/.venv/bin/frozenflow" train-teacher "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Thin wrapper: python -m phase2_student.tune (see --help).
+# Thin wrapper: frozenflow tune-student (see --help). Sets up .venv first if needed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-[ -x "$ROOT/.venv/bin/python" ] || "$ROOT/scripts/setup.sh"
-exec "$ROOT/.venv/bin/python" -m phase2_student.tune "$@"
+"$ROOT/scripts/setup.sh"
+exec "$ROOT/.venv/bin/frozenflow" tune-student "$@"

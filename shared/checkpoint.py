@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .atomic import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -16,20 +16,8 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(obj, path: str | Path) -> Path:
-    """Write with torch.save to a temp file beside ``path`` and rename: a crash leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """torch.save through :func:`shared.atomic.atomic_write`: a crash leaves the old file."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load(path: str | Path, kind: str | None = None) -> dict:

@@ -1,6 +1,11 @@
-"""Entry-point plumbing: one-line errors (traceback only with --debug), config overrides."""
+"""Command-line plumbing shared by every entry point (docs/DESIGN.md §10).
+
+One-line errors (traceback only with ``--debug``), parsers that show every default, the training
+options both phases take, and ``KEY=VALUE`` config overrides.
+"""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -22,6 +27,17 @@ def run_main(main, argv=None) -> int:
         return 1
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in every flag's help, and the description printed as written."""
+
+
+def new_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """An ArgumentParser that shows defaults; ``--debug`` is added here so every command has it."""
+    p = argparse.ArgumentParser(prog=prog, description=(doc or "").strip(), formatter_class=_HelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return p
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     """``KEY=VALUE`` pairs; VALUE is JSON when it parses (numbers, true/false/null, lists), else a string."""
     out = {}
@@ -36,55 +52,60 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def add_training_args(p, default_metric: str = "ssim") -> None:
+def add_training_args(p: argparse.ArgumentParser, default_metric: str = "ssim") -> None:
     """Options shared by the teacher's and the student's train/tune entry points."""
     p.add_argument("--data", required=True, help="dataset folder (dataset.json + .npy files)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder of the run (or of the tune experiment)")
     p.add_argument("--epochs", type=int, default=10, help="epochs (per trial when tuning)")
-    p.add_argument("--config", help="tuned config JSON (default: shared/config/tuned/<task>.json)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="gen_lr")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", help="resolved config JSON to train (default: shared/config/tuned/<task>.json); "
+                                    "not with --tune, which samples the search space")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (with --tune: pin it in the search space); repeatable")
+    p.add_argument("--batch-size", type=int, help="shorthand for --set batch_size=N")
+    p.add_argument("--lr", type=float, help="shorthand for --set gen_lr=X")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0 = load in this process)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights, shuffle order and augmentation")
     p.add_argument("--metric", default=default_metric, help="validation metric for the best checkpoint / tuning")
-    p.add_argument("--mode", choices=["max", "min"])
-    p.add_argument("--val-samples", type=int, default=64)
+    p.add_argument("--mode", choices=["max", "min"], help="optimisation direction (default: from the metric)")
+    p.add_argument("--val-samples", type=int, default=64, help="validation samples evaluated each epoch")
     p.add_argument("--augment", action="store_true", help="random Radon-symmetric flips")
-    p.add_argument("--resume", action="store_true", help="continue the run (or tune experiment) in OUT")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run (or tune experiment) in OUT; without it an existing run is refused")
     p.add_argument("--tune", action="store_true", help="Ray Tune search instead of one fixed config")
     p.add_argument("--num-samples", type=int, default=4, help="tune: trials")
-    p.add_argument("--max-concurrent", type=int, help="tune: trials at once")
-    p.add_argument("--cpus-per-trial", type=float, default=1)
-    p.add_argument("--searcher", choices=["optuna", "random"], default="optuna")
-    p.add_argument("--ray-address", help="connect to a running Ray cluster (e.g. auto)")
+    p.add_argument("--max-concurrent", type=int, help="tune: trials at once (default: as many as the CPUs allow)")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="tune: CPUs (and torch threads) per trial")
+    p.add_argument("--searcher", choices=["optuna", "random"], default="optuna", help="tune: search algorithm")
+    p.add_argument("--ray-address", help="tune: connect to a running Ray cluster (e.g. auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def metric_and_mode(args) -> tuple[str, str]:
+def metric_and_mode(metric: str, mode: str | None) -> tuple[str, str]:
     from .metrics import HIGHER_IS_BETTER
 
-    name = args.metric[4:] if args.metric.startswith("val_") else args.metric
+    name = metric[4:] if metric.startswith("val_") else metric
     if name not in HIGHER_IS_BETTER:
-        raise ValueError(f"--metric must be one of {sorted(HIGHER_IS_BETTER)}, got {args.metric!r}")
-    return f"val_{name}", args.mode or ("max" if HIGHER_IS_BETTER[name] else "min")
+        raise ValueError(f"--metric must be one of {sorted(HIGHER_IS_BETTER)}, got {metric!r}")
+    return f"val_{name}", mode or ("max" if HIGHER_IS_BETTER[name] else "min")
 
 
 def common_overrides(args) -> dict:
     """Config overrides every training entry point takes: --set KEY=VALUE, --batch-size, --lr."""
     overrides = parse_overrides(args.set)
-    if args.batch_size:
+    if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
-    if args.lr:
+    if args.lr is not None:
         overrides["gen_lr"] = args.lr
     return overrides
 
 
-def train_options(args, out, report=None, progress=True):
-    from .training import TrainOptions
+def fit_options(args, cls=None, **extra):
+    """The FitOptions (or a phase's subclass) the training flags describe."""
+    from .training import FitOptions
 
-    return TrainOptions(epochs=args.epochs, out_dir=out, device=args.device, workers=args.workers, seed=args.seed,
-                        resume=True, metric=args.metric, mode=args.mode, val_samples=args.val_samples,
-                        progress=progress, report=report)
+    cls = cls or FitOptions
+    metric_and_mode(args.metric, args.mode)  # a bad --metric fails before anything runs
+    return cls(epochs=args.epochs, device=args.device, workers=args.workers, seed=args.seed, resume=args.resume,
+               metric=args.metric, mode=args.mode, val_samples=args.val_samples, augment=args.augment,
+               progress=not args.quiet, **extra)

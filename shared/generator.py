@@ -15,95 +15,50 @@ the input of the layer right after a tap, and ``inject`` tensors are concatenate
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-TAPS = ("enc144", "enc36", "enc9", "dec9", "dec36", "dec144")
-LEVELS = (144, 36, 9)
-ENC_TAP_BLOCKS = {0: "enc144", 2: "enc36", 4: "enc9"}  # encoder block → tap at its output
-DEC_TAP_BLOCKS = {1: "dec36", 3: "dec144"}  # decoder block → tap at its output (dec9 is the neck)
-ENC_INPUT_TAP = {1: "enc144", 3: "enc36"}  # encoder block → tap that feeds it (enc9 feeds the neck)
-DEC_INPUT_TAP = {0: "dec9", 2: "dec36", 4: "dec144"}  # decoder block → tap that feeds it
-N_SCALES = 5  # five stride-2 stages: S must be divisible by 32
+from .config.schema import LEVELS, N_SCALES, REFERENCE_SIZE, ConfigError, GeneratorConfig
+
+__all__ = ["Generator", "GeneratorConfig", "ConfigError", "TapInfo", "TAPS", "LEVELS", "channel_dims"]
+
+SIDES = ("enc", "dec")
+# Every tap in data-flow order: the student's encoder taps, then the neck (dec9) and decoder taps.
+TAPS = tuple(f"enc{lv}" for lv in LEVELS) + tuple(f"dec{lv}" for lv in reversed(LEVELS))
 NEGATIVE_SLOPE = 0.2
 
-CHOICES = {
-    "gen_neck": ("narrow", "medium", "wide"),
-    "layer_norm": ("batch", "instance", "group", "none"),
-    "pad_mode": ("zeros", "replicate"),
-    "skip_mode": ("none", "add", "concat"),
-    "exp_kernel": (3, 4),
-    "gen_final_activ": ("none", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu"),
-}
-DIRECTION_KEYS = ("gen_neck", "gen_hidden_dim", "gen_mult", "gen_z_dim", "gen_fill", "layer_norm", "pad_mode",
-                  "dropout", "skip_mode", "exp_kernel", "gen_final_activ", "normalize", "fixedScale",
-                  "learnedScale_init", "output_scale_lr_mult")
-SHARED_KEYS = ("gen_sino_size", "gen_image_size", "gen_sino_channels", "gen_image_channels")
-
-FINAL_ACTIVATIONS = {
+FINAL_ACTIVATIONS = {  # keyed by CHOICES["gen_final_activ"]
     "none": nn.Identity, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(NEGATIVE_SLOPE),
     "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
 }
 
 
-class ConfigError(ValueError):
-    """A missing or invalid configuration key; the message names the key."""
+@dataclasses.dataclass(frozen=True)
+class TapInfo:
+    """One intermediate feature map (timm's ``feature_info``): where it is taken and its shape."""
+
+    name: str  # e.g. "enc144"
+    side: str  # "enc" | "dec"
+    level: int  # size at the reference S = 288 (144, 36, 9)
+    channels: int
+    size: int  # spatial size at this Generator's S
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.size, self.size)
+
+
+def tap_at(side: str, nominal_size: int) -> str | None:
+    """The tap at a stage output of this nominal (S = 288) size, if that size is a level."""
+    return f"{side}{nominal_size}" if nominal_size in LEVELS else None
 
 
 def channel_dims(hidden_dim: int, mult: float) -> list[int]:
     return [int(hidden_dim * mult ** (k ** 0.7)) for k in range(N_SCALES)]
-
-
-def read_config(config: dict, direction: str) -> dict:
-    """Validate and strip the direction prefix; raises ConfigError naming the offending key."""
-    if direction not in ("SI", "IS"):
-        raise ConfigError(f"direction must be 'SI' or 'IS', got {direction!r}")
-    out = {}
-    for key in DIRECTION_KEYS:
-        full = f"{direction}_{key}"
-        if full not in config:
-            raise ConfigError(f"config is missing key {full!r}")
-        out[key] = config[full]
-    for key in SHARED_KEYS:
-        if key not in config:
-            raise ConfigError(f"config is missing key {key!r}")
-        out[key] = config[key]
-
-    def bad(key, why):
-        name = key if key in SHARED_KEYS else f"{direction}_{key}"
-        return ConfigError(f"config key {name!r}={out[key]!r}: {why}")
-
-    for key, allowed in CHOICES.items():
-        if out[key] not in allowed:
-            raise bad(key, f"must be one of {list(allowed)}")
-    for key in ("gen_hidden_dim", "gen_z_dim", "gen_sino_size", "gen_image_size", "gen_sino_channels",
-                "gen_image_channels"):
-        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
-            raise bad(key, "must be a positive integer")
-    if isinstance(out["gen_fill"], bool) or not isinstance(out["gen_fill"], int) or out["gen_fill"] < 0:
-        raise bad("gen_fill", "must be a non-negative integer")
-    if not isinstance(out["gen_mult"], (int, float)) or out["gen_mult"] < 1:
-        raise bad("gen_mult", "must be a number >= 1")
-    if not isinstance(out["dropout"], (int, float)) or not 0 <= out["dropout"] < 1:
-        raise bad("dropout", "must be in [0, 1)")
-    if not isinstance(out["normalize"], bool):
-        raise bad("normalize", "must be true or false")
-    if out["gen_sino_size"] % 2 ** N_SCALES:
-        raise bad("gen_sino_size", f"must be divisible by {2 ** N_SCALES}")
-    if out["gen_image_size"] > out["gen_sino_size"]:
-        raise bad("gen_image_size", f"must not exceed gen_sino_size={out['gen_sino_size']}")
-    if (out["fixedScale"] is None) == (out["learnedScale_init"] is None):
-        raise bad("fixedScale", f"exactly one of {direction}_fixedScale and {direction}_learnedScale_init must be "
-                                f"set (the other null); got learnedScale_init={out['learnedScale_init']!r}")
-    scale = out["fixedScale"] if out["fixedScale"] is not None else out["learnedScale_init"]
-    if not isinstance(scale, (int, float)) or scale <= 0:
-        raise bad("fixedScale" if out["fixedScale"] is not None else "learnedScale_init", "must be a positive number")
-    if not isinstance(out["output_scale_lr_mult"], (int, float)) or out["output_scale_lr_mult"] < 0:
-        raise bad("output_scale_lr_mult", "must be a non-negative number")
-    return out
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -147,61 +102,78 @@ class Block(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, config: dict, direction: str = "SI", extra_channels: dict[str, int] | None = None):
+    """``Generator(config, "SI")``: ``config`` is the flat dict (or a parsed :class:`GeneratorConfig`).
+
+    ``extra_channels`` (tap → C) widens the layer right after each named tap; ``forward(x, inject)``
+    then concatenates ``inject[tap]`` there.  Without them the network is exactly the plain one.
+    ``feature_info`` lists the taps (declared once, while the stages are built).
+    """
+
+    def __init__(self, config: dict | GeneratorConfig, direction: str = "SI",
+                 extra_channels: dict[str, int] | None = None):
         super().__init__()
-        cfg = read_config(config, direction)
+        cfg = config if isinstance(config, GeneratorConfig) else GeneratorConfig.from_flat(config, direction)
+        if cfg.direction != direction:
+            raise ConfigError(f"a {cfg.direction} config cannot build a {direction} Generator")
         extra = dict(extra_channels or {})
         unknown = set(extra) - set(TAPS)
         if unknown:
             raise ConfigError(f"extra_channels has unknown tap(s) {sorted(unknown)}; taps are {list(TAPS)}")
         self.direction, self.cfg, self.extra_channels = direction, cfg, extra
-        self.size = cfg["gen_sino_size"]
-        self.image_size = cfg["gen_image_size"]
-        if direction == "SI":
-            c_in, c_out = cfg["gen_sino_channels"], cfg["gen_image_channels"]
-        else:
-            c_in, c_out = cfg["gen_image_channels"], cfg["gen_sino_channels"]
-        self.in_channels, self.out_channels = c_in, c_out
-        dims = channel_dims(cfg["gen_hidden_dim"], cfg["gen_mult"])
-        self.dims = dims
-        kw = dict(norm=cfg["layer_norm"], pad_mode=cfg["pad_mode"], dropout=cfg["dropout"])
-        fill = cfg["gen_fill"]
-        skip = cfg["skip_mode"]
+        self.size, self.image_size = cfg.gen_sino_size, cfg.gen_image_size
+        self.in_channels, self.out_channels = cfg.in_channels, cfg.out_channels
+        self.dims = dims = channel_dims(cfg.gen_hidden_dim, cfg.gen_mult)
+        kw = dict(norm=cfg.layer_norm, pad_mode=cfg.pad_mode, dropout=cfg.dropout)
+        S, fill = self.size, cfg.gen_fill
+        # Stages in data-flow order; each stage's input also receives the tap of the stage before it.
+        self.feature_info: dict[str, TapInfo] = {}
+        self._stage_taps: list[str | None] = []
 
-        # Encoder: block k takes the previous output (+ injected channels after a tap).
+        def stage_output(side, nominal, channels, size):
+            tap = tap_at(side, nominal)
+            if tap:
+                self.feature_info[tap] = TapInfo(tap, side, nominal, channels, size)
+            received = self._stage_taps[-1] if self._stage_taps else None
+            self._stage_taps.append(tap)
+            return extra.get(received, 0)
+
+        # Encoder: five stride-2 blocks S → S/32.
         self.encoder = nn.ModuleList()
-        prev = c_in
+        prev = self.in_channels
         for k in range(N_SCALES):
-            c = prev + extra.get(ENC_INPUT_TAP.get(k), 0)
-            self.encoder.append(Block(ConvLayer(c, dims[k], 3, 2, 1, **kw), dims[k], fill, **kw))
+            c_in = prev + stage_output("enc", REFERENCE_SIZE // 2 ** (k + 1), dims[k], S // 2 ** (k + 1))
+            self.encoder.append(Block(ConvLayer(c_in, dims[k], 3, 2, 1, **kw), dims[k], fill, **kw))
             prev = dims[k]
 
-        self.neck = self._build_neck(cfg["gen_neck"], self.size // 2 ** N_SCALES, dims[-1] + extra.get("enc9", 0), dims[-1], cfg["gen_z_dim"], kw)
+        n = S // 2 ** N_SCALES
+        c_in = dims[-1] + stage_output("dec", REFERENCE_SIZE // 2 ** N_SCALES, dims[-1], n)
+        self.neck = self._build_neck(cfg.gen_neck, n, c_in, dims[-1], cfg.gen_z_dim, kw)
 
-        # Decoder block j upsamples from S/2^(5-j); its input is joined with the encoder output of
+        # Decoder block j upsamples S/2^(5-j) → S/2^(4-j); its input is joined with the encoder output of
         # the same size (block 4-j) by the skip mode, then with any injected tensor.
-        kernel = cfg["exp_kernel"]
-        up = dict(kernel=kernel, stride=2, padding=1, transpose=True, output_padding=1 if kernel == 3 else 0)
+        up = dict(kernel=cfg.exp_kernel, stride=2, padding=1, transpose=True,
+                  output_padding=1 if cfg.exp_kernel == 3 else 0)
         self.decoder = nn.ModuleList()
         prev = dims[-1]
         for j in range(N_SCALES):
-            c = prev + (dims[N_SCALES - 1 - j] if skip == "concat" else 0)
-            c += extra.get(DEC_INPUT_TAP.get(j), 0)
+            c_next = dims[N_SCALES - 2 - j] if j < N_SCALES - 1 else self.out_channels
+            c_in = prev + (dims[N_SCALES - 1 - j] if cfg.skip_mode == "concat" else 0)
+            c_in += stage_output("dec", REFERENCE_SIZE // 2 ** (N_SCALES - 1 - j), c_next, S // 2 ** (N_SCALES - 1 - j))
             if j < N_SCALES - 1:
-                c_next = dims[N_SCALES - 2 - j]
-                self.decoder.append(Block(ConvLayer(c, c_next, **up, **kw), c_next, fill, **kw))
-                prev = c_next
+                self.decoder.append(Block(ConvLayer(c_in, c_next, **up, **kw), c_next, fill, **kw))
             else:  # final block: linear (no norm/activation; the final activation follows)
-                self.decoder.append(ConvLayer(c, c_out, **up, linear=True))
+                self.decoder.append(ConvLayer(c_in, c_next, **up, linear=True))
+            prev = c_next
+        assert tuple(self.feature_info) == TAPS, self.feature_info  # the naming rule yields every level once
 
-        self.final_activation = FINAL_ACTIVATIONS[cfg["gen_final_activ"]]()
-        self.normalize = cfg["normalize"]
-        if cfg["fixedScale"] is not None:
-            self.register_buffer("fixed_scale", torch.tensor(float(cfg["fixedScale"])))
+        self.final_activation = FINAL_ACTIVATIONS[cfg.gen_final_activ]()
+        self.normalize = cfg.normalize
+        if cfg.fixedScale is not None:
+            self.register_buffer("fixed_scale", torch.tensor(float(cfg.fixedScale)))
             self.log_scale = None
         else:
-            self.log_scale = nn.Parameter(torch.tensor(math.log(float(cfg["learnedScale_init"]))))
-        self.output_scale_lr_mult = float(cfg["output_scale_lr_mult"])
+            self.log_scale = nn.Parameter(torch.tensor(math.log(float(cfg.learnedScale_init))))
+        self.output_scale_lr_mult = float(cfg.output_scale_lr_mult)
         self.reset_parameters()
 
     @staticmethod
@@ -233,6 +205,42 @@ class Generator(nn.Module):
                     nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, inject: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The output; ``inject`` (tap → tensor) is concatenated after the taps built with ``extra_channels``."""
+        return self._run(x, inject, None)
+
+    def forward_taps(self, x: torch.Tensor, inject: dict[str, torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The output and every tap ``{name: [B, C, h, w]}`` (names and shapes in ``feature_info``)."""
+        taps: dict[str, torch.Tensor] = {}
+        return self._run(x, inject, taps), taps
+
+    def _run(self, x, inject, taps):
+        x = self._prepare_input(x)
+        stage_taps = iter(self._stage_taps)
+        received = None
+
+        def record(x):
+            nonlocal received
+            received = next(stage_taps)
+            if received and taps is not None:
+                taps[received] = x
+            return x
+
+        skips = []
+        for block in self.encoder:
+            x = record(block(self._join(x, received, inject)))
+            skips.append(x)
+        x = record(self.neck(self._join(x, received, inject)))
+        for j, block in enumerate(self.decoder):
+            s = skips[N_SCALES - 1 - j]
+            if self.cfg.skip_mode == "add":
+                x = x + s
+            elif self.cfg.skip_mode == "concat":
+                x = torch.cat([x, s], dim=1)
+            x = record(block(self._join(x, received, inject)))
+        return self._finish(x)
+
     def output_scale(self) -> torch.Tensor:
         return self.log_scale.exp() if self.log_scale is not None else self.fixed_scale
 
@@ -250,6 +258,8 @@ class Generator(nn.Module):
         return x
 
     def _join(self, x, tap, inject):
+        if tap is None:
+            return x
         if tap in self.extra_channels:
             if inject is None or tap not in inject:
                 raise ValueError(f"Generator built with extra_channels[{tap!r}] needs inject[{tap!r}]")
@@ -262,33 +272,6 @@ class Generator(nn.Module):
             raise ValueError(f"inject[{tap!r}] given but the Generator was not built with extra_channels for it")
         return x
 
-    def forward(self, x: torch.Tensor, return_taps: bool = False, inject: dict[str, torch.Tensor] | None = None):
-        x = self._prepare_input(x)
-        taps, skips = {}, []
-        for k, block in enumerate(self.encoder):
-            if k in ENC_INPUT_TAP:
-                x = self._join(x, ENC_INPUT_TAP[k], inject)
-            x = block(x)
-            skips.append(x)
-            if k in ENC_TAP_BLOCKS:
-                taps[ENC_TAP_BLOCKS[k]] = x
-        x = self.neck(self._join(x, "enc9", inject))
-        taps["dec9"] = x
-        skip_mode = self.cfg["skip_mode"]
-        for j, block in enumerate(self.decoder):
-            s = skips[N_SCALES - 1 - j]
-            if skip_mode == "add":
-                x = x + s
-            elif skip_mode == "concat":
-                x = torch.cat([x, s], dim=1)
-            if j in DEC_INPUT_TAP:
-                x = self._join(x, DEC_INPUT_TAP[j], inject)
-            x = block(x)
-            if j in DEC_TAP_BLOCKS:
-                taps[DEC_TAP_BLOCKS[j]] = x
-        out = self._finish(x)
-        return (out, taps) if return_taps else out
-
     def _finish(self, x):
         if self.direction == "SI" and self.image_size != self.size:
             o = (self.size - self.image_size) // 2
@@ -300,9 +283,7 @@ class Generator(nn.Module):
 
     def tap_shapes(self) -> dict[str, tuple[int, int, int]]:
         """(C, H, W) of every tap, without running the network."""
-        d, s = self.dims, self.size
-        return {"enc144": (d[0], s // 2, s // 2), "enc36": (d[2], s // 8, s // 8), "enc9": (d[4], s // 32, s // 32),
-                "dec9": (d[4], s // 32, s // 32), "dec36": (d[2], s // 8, s // 8), "dec144": (d[0], s // 2, s // 2)}
+        return {name: info.shape for name, info in self.feature_info.items()}
 
     def scale_parameters(self) -> list[nn.Parameter]:
         return [self.log_scale] if self.log_scale is not None else []

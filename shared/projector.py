@@ -15,12 +15,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .atomic import atomic_write
 
 MATRIX_FORMAT = 2  # bump when the cached matrix layout changes
 _INT32_MAX = np.iinfo(np.int32).max
@@ -130,18 +131,8 @@ def load_system_matrix(geometry: ParallelGeometry, cache_dir: str | Path | None 
         path.unlink(missing_ok=True)
     W = astra_system_matrix(geometry)
     W.sum_duplicates()
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=path.stem + ".", suffix=".partial")
-    try:
-        # Write through the open handle: given a *name*, save_npz appends ".npz" and would leave the
-        # (empty) temp file to be renamed into place.
-        with os.fdopen(fd, "wb") as f:
-            sp.save_npz(f, W, compressed=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # through the open handle: given a *name*, save_npz would append ".npz"
+    atomic_write(path, lambda f: sp.save_npz(f, W, compressed=False))
     return W
 
 

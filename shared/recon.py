@@ -373,10 +373,10 @@ def reconstruct_split(dataset, split: str, method="mlem", *, batch_size: int = 1
     μ-map; one Projector is built (or pass ``projector``) and reused for all batches.
     ``indices`` restricts the work to some samples (the output then has len(indices) rows).
     """
-    from shared.data.dataset_io import open_dataset
+    from shared.data.dataset_io import as_dataset
     from shared.projector import Projector
 
-    ds = dataset if hasattr(dataset, "split") and hasattr(dataset, "geometry") else open_dataset(dataset)
+    ds = as_dataset(dataset)
     arrays = ds.split(split)
     fn = _resolve(method)
     P = projector if projector is not None else Projector(ds.geometry)
@@ -429,10 +429,10 @@ def tune_baselines(dataset, split: str = "val", *, fbp_filters=FILTERS,
     "em": {(subsets, n_iter, post_fwhm_mm): err}, "best": {"fbp": kw, "mlem": kw, "osem": kw}}``
     where the best OSEM is the best setting with subsets > 1.
     """
-    from shared.data.dataset_io import open_dataset
+    from shared.data.dataset_io import as_dataset
     from shared.projector import Projector
 
-    ds = dataset if hasattr(dataset, "split") and hasattr(dataset, "geometry") else open_dataset(dataset)
+    ds = as_dataset(dataset)
     arrays = ds.split(split)
     P = projector if projector is not None else Projector(ds.geometry)
     c = ds.sino_channels // 2

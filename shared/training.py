@@ -10,10 +10,7 @@ Resume is exact on CPU: the shuffle order and every random draw of an epoch are 
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,10 +19,12 @@ import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from . import checkpoint as ckpt_io
+from .atomic import atomic_write_csv, atomic_write_json
+from .config.schema import TrainConfig
 from .losses import get_loss
 from .metrics import HIGHER_IS_BETTER, all_metrics
 
-LAST, BEST, METRICS_CSV = "last.pt", "best.pt", "metrics.csv"
+LAST, BEST, METRICS_CSV, CONFIG_JSON = "last.pt", "best.pt", "metrics.csv", "config.json"
 
 
 @dataclasses.dataclass
@@ -48,16 +47,18 @@ class Task:
 
 
 @dataclasses.dataclass
-class TrainOptions:
-    epochs: int
-    out_dir: str | Path
+class FitOptions:
+    """How to train (not what): the run settings every phase's ``fit(config, data, out, options)`` takes."""
+
+    epochs: int = 10
     device: str = "cpu"
-    workers: int = 0
-    seed: int = 0
-    resume: bool = True
+    workers: int = 0  # DataLoader worker processes
+    seed: int = 0  # initial weights, shuffle order, augmentation
+    resume: bool = False  # continue OUT/last.pt; without it an existing run is refused, never overwritten
     metric: str = "ssim"  # a validation metric name (mse, nrmse, psnr, ssim, ssim_global, loss)
     mode: str | None = None  # "max" | "min"; default from the metric
     val_samples: int = 64
+    augment: bool = False  # random Radon-symmetric flips
     progress: bool = True
     report: Callable[[dict, Path], None] | None = None  # called after each epoch's checkpoint
 
@@ -76,9 +77,9 @@ class EpochSampler(Sampler):
         return self.n
 
 
-def build_optimizer(task: Task, config: dict) -> torch.optim.Optimizer:
+def build_optimizer(task: Task, tc: TrainConfig) -> torch.optim.Optimizer:
     """Adam over the model, its learnable output scale (LR × output_scale_lr_mult) and extra groups."""
-    lr, betas = float(config["gen_lr"]), (float(config["gen_b1"]), float(config["gen_b2"]))
+    lr, betas = float(tc.gen_lr), (float(tc.gen_b1), float(tc.gen_b2))
     special = {id(p) for g in task.extra_param_groups for p in g["params"]}
     scale_params = list(getattr(task.model, "scale_parameters", lambda: [])())
     special |= {id(p) for p in scale_params}
@@ -89,15 +90,6 @@ def build_optimizer(task: Task, config: dict) -> torch.optim.Optimizer:
     for g in task.extra_param_groups:
         groups.append({"params": list(g["params"]), "lr": lr * float(g.get("lr_mult", 1.0)), "name": g["name"]})
     return torch.optim.Adam(groups, lr=lr, betas=betas)
-
-
-def _write_csv(history: list[dict], path: Path):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metrics.", suffix=".partial")
-    with os.fdopen(fd, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -114,9 +106,15 @@ def evaluate(task: Task, loader, device, loss_fn) -> dict[str, float]:
     return {f"val_{k}": v / n for k, v in sums.items()}
 
 
-def train(task: Task, config: dict, train_set, val_set, opts: TrainOptions) -> dict:
-    """Train, validate, checkpoint; returns the best epoch's metrics (resumes if ``last.pt`` exists)."""
-    out = Path(opts.out_dir)
+def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: FitOptions) -> dict:
+    """Train, validate, checkpoint into ``out``; returns the best epoch's metrics.
+
+    An existing run in ``out`` (``last.pt``) is continued with ``opts.resume`` and refused without it.
+    """
+    out = Path(out)
+    if (out / LAST).exists() and not opts.resume:
+        raise FileExistsError(f"{out / LAST}: a run already exists here; pass --resume to continue it or "
+                              f"choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(opts.device)
     metric = opts.metric if opts.metric.startswith("val_") else f"val_{opts.metric}"
@@ -128,10 +126,11 @@ def train(task: Task, config: dict, train_set, val_set, opts: TrainOptions) -> d
         raise ValueError("training needs a non-empty train and val split")
 
     model = task.model.to(device)
-    loss_fn = get_loss(config["loss"])
-    optimizer = build_optimizer(task, config)
+    tc = TrainConfig.from_flat(config)
+    loss_fn = get_loss(tc.loss)
+    optimizer = build_optimizer(task, tc)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs)
-                 if config.get("lr_schedule", "none") == "cosine" else None)
+                 if tc.lr_schedule == "cosine" else None)
     start, best_value, best_metrics, history = 0, None, {}, []
 
     last_path = out / LAST
@@ -146,7 +145,8 @@ def train(task: Task, config: dict, train_set, val_set, opts: TrainOptions) -> d
         if opts.progress:
             print(f"[train] resuming {out} after epoch {start} (best {metric} = {best_value})")
 
-    batch_size = int(config["batch_size"])
+    atomic_write_json(out / CONFIG_JSON, config)  # the resolved config this run trains (also in best.pt)
+    batch_size = tc.batch_size
     sampler = EpochSampler(len(train_set), opts.seed)
     loader_kw = dict(num_workers=opts.workers, persistent_workers=False)
     train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size,
@@ -187,7 +187,7 @@ def train(task: Task, config: dict, train_set, val_set, opts: TrainOptions) -> d
         state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
                      best_value=best_value, history=history, metric=metric, mode=mode)
         ckpt_io.save_atomic(state, last_path)
-        _write_csv(history, out / METRICS_CSV)
+        atomic_write_csv(out / METRICS_CSV, history)
         if opts.progress:
             shown = ", ".join(f"{k}={row[k]:.4g}" for k in ("train_loss", "val_loss", "val_psnr", "val_ssim"))
             print(f"[train] epoch {epoch + 1}/{opts.epochs}: {shown}{' (best)' if improved else ''}")

@@ -6,7 +6,6 @@ trial copies that back and the training loop resumes exactly.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -14,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .training import BEST, LAST
+from .atomic import atomic_write_csv, atomic_write_json
+from .training import BEST, CONFIG_JSON, LAST
 
 TRIALS_DIR = "trials"
 
@@ -99,7 +99,7 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
 
     from .cli import metric_and_mode
 
-    metric, mode = metric_and_mode(args)
+    metric, mode = metric_and_mode(args.metric, args.mode)
     threads = max(1, int(args.cpus_per_trial))
 
     def trial(config):
@@ -126,7 +126,7 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str) -> dic
     best = results.get_best_result(metric=metric, mode=mode, scope="all")
     trial_id = best.metrics["trial_id"]
     src = out_dir / TRIALS_DIR / trial_id / BEST
-    from .checkpoint import save_atomic, load
+    from .checkpoint import load, save_atomic
 
     save_atomic(load(src), out_dir / BEST)
     rows = []
@@ -138,19 +138,23 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str) -> dic
         rows.append({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("training_iteration"),
                      f"best_{metric}": best_value, "error": "yes" if r.error else "",
                      **{f"config/{k}": json.dumps(v) if isinstance(v, (list, dict)) else v
-                        for k, v in (r.config or {}).items()}})
+                        for k, v in _trained_config(out_dir, r).items()}})
     rows.sort(key=lambda row: (row[f"best_{metric}"] is None, -(row[f"best_{metric}"] or 0) if mode == "max"
                                else (row[f"best_{metric}"] or 0)))
     fields = sorted({k for row in rows for k in row}, key=lambda k: (k.startswith("config/"), k))
-    with open(out_dir / "trials.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_csv(out_dir / "trials.csv", rows, fields)
     _tuning_curve(results, metric, out_dir / "tuning_curve.png")
     summary = {"best_trial": trial_id, metric: best.metrics.get(metric), "n_trials": len(rows),
-               "n_errored": len(errors), "best_config": best.config}
-    (out_dir / "tune_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+               "n_errored": len(errors), "best_config": _trained_config(out_dir, best)}
+    atomic_write_json(out_dir / "tune_summary.json", summary, default=str)
     return summary
+
+
+def _trained_config(out_dir: Path, result) -> dict:
+    """The config the trial trained (its config.json), which may differ from what Ray sampled."""
+    trial_id = (result.metrics or {}).get("trial_id")
+    path = out_dir / TRIALS_DIR / str(trial_id) / CONFIG_JSON
+    return json.loads(path.read_text()) if path.exists() else dict(result.config or {})
 
 
 def _tuning_curve(results, metric, path):

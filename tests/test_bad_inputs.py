@@ -160,7 +160,7 @@ def test_bad_teacher_checkpoints(bad_checkpoints, name, text, tiny_data, tiny_st
     _fails_cleanly(export_main, ["--ckpt", str(path), "--data", str(tiny_data), "--out", str(tmp_path / "s.zarr")],
                    capsys, f"{name}: ")
     assert not (tmp_path / "s.zarr").exists()
-    _fails_cleanly(verify_main, [str(tiny_store), "--ckpt", str(path)], capsys, f"{name}: ")
+    _fails_cleanly(verify_main, ["--features", str(tiny_store), "--ckpt", str(path)], capsys, f"{name}: ")
     if name != "kind.pt":
         _fails_cleanly(evaluate_main, ["--student", str(path), "--data", str(tiny_data), "--out", str(tmp_path / "e")],
                        capsys, name)

@@ -101,7 +101,7 @@ def test_concurrent_readers_while_verify_runs(tiny_store, tiny_teacher, tiny_dat
               "assert np.isfinite(tot); print('ok')\n")
     procs = [subprocess.Popen([sys.executable, "-c", reader, str(tiny_store)], stdout=subprocess.PIPE, text=True)
              for _ in range(3)]
-    v = subprocess.run([sys.executable, "-m", "feature_store.verify", str(tiny_store), "--ckpt", str(tiny_teacher),
+    v = subprocess.run([sys.executable, "-m", "feature_store.verify", "--features", str(tiny_store), "--ckpt", str(tiny_teacher),
                         "--data", str(tiny_data)], capture_output=True, text=True)
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert v.returncode == 0, v.stdout

@@ -56,7 +56,7 @@ def test_values_equal_live_teacher(tiny_store, tiny_teacher, tiny_data):
     teacher = load_teacher(tiny_teacher)
     mu = torch.from_numpy(np.array(open_dataset(tiny_data).split("val").attenMap[:]))
     with torch.no_grad():
-        _, live = teacher(mu * teacher.input_scale, return_taps=True)
+        _, live = teacher.forward_taps(mu * teacher.input_scale)
     stored = _arrays(tiny_store, "val")
     for t in TAPS:
         ref = live[t].numpy()
@@ -177,7 +177,7 @@ def test_sharded_and_flip_variants(tiny_teacher, tiny_data, tmp_path):
     ds = FeatureStoreDataset(store, "val", ["enc36"])
     for v in range(4):
         with torch.no_grad():
-            _, live = teacher(flip_image(mu, v) * teacher.input_scale, return_taps=True)
+            _, live = teacher.forward_taps(flip_image(mu, v) * teacher.input_scale)
         got = ds.get(2, v)["enc36"]
         assert torch.allclose(got, live["enc36"][0], rtol=2e-3, atol=2e-3 * live["enc36"].abs().max())
     assert verify(store, tiny_teacher, tiny_data, log=lambda *_: None) == []

@@ -26,7 +26,7 @@ def test_tap_shapes_match_design():
     d = channel_dims(8, 2.0)
     assert d == [int(8 * 2.0 ** (k ** 0.7)) for k in range(5)]
     with torch.no_grad():
-        _, taps = g(torch.randn(2, 1, 288, 288), return_taps=True)
+        _, taps = g.forward_taps(torch.randn(2, 1, 288, 288))
     assert list(taps) == list(TAPS)
     want = {"enc144": (d[0], 144), "enc36": (d[2], 36), "enc9": (d[4], 9),
             "dec9": (d[4], 9), "dec36": (d[2], 36), "dec144": (d[0], 144)}

@@ -38,7 +38,7 @@ def test_export_on_ray_workers_equals_single_process(ray_cluster, tiny_teacher, 
     common = ["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--range-size", "4", "--batch-size", "4",
               "--quiet"]
     r = subprocess.run([sys.executable, "-m", "feature_store.export", *common, "--out", str(tmp_path / "ray.zarr"),
-                        "--ray-address", "auto", "--workers", "2"], capture_output=True, text=True, env=ray_cluster)
+                        "--ray-address", "auto", "--ray-workers", "2"], capture_output=True, text=True, env=ray_cluster)
     assert r.returncode == 0, r.stderr[-3000:]
     # same torch thread count as each Ray worker (1): convolutions then round identically
     subprocess.run([sys.executable, "-m", "feature_store.export", *common, "--out", str(tmp_path / "one.zarr"),

@@ -10,8 +10,10 @@ import torch
 
 from feature_store.layout import StoreError
 from phase2_student.evaluate import main as evaluate_main
-from phase2_student.injection import InjectedGenerator, injection_plan, parse_inject
-from phase2_student.task import load_student, store_info, student_datasets, student_task
+from feature_store import open_store
+from phase2_student.injection import InjectedGenerator
+from shared.config.schema import InjectionConfig, TrainConfig, parse_inject
+from phase2_student.task import load_student, student_datasets, student_task
 from phase2_student.train import main as student_main
 from shared.cli import run_main
 from shared.data.dataset_io import open_dataset
@@ -67,8 +69,8 @@ def test_no_injection_is_exactly_the_plain_generator():
     assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in plain.parameters())
     x = torch.randn(2, 1, 64, 64)
     assert torch.equal(student.eval()(x), plain.eval()(x))
-    assert injection_plan(tiny_student_config(inject_levels=[144], inject_enc_to_dec=False,
-                                              inject_dec_to_enc=False)) == {}
+    assert InjectionConfig.from_flat(tiny_student_config(inject_levels=[144], inject_enc_to_dec=False,
+                                                         inject_dec_to_enc=False)).plan == {}
     assert parse_inject("none") == [] and parse_inject("9,144") == [144, 9]
     with pytest.raises(ValueError, match="--inject"):
         parse_inject("144,72")
@@ -88,13 +90,13 @@ def test_spatial_and_channel_mismatch_name_both_shapes():
 def test_optimizer_holds_only_student_and_scale_parameters(tiny_data, tiny_store):
     data = open_dataset(tiny_data)
     config = tiny_student_config(feature_scale_lr_mult=10.0)
-    task = student_task(config, data, store_info(tiny_store))
-    opt = build_optimizer(task, config)
+    task = student_task(config, data, open_store(tiny_store))
+    opt = build_optimizer(task, TrainConfig.from_flat(config))
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert in_opt == {id(p) for p in task.model.parameters()}
     groups = {g["name"]: g for g in opt.param_groups}
     assert groups["feature_scales"]["lr"] == pytest.approx(10 * config["gen_lr"])
-    (train_set,) = student_datasets(config, data, store_info(tiny_store), splits=("train",))
+    (train_set,) = student_datasets(config, data, open_store(tiny_store), splits=("train",))
     item = train_set[0]
     assert all(f.is_leaf and not f.requires_grad for f in item["features"].values())
 
@@ -103,10 +105,10 @@ def test_student_overfits_a_few_samples(tiny_data, tiny_store):
     torch.manual_seed(0)
     data = open_dataset(tiny_data)
     config = tiny_student_config(inject_levels=[144, 36, 9])
-    task = student_task(config, data, store_info(tiny_store))
-    (ds,) = student_datasets(config, data, store_info(tiny_store), splits=("train",))
+    task = student_task(config, data, open_store(tiny_store))
+    (ds,) = student_datasets(config, data, open_store(tiny_store), splits=("train",))
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
-    opt = build_optimizer(task, config)
+    opt = build_optimizer(task, TrainConfig.from_flat(config))
     losses = []
     for _ in range(120):
         pred, target = task.step(task.model, batch, torch.device("cpu"))
@@ -126,9 +128,9 @@ def test_train_cli_writes_student_pt_and_evaluate_writes_reports(tiny_data, tiny
                                    "--epochs", "2", "--config", str(cfg), "--inject", "144,9", "--quiet"]) == 0
     student = load_student(out / "student.pt")
     assert set(student.plan) == {"dec144", "enc144", "dec9", "enc9"}
-    root = store_info(tiny_store)
-    assert student.meta["teacher_sha256"] == root["teacher_sha256"]
-    assert student.meta["store_fingerprint"] == root["fingerprint"]
+    store = open_store(tiny_store)
+    assert student.meta["teacher_sha256"] == store.teacher_sha256
+    assert student.meta["store_fingerprint"] == store.fingerprint
     ev = tmp_path / "eval"
     assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--features", str(tiny_store), "--data",
                                     str(tiny_data), "--split", "test", "--out", str(ev)]) == 0
@@ -158,13 +160,13 @@ def test_augmentation_needs_a_flips_store(tiny_data, tiny_store, tiny_teacher, t
     data = open_dataset(tiny_data)
     config = tiny_student_config(inject_levels=[36])
     with pytest.raises(StoreError, match="--variants flips"):
-        student_datasets(config, data, store_info(tiny_store), augment=True)
+        student_datasets(config, data, open_store(tiny_store), augment=True)
     from feature_store.export import main as export_main
 
     flips = tmp_path / "flips.zarr"
     assert run_main(export_main, ["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--out", str(flips),
                                   "--variants", "flips", "--quiet"]) == 0
-    train_set, _ = student_datasets(config, data, store_info(flips), augment=True)
+    train_set, _ = student_datasets(config, data, open_store(flips), augment=True)
     from shared.data.augment import flip_image
 
     torch.manual_seed(3)
@@ -182,7 +184,7 @@ def test_augmentation_needs_a_flips_store(tiny_data, tiny_store, tiny_teacher, t
 
 def test_controls_shuffle_freeze_and_atten_channel(tiny_data, tiny_store):
     data = open_dataset(tiny_data)
-    store = store_info(tiny_store)
+    store = open_store(tiny_store)
     c = tiny_student_config(inject_levels=[9], shuffle_features=True)
     (ds,) = student_datasets(c, data, store, splits=("val",))
     assert sorted(ds.perm.tolist()) == list(range(8)) and all(ds.perm[i] != i for i in range(8))

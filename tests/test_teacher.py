@@ -9,17 +9,14 @@ from phase1_teacher.task import teacher_task
 from phase1_teacher.train import main as teacher_main
 from shared import checkpoint as ckpt_io
 from shared.data.dataset_io import open_dataset
-from shared.training import TrainOptions, train
+from phase1_teacher import TeacherOptions, fit
 from tests.conftest import tiny_teacher_config
 
 
-def _fit(tiny_data, out, epochs, report=None, seed=0):
-    data = open_dataset(tiny_data)
-    config = tiny_teacher_config()
-    torch.manual_seed(seed)
-    task = teacher_task(config, data)
-    opts = TrainOptions(epochs=epochs, out_dir=out, seed=seed, progress=False, report=report)
-    return task, train(task, config, MuMapDataset(data, "train"), MuMapDataset(data, "val"), opts)
+def _fit(tiny_data, out, epochs, report=None, seed=0, resume=False):
+    """The library call a user makes: phase1_teacher.fit(config, data, out, options)."""
+    opts = TeacherOptions(epochs=epochs, seed=seed, progress=False, report=report, resume=resume)
+    return fit(tiny_teacher_config(), tiny_data, out, opts)
 
 
 def test_target_is_the_projection_of_the_mu_map(tiny_data):
@@ -37,7 +34,7 @@ def test_target_is_the_projection_of_the_mu_map(tiny_data):
 
 
 def test_teacher_learns_val_loss_drops_5x(tiny_data, tmp_path):
-    _, best = _fit(tiny_data, tmp_path, epochs=6)
+    best = _fit(tiny_data, tmp_path, epochs=6)
     hist = json.loads(json.dumps(ckpt_io.load(tmp_path / "last.pt")["history"]))
     first, best_loss = hist[0]["val_loss"], min(r["val_loss"] for r in hist)
     assert best_loss < first / 5, (first, best_loss)
@@ -48,7 +45,7 @@ def test_teacher_learns_val_loss_drops_5x(tiny_data, tmp_path):
 
 
 def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
-    _, _ = _fit(tiny_data, tmp_path / "full", epochs=3)
+    _fit(tiny_data, tmp_path / "full", epochs=3)
 
     class Crash(Exception):
         pass
@@ -60,7 +57,9 @@ def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
     with pytest.raises(Crash):
         _fit(tiny_data, tmp_path / "cut", epochs=3, report=crash_after_epoch_2)
     assert ckpt_io.load(tmp_path / "cut" / "last.pt")["epoch"] == 2
-    _fit(tiny_data, tmp_path / "cut", epochs=3)  # resumes from epoch 2
+    with pytest.raises(FileExistsError, match="--resume"):  # never silently overwritten
+        _fit(tiny_data, tmp_path / "cut", epochs=3)
+    _fit(tiny_data, tmp_path / "cut", epochs=3, resume=True)  # resumes from epoch 2
     full = ckpt_io.load(tmp_path / "full" / "last.pt")
     cut = ckpt_io.load(tmp_path / "cut" / "last.pt")
     assert cut["epoch"] == 3 and [r["epoch"] for r in cut["history"]] == [1, 2, 3]
@@ -74,7 +73,7 @@ def test_load_teacher_frozen_and_refusals(tiny_data, tmp_path):
     assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
     assert teacher.sha256 == ckpt_io.sha256_file(tmp_path / "best.pt") and len(teacher.sha256) == 64
     mu = torch.rand(2, 1, 32, 32)
-    out, taps = teacher(mu, return_taps=True)
+    out, taps = teacher.forward_taps(mu)
     assert out.shape == (2, 1, 64, 64) and set(taps) == {"enc144", "enc36", "enc9", "dec9", "dec36", "dec144"}
 
     ckpt = ckpt_io.load(tmp_path / "best.pt")

@@ -1,4 +1,4 @@
-"""The dataset folder (DESIGN.md §8): float32 ``.npy`` arrays opened with mmap + ``dataset.json``.
+"""The dataset folder (docs/DESIGN.md §8): float32 ``.npy`` arrays opened with mmap + ``dataset.json``.
 
 Layout, per split (``train``, ``val``, ``test``; any split listed in dataset.json)::
 
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from shared.atomic import atomic_write
 from shared.projector import ParallelGeometry
 
 FORMAT_VERSION = 1
@@ -266,6 +265,11 @@ def read_meta(folder) -> dict:
     return meta
 
 
+def as_dataset(data) -> Dataset:
+    """An opened :class:`Dataset` as is, or a folder opened (and validated)."""
+    return data if isinstance(data, Dataset) else open_dataset(data)
+
+
 def open_dataset(folder, check_finite: bool = True) -> Dataset:
     """Open and validate a dataset folder.
 
@@ -273,21 +277,6 @@ def open_dataset(folder, check_finite: bool = True) -> Dataset:
     negative values in actMap/attenMap; switch it off only for data that was already checked.
     """
     return Dataset(folder, read_meta(folder), check_finite=check_finite)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_dataset(folder, geometry: ParallelGeometry, arrays: dict, units: dict, scales: dict,
@@ -335,7 +324,7 @@ def write_dataset(folder, geometry: ParallelGeometry, arrays: dict, units: dict,
                 (folder / DEFAULT_FILES[kind].format(split=split)).unlink(missing_ok=True)
         for kind, arr in kinds.items():
             arr = np.ascontiguousarray(arr, dtype=np.float32)
-            _atomic_write(folder / DEFAULT_FILES[kind].format(split=split), lambda f, a=arr: np.save(f, a))
+            atomic_write(folder / DEFAULT_FILES[kind].format(split=split), lambda f, a=arr: np.save(f, a))
     text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
-    _atomic_write(meta_path, lambda f: f.write(text.encode()))
+    atomic_write(meta_path, text)
     return open_dataset(folder)

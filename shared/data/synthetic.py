@@ -19,7 +19,6 @@ Randomness is numpy-seeded per split and per sample: sample i of a split depends
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -343,22 +342,24 @@ def write_montage(ds, path, projector=None, n: int = 4) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shared.data.synthetic", description=__doc__.split("\n")[0])
+    from shared.cli import new_parser
+
+    ap = new_parser("frozenflow make-data", __doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output dataset folder")
-    ap.add_argument("--n-train", type=int, default=256)
-    ap.add_argument("--n-val", type=int, default=64)
-    ap.add_argument("--n-test", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=256, help="training samples")
+    ap.add_argument("--n-val", type=int, default=64, help="validation samples")
+    ap.add_argument("--n-test", type=int, default=64, help="test samples")
+    ap.add_argument("--seed", type=int, default=0, help="phantom and noise seed")
     ap.add_argument("--counts", type=float, default=2e5, help="expected total counts per sinogram plane")
     ap.add_argument("--channels", type=int, choices=(1, 3), default=1, help="sinogram planes (3 = adjacent)")
-    ap.add_argument("--image-size", type=int, default=180)
-    ap.add_argument("--pixel-mm", type=float, default=3.0)
-    ap.add_argument("--n-radial", type=int, default=180)
-    ap.add_argument("--n-angles", type=int, default=180)
+    ap.add_argument("--image-size", type=int, default=180, help="image side in pixels")
+    ap.add_argument("--pixel-mm", type=float, default=3.0, help="pixel size in mm")
+    ap.add_argument("--n-radial", type=int, default=180, help="radial bins")
+    ap.add_argument("--n-angles", type=int, default=180, help="angles over [0°, 180°)")
     ap.add_argument("--psf-fwhm-mm", type=float, default=5.0, help="Gaussian smoothing of the activity")
     ap.add_argument("--attn-sino", action="store_true", help="also write {split}-attenSino.npy = P(μ)")
-    ap.add_argument("--no-montage", action="store_true")
-    ap.add_argument("--cache-dir", default=None, help="projector system-matrix cache")
+    ap.add_argument("--no-montage", action="store_true", help="skip montage.png")
+    ap.add_argument("--cache-dir", default=None, help="projector system-matrix cache (default: $FROZENFLOW_CACHE or ~/.cache/frozenflow/projector)")
     a = ap.parse_args(argv)
     ds = make_synthetic_dataset(a.out, a.n_train, a.n_val, a.n_test, a.seed, counts=a.counts,
                                 channels=a.channels, image_size=a.image_size, pixel_mm=a.pixel_mm,
@@ -369,4 +370,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from shared.cli import run_main
+
+    sys.exit(run_main(main))

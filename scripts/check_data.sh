@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Thin wrapper: frozenflow check-data (see --help). Sets up .venv first if needed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$ROOT/scripts/setup.sh"
+exec "$ROOT/.venv/bin/frozenflow" check-data "$@"

@@ -1,0 +1,71 @@
+"""The one atomic write (docs/DESIGN.md §9): a temp file in the same folder, fsync, rename.
+
+A crash at any moment leaves either the old file or the new one, never half of either; the
+rename is atomic because source and target share a file system.  Every file the product writes
+whole (checkpoints, dataset arrays, the projector cache, metrics and result files) goes through here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+PARTIAL = ".partial"  # suffix of temp files; a cleaner may delete leftovers of a killed writer
+_UMASK = os.umask(0)  # read once at import: changing the umask later is not thread-safe
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO], None] | bytes | str, *, mode: int | None = None) -> Path:
+    """Write ``path`` atomically.  ``write`` is bytes, text (UTF-8) or a function given the open binary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(write, str):
+                f.write(write.encode())
+            elif isinstance(write, (bytes, bytearray, memoryview)):
+                f.write(write)
+            else:
+                write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode if mode is not None else 0o666 & ~_UMASK)  # mkstemp creates 0600
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_json(path: str | Path, obj, **dump_kw) -> Path:
+    dump_kw.setdefault("indent", 2)
+    return atomic_write(path, json.dumps(obj, **dump_kw) + "\n")
+
+
+def atomic_write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
+    import csv
+    import io
+
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write(path, buf.getvalue())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

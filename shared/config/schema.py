@@ -1,0 +1,266 @@
+"""Typed configuration: the user's flat keys, parsed once into dataclasses (docs/DESIGN.md §7).
+
+Configs stay flat dicts on disk, in checkpoints and in Ray Tune (``SI_gen_neck``, ``gen_lr``,
+``inject_levels`` …).  Code that builds something parses them here, once: every default and every
+allowed choice lives in this module, and each ``__post_init__`` holds the checks, so a bad value
+fails with a :class:`ConfigError` naming the flat key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+DIRECTIONS = ("SI", "IS")  # SI: sinogram → image (student); IS: image → sinogram (teacher)
+# Tap levels, named by their spatial size at the reference working size S = 288 (S/2, S/8, S/32).
+LEVELS = (144, 36, 9)
+REFERENCE_SIZE = 288
+N_SCALES = 5  # five stride-2 stages: S must be divisible by 2**5
+
+CHOICES = {
+    "gen_neck": ("narrow", "medium", "wide"),
+    "layer_norm": ("batch", "instance", "group", "none"),
+    "pad_mode": ("zeros", "replicate"),
+    "skip_mode": ("none", "add", "concat"),
+    "exp_kernel": (3, 4),
+    "gen_final_activ": ("none", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu"),
+    "loss": ("mse", "l1", "smooth_l1"),
+    "lr_schedule": ("none", "cosine"),
+}
+
+
+class ConfigError(ValueError):
+    """A missing or invalid configuration key; the message names the key."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class _Flat:
+    """Shared by the dataclasses below: flat-dict parsing with the key names the user writes."""
+
+    PREFIX_FIELDS: tuple[str, ...] = ()  # fields stored with the direction prefix (SI_/IS_)
+
+    def _key(self, name: str) -> str:
+        prefix = getattr(self, "direction", None)
+        return f"{prefix}_{name}" if prefix and name in self.PREFIX_FIELDS else name
+
+    def _bad(self, name: str, why: str) -> ConfigError:
+        return ConfigError(f"config key {self._key(name)!r}={getattr(self, name)!r}: {why}")
+
+    def _choice(self, name: str):
+        if getattr(self, name) not in CHOICES[name]:
+            raise self._bad(name, f"must be one of {list(CHOICES[name])}")
+
+    @classmethod
+    def flat_keys(cls, direction: str | None = None) -> list[str]:
+        return [f"{direction}_{f.name}" if direction and f.name in cls.PREFIX_FIELDS else f.name
+                for f in fields(cls) if f.name != "direction"]
+
+    @classmethod
+    def _from(cls, d: dict, direction: str | None = None, *, required: bool):
+        kw = {}
+        for f in fields(cls):
+            if f.name == "direction":
+                continue
+            key = f"{direction}_{f.name}" if direction and f.name in cls.PREFIX_FIELDS else f.name
+            if key in d:
+                kw[f.name] = d[key]
+            elif required or f.default is dataclasses.MISSING:
+                raise ConfigError(f"config is missing key {key!r}")
+        return cls(direction=direction, **kw) if direction else cls(**kw)
+
+    def to_flat(self) -> dict:
+        return {self._key(f.name): getattr(self, f.name) for f in fields(self) if f.name != "direction"}
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(_Flat):
+    """One Generator: ``GeneratorConfig.from_flat(config, "SI")`` reads ``SI_*`` plus the shared sizes."""
+
+    direction: str
+    gen_neck: str
+    gen_hidden_dim: int
+    gen_mult: float
+    gen_z_dim: int
+    gen_fill: int
+    layer_norm: str
+    pad_mode: str
+    dropout: float
+    skip_mode: str
+    exp_kernel: int
+    gen_final_activ: str
+    normalize: bool
+    fixedScale: float | None
+    learnedScale_init: float | None
+    output_scale_lr_mult: float
+    gen_sino_size: int = REFERENCE_SIZE
+    gen_image_size: int = 180
+    gen_sino_channels: int = 1
+    gen_image_channels: int = 1
+
+    PREFIX_FIELDS = ("gen_neck", "gen_hidden_dim", "gen_mult", "gen_z_dim", "gen_fill", "layer_norm", "pad_mode",
+                     "dropout", "skip_mode", "exp_kernel", "gen_final_activ", "normalize", "fixedScale",
+                     "learnedScale_init", "output_scale_lr_mult")
+
+    @classmethod
+    def from_flat(cls, config: dict, direction: str) -> "GeneratorConfig":
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"direction must be one of {list(DIRECTIONS)}, got {direction!r}")
+        return cls._from(config, direction, required=True)  # a saved config is always complete
+
+    def __post_init__(self):
+        for name in ("gen_neck", "layer_norm", "pad_mode", "skip_mode", "exp_kernel", "gen_final_activ"):
+            self._choice(name)
+        for name in ("gen_hidden_dim", "gen_z_dim", "gen_sino_size", "gen_image_size", "gen_sino_channels",
+                     "gen_image_channels"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise self._bad(name, "must be a positive integer")
+        if not _is_int(self.gen_fill) or self.gen_fill < 0:
+            raise self._bad("gen_fill", "must be a non-negative integer")
+        if not _is_number(self.gen_mult) or self.gen_mult < 1:
+            raise self._bad("gen_mult", "must be a number >= 1")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise self._bad("dropout", "must be in [0, 1)")
+        if not isinstance(self.normalize, bool):
+            raise self._bad("normalize", "must be true or false")
+        if self.gen_sino_size % 2 ** N_SCALES:
+            raise self._bad("gen_sino_size", f"must be divisible by {2 ** N_SCALES}")
+        if self.gen_image_size > self.gen_sino_size:
+            raise self._bad("gen_image_size", f"must not exceed gen_sino_size={self.gen_sino_size}")
+        if (self.fixedScale is None) == (self.learnedScale_init is None):
+            raise self._bad("fixedScale", f"exactly one of {self.direction}_fixedScale and "
+                                          f"{self.direction}_learnedScale_init must be set (the other null); got "
+                                          f"learnedScale_init={self.learnedScale_init!r}")
+        scale = "fixedScale" if self.fixedScale is not None else "learnedScale_init"
+        if not _is_number(getattr(self, scale)) or getattr(self, scale) <= 0:
+            raise self._bad(scale, "must be a positive number")
+        if not _is_number(self.output_scale_lr_mult) or self.output_scale_lr_mult < 0:
+            raise self._bad("output_scale_lr_mult", "must be a non-negative number")
+
+    @property
+    def in_channels(self) -> int:
+        return self.gen_sino_channels if self.direction == "SI" else self.gen_image_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.gen_image_channels if self.direction == "SI" else self.gen_sino_channels
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Flat):
+    """The supervised-training keys (``config_RAY_SUP``)."""
+
+    batch_size: int
+    gen_lr: float
+    gen_b1: float
+    gen_b2: float
+    loss: str
+    lr_schedule: str = "none"
+
+    @classmethod
+    def from_flat(cls, config: dict) -> "TrainConfig":
+        return cls._from(config, required=False)
+
+    def __post_init__(self):
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise self._bad("batch_size", "must be a positive integer")
+        if not _is_number(self.gen_lr) or self.gen_lr <= 0:
+            raise self._bad("gen_lr", "must be a positive number")
+        for name in ("gen_b1", "gen_b2"):
+            if not _is_number(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
+                raise self._bad(name, "must be in [0, 1)")
+        self._choice("loss")
+        self._choice("lr_schedule")
+
+
+@dataclass(frozen=True)
+class InjectionConfig(_Flat):
+    """The student's feature-injection keys (``config_RAY_DUAL``), with the ablation controls.
+
+    Crosswise routing (docs/DESIGN.md §6): teacher enc{L} → student dec{L} (``inject_enc_to_dec``)
+    and teacher dec{L} → student enc{L} (``inject_dec_to_enc``) for each L in ``inject_levels``.
+    """
+
+    inject_levels: tuple[int, ...] = LEVELS
+    inject_enc_to_dec: bool = True
+    inject_dec_to_enc: bool = True
+    feature_scale_init: float = 0.1
+    feature_scale_lr_mult: float = 1.0
+    feature_scale_trainable: bool = True  # control: False with init 0 = same channels, no signal
+    shuffle_features: bool = False  # control: another sample's features
+    atten_channel: bool = False  # control: the analytic attenuation sinogram as an extra input channel
+
+    @classmethod
+    def from_flat(cls, config: dict) -> "InjectionConfig":
+        return cls._from(config, required=False)
+
+    def __post_init__(self):
+        levels = self.inject_levels
+        if not isinstance(levels, (list, tuple)) or any(not _is_int(lv) or lv not in LEVELS for lv in levels):
+            raise self._bad("inject_levels", f"must be a list drawn from {list(LEVELS)}")
+        object.__setattr__(self, "inject_levels", tuple(sorted(set(levels), reverse=True)))
+        for name in ("inject_enc_to_dec", "inject_dec_to_enc", "feature_scale_trainable", "shuffle_features",
+                     "atten_channel"):
+            if not isinstance(getattr(self, name), bool):
+                raise self._bad(name, "must be true or false")
+        if not _is_number(self.feature_scale_init):
+            raise self._bad("feature_scale_init", "must be a number")
+        if not _is_number(self.feature_scale_lr_mult) or self.feature_scale_lr_mult < 0:
+            raise self._bad("feature_scale_lr_mult", "must be a non-negative number")
+
+    @property
+    def plan(self) -> dict[str, str]:
+        """student tap → teacher tap."""
+        plan = {}
+        for lv in self.inject_levels:
+            if self.inject_enc_to_dec:
+                plan[f"dec{lv}"] = f"enc{lv}"
+            if self.inject_dec_to_enc:
+                plan[f"enc{lv}"] = f"dec{lv}"
+        return plan
+
+    def to_flat(self) -> dict:
+        return {**super().to_flat(), "inject_levels": list(self.inject_levels)}
+
+
+TASKS = ("teacher", "student")
+
+
+def task_keys(task: str) -> set[str]:
+    """Every key a resolved config of ``task`` may hold."""
+    if task == "teacher":
+        return set(GeneratorConfig.flat_keys("IS")) | set(TrainConfig.flat_keys())
+    if task == "student":
+        return set(GeneratorConfig.flat_keys("SI")) | set(TrainConfig.flat_keys()) | set(InjectionConfig.flat_keys())
+    raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
+
+
+def check_task_config(config: dict, task: str) -> None:
+    """Parse a resolved config of ``task`` completely; unknown keys are refused (nothing is ignored)."""
+    unknown = sorted(set(config) - task_keys(task))
+    if unknown:
+        raise ConfigError(f"config key {unknown[0]!r} is not a {task} key"
+                          + (f" (also: {', '.join(unknown[1:])})" if unknown[1:] else ""))
+    GeneratorConfig.from_flat(config, "IS" if task == "teacher" else "SI")
+    TrainConfig.from_flat(config)
+    if task == "student":
+        InjectionConfig.from_flat(config)
+
+
+def parse_inject(text: str) -> list[int]:
+    """``--inject 144,36,9`` / ``--inject none`` → levels."""
+    text = str(text).strip().lower()
+    if text in ("none", "", "off"):
+        return []
+    try:
+        levels = sorted({int(x) for x in text.split(",") if x.strip()}, reverse=True)
+    except ValueError:
+        levels = [-1]
+    if any(lv not in LEVELS for lv in levels):
+        raise ConfigError(f"--inject must be 'none' or a comma list drawn from {list(LEVELS)}, got {text!r}")
+    return levels

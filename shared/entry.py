@@ -1,0 +1,51 @@
+"""What both phases' train commands do after parsing flags: train one config, or tune (docs/DESIGN.md §10).
+
+A phase hands over its library ``fit(config, data, out, options)`` and its options; this module
+resolves the config (tuned JSON or ``--config``, plus overrides), or builds the search space for
+``--tune``, and prints the outcome.  Nothing here knows which phase it runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+from .config.construct_dictionaries import load_config, search_space
+from .config.schema import ConfigError, check_task_config, task_keys
+from .training import BEST, FitOptions
+
+Fit = Callable[[dict, str, Path, FitOptions], dict]
+
+
+def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict,
+                 trial_config: Callable[[dict], dict] | None = None) -> dict:
+    """Train ``task`` with the flags in ``args``; returns the best metrics (or the tune summary)."""
+    out = Path(args.out).resolve()
+    unknown = sorted(set(overrides) - task_keys(task))
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}: not a {task} config key")
+    if args.tune:
+        return _tune(args, task, fit, options, overrides, out, trial_config or (lambda c: c))
+    config = load_config(task, args.config, overrides)
+    check_task_config(config, task)
+    best = fit(config, args.data, out, options)
+    print(f"[{task}] best epoch {best['epoch']}: val_ssim={best['val_ssim']:.4f} val_psnr={best['val_psnr']:.2f} dB "
+          f"val_nrmse={best['val_nrmse']:.4f} -> {out / BEST}")
+    return best
+
+
+def _tune(args, task, fit, options, overrides, out, trial_config):
+    from .tune_runner import tune_from_cli
+
+    if args.config:
+        raise ValueError("--config does not apply with --tune (the trials sample the search space); "
+                         "pin keys with --set KEY=VALUE")
+    space = {**search_space(task), **overrides}  # the keys the user pins are fixed in every trial
+    data_dir = str(Path(args.data).resolve())
+
+    def fit_trial(config, trial_dir, report):
+        # a trial trains exactly the config it records (config.json in its folder; trials.csv reads it)
+        opts = dataclasses.replace(options, resume=True, progress=False, report=report)
+        fit(trial_config(config), data_dir, trial_dir, opts)
+
+    return tune_from_cli(args, out, task, space, fit_trial)
