@@ -1,6 +1,6 @@
 """The student as a training Task, and rebuilding a trained student from ``student.pt``.
 
-The feature store is known only through its manifest (``feature_store.open_store``): no Zarr here.
+The feature store is known only through its manifest (``feature_store.open_store``) and its reader.
 """
 from __future__ import annotations
 

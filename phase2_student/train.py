@@ -60,7 +60,7 @@ def fit(config: dict, data, out: str | Path, options: StudentOptions | None = No
 def parser():
     p = new_parser("frozenflow train-student", __doc__)
     add_training_args(p)
-    p.add_argument("--features", help="feature store (features.zarr) written by `frozenflow export`")
+    p.add_argument("--features", help="feature store written by `frozenflow export` (path or fsspec URL)")
     p.add_argument("--inject", help="levels to inject, e.g. 144,36,9, or 'none' for the plain baseline "
                                     "(default: inject_levels of the config)")
     p.add_argument("--freeze-scales", action="store_true", help="control: feature scales fixed at 0")

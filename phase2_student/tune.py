@@ -7,6 +7,14 @@ from shared.cli import run_main
 from .train import main as train_main
 
 
+def parser():
+    from .train import parser as train_parser
+
+    p = train_parser()
+    p.prog = "frozenflow tune-student"
+    return p
+
+
 def main(argv=None) -> int:
     import sys
 

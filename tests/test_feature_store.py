@@ -86,7 +86,8 @@ def test_rerun_is_idempotent_and_other_teacher_needs_overwrite(tiny_store, tiny_
     store = tmp_path / "copy.zarr"
     assert _export(teacher_path, tiny_data, store, "--splits", "val") == 0
     assert _export(tmp_path / "other" / "best.pt", tiny_data, store, "--splits", "val") == 1
-    assert "teacher_sha256" in capsys.readouterr().err and "--overwrite" in capsys.readouterr().err + "--overwrite"
+    err = capsys.readouterr().err
+    assert "teacher_sha256" in err and "--overwrite" in err
     assert _export(tmp_path / "other" / "best.pt", tiny_data, store, "--splits", "val", "--overwrite") == 0
     assert zarr.open_group(str(store), mode="r").attrs["teacher_sha256"] == load_teacher(
         tmp_path / "other" / "best.pt").sha256

@@ -97,16 +97,39 @@ def test_inject_concatenates_after_tap_and_is_used():
         g(x, inject={**inj, "dec144": torch.randn(2, 3, 16, 16)})
 
 
-def test_no_extra_is_bit_for_bit_plain():
-    c = small_config("SI")
+@pytest.mark.parametrize("skip_mode", ["none", "concat"])
+def test_injection_appends_channels_and_zero_weights_give_the_plain_network(skip_mode):
+    """Widening only appends input channels after the tap: with the plain weights copied in and the
+    appended slices zeroed, the widened network computes exactly the plain one, whatever is injected."""
+    c = small_config("SI", skip_mode=skip_mode)
+    extra = {"enc144": 3, "dec36": 2, "enc9": 4, "dec9": 1}
     torch.manual_seed(3)
-    a = Generator(c, "SI")
-    torch.manual_seed(3)
-    b = Generator(c, "SI", extra_channels={})
-    assert list(a.state_dict()) == list(b.state_dict())
-    assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+    plain = Generator(c, "SI").eval()
+    wide = Generator(c, "SI", extra_channels=extra).eval()
+    ps, ws = plain.state_dict(), wide.state_dict()
+    assert list(ps) == list(ws)  # no module added or renamed
+    merged = {}
+    for k, p in ps.items():
+        w = ws[k]
+        if p.shape == w.shape:
+            merged[k] = p
+            continue
+        dim = next(d for d in range(p.dim()) if p.shape[d] != w.shape[d])  # in-channels (0 for transposed)
+        assert w.shape[dim] - p.shape[dim] in extra.values(), k
+        z = torch.zeros_like(w)
+        z.narrow(dim, 0, p.shape[dim]).copy_(p)  # plain channels first, injected ones appended
+        merged[k] = z
+    assert sum(ps[k].shape != ws[k].shape for k in ps) == len(extra)  # exactly one layer per tap widened
+    wide.load_state_dict(merged)
     x = torch.randn(2, 1, 64, 64)
-    assert torch.equal(a.eval()(x), b.eval()(x))
+    sizes = {"enc144": 32, "dec36": 8, "enc9": 2, "dec9": 2}
+    inject = {t: torch.randn(2, n, sizes[t], sizes[t]) for t, n in extra.items()}
+    assert torch.equal(wide(x, inject), plain(x))
+    for k in merged:  # and the injected channels do reach the output once their weights are not zero
+        if merged[k].shape != ps[k].shape:
+            merged[k] = merged[k] + 0.1
+    wide.load_state_dict(merged)
+    assert not torch.allclose(wide(x, inject), plain(x))
 
 
 def test_he_initialisation():

@@ -12,7 +12,7 @@ from feature_store.layout import StoreError
 from phase2_student.evaluate import main as evaluate_main
 from feature_store import open_store
 from phase2_student.injection import InjectedGenerator
-from shared.config.schema import InjectionConfig, TrainConfig, parse_inject
+from shared.config.schema import ConfigError, InjectionConfig, TrainConfig, parse_inject
 from phase2_student.task import load_student, student_datasets, student_task
 from phase2_student.train import main as student_main
 from shared.cli import run_main
@@ -69,7 +69,10 @@ def test_no_injection_is_exactly_the_plain_generator():
     assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in plain.parameters())
     x = torch.randn(2, 1, 64, 64)
     assert torch.equal(student.eval()(x), plain.eval()(x))
-    assert InjectionConfig.from_flat(tiny_student_config(inject_levels=[144], inject_enc_to_dec=False,
+    with pytest.raises(ConfigError, match="inject_dec_to_enc.*at least one direction"):
+        InjectionConfig.from_flat(tiny_student_config(inject_levels=[144], inject_enc_to_dec=False,
+                                                      inject_dec_to_enc=False))
+    assert InjectionConfig.from_flat(tiny_student_config(inject_levels=[], inject_enc_to_dec=False,
                                                          inject_dec_to_enc=False)).plan == {}
     assert parse_inject("none") == [] and parse_inject("9,144") == [144, 9]
     with pytest.raises(ValueError, match="--inject"):
@@ -221,6 +224,23 @@ def test_two_trial_tune_yields_student_pt(tiny_data, tiny_store, tmp_path):
     assert student.plan and student.config["gen_sino_size"] == 64
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == 2 and all(r["config/inject_levels"] == "[144, 36, 9]" for r in rows)
+    for r in rows:  # each row is the config the trial trained (its config.json), not only what Ray sampled
+        trained = json.loads((out / "trials" / r["trial_id"] / "config.json").read_text())
+        assert r["config/inject_enc_to_dec"] == str(trained["inject_enc_to_dec"])
+        assert trained["inject_enc_to_dec"] or trained["inject_dec_to_enc"]
+
+
+def test_a_trial_records_the_config_it_trained(tmp_path):
+    from phase2_student.train import _one_direction_at_least
+    from shared.tune_runner import _trained_config
+
+    sampled = {**tiny_student_config(), "inject_levels": [36], "inject_enc_to_dec": False, "inject_dec_to_enc": False}
+    trained = _one_direction_at_least(sampled)
+    assert InjectionConfig.from_flat(trained).plan == {"dec36": "enc36"}
+    (tmp_path / "trials" / "t1").mkdir(parents=True)
+    (tmp_path / "trials" / "t1" / "config.json").write_text(json.dumps(trained))
+    result = type("Result", (), {"metrics": {"trial_id": "t1"}, "config": sampled})()
+    assert _trained_config(tmp_path, result) == trained
 
 
 def test_ablation_table_over_variants_and_seeds(tiny_data, tiny_store, tmp_path):

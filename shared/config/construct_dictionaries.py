@@ -12,7 +12,7 @@ TASKS = ("teacher", "student")
 
 
 def search_space(task: str, learned_scale: bool = True) -> dict:
-    """teacher: IS + scale + SUP; student: SI + scale + SUP + DUAL (DESIGN §7)."""
+    """teacher: IS + scale + SUP; student: SI + scale + SUP + DUAL (docs/DESIGN.md §7)."""
     if task == "teacher":
         scale = sp.config_RAY_IS_learnScale if learned_scale else sp.config_RAY_IS_fixedScale
         return {**sp.config_RAY_IS, **scale, **sp.config_RAY_SUP}

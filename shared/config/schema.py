@@ -208,6 +208,10 @@ class InjectionConfig(_Flat):
                      "atten_channel"):
             if not isinstance(getattr(self, name), bool):
                 raise self._bad(name, "must be true or false")
+        if self.inject_levels and not (self.inject_enc_to_dec or self.inject_dec_to_enc):
+            raise self._bad("inject_dec_to_enc", f"inject_levels={list(self.inject_levels)} needs at least one "
+                                                 "direction (inject_enc_to_dec or inject_dec_to_enc true); for the "
+                                                 "plain student set inject_levels=[] (--inject none)")
         if not _is_number(self.feature_scale_init):
             raise self._bad("feature_scale_init", "must be a number")
         if not _is_number(self.feature_scale_lr_mult) or self.feature_scale_lr_mult < 0:

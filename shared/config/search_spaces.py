@@ -31,7 +31,7 @@ def _architecture(prefix: str, neck: list[str]) -> dict:
 
 
 config_RAY_SI = {**config_SHARED, **_architecture("SI", ["narrow", "medium", "wide"])}
-# The teacher's neck stays medium (5×5) unless the user overrides it (DESIGN §3).
+# The teacher's neck stays medium (5×5) unless the user overrides it (docs/DESIGN.md §3).
 config_RAY_IS = {**config_SHARED, **_architecture("IS", ["medium"])}
 
 

@@ -1,4 +1,4 @@
-"""Dataset folders (DESIGN.md §8), sinogram-consistent augmentation and synthetic phantoms."""
+"""Dataset folders (docs/DESIGN.md §8), sinogram-consistent augmentation and synthetic phantoms."""
 from shared.data.augment import (FLIP_VARIANTS, flip_image, flip_sinogram, roll_sinogram,
                                  rotate_image_for_roll)
 from shared.data.dataset_io import (KINDS, DataError, Dataset, SplitArrays, open_dataset, read_meta,

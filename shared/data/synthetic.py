@@ -341,7 +341,7 @@ def write_montage(ds, path, projector=None, n: int = 4) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
+def parser():
     from shared.cli import new_parser
 
     ap = new_parser("frozenflow make-data", __doc__.split("\n")[0])
@@ -360,7 +360,11 @@ def main(argv=None) -> int:
     ap.add_argument("--attn-sino", action="store_true", help="also write {split}-attenSino.npy = P(μ)")
     ap.add_argument("--no-montage", action="store_true", help="skip montage.png")
     ap.add_argument("--cache-dir", default=None, help="projector system-matrix cache (default: $FROZENFLOW_CACHE or ~/.cache/frozenflow/projector)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     ds = make_synthetic_dataset(a.out, a.n_train, a.n_val, a.n_test, a.seed, counts=a.counts,
                                 channels=a.channels, image_size=a.image_size, pixel_mm=a.pixel_mm,
                                 n_radial=a.n_radial, n_angles=a.n_angles, attn_sino=a.attn_sino,
