@@ -21,6 +21,7 @@ import torch
 from shared.cli import new_parser, run_main
 from shared.data.augment import flip_image
 from shared.data.dataset_io import open_dataset, read_rows
+from shared.data.forward_check import quick_check
 from shared.frozen import load_frozen
 
 from . import layout as L
@@ -346,6 +347,7 @@ def main(argv=None) -> int:
                       shard_size=args.shard_size or None, range_size=args.range_size, variants=args.variants,
                       batch_size=args.batch_size, device=args.device, threads=args.threads)
     t0 = time.time()
+    quick_check(open_dataset(spec.data))  # mirrored or mis-scaled data would give misaligned features
     todo = prepare(spec, overwrite=args.overwrite)
     manifest = open_store(spec.store)
     if not todo and all(manifest.splits[s].status == "complete" for s in spec.splits):

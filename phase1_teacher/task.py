@@ -28,6 +28,9 @@ def teacher_task(config: dict, data, *, use_stored_sino: bool = False, projector
     if config["gen_image_size"] != g.image_size:
         raise ValueError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
                          f"{g.image_size} (geometry.image_size in {data.root}/dataset.json)")
+    if model.out_channels != 1:
+        raise ValueError(f"config gen_sino_channels={config['gen_sino_channels']}: the teacher predicts the one-plane "
+                         f"attenuation sinogram, so its config needs gen_sino_channels=1 (the student's follows the data)")
     if g.n_radial > S or g.n_angles > S:
         raise ValueError(f"config gen_sino_size={S} is smaller than the sinogram {g.n_radial}x{g.n_angles}")
     mu_scale = float(data.scales.get("attenMap", 1.0))

@@ -17,6 +17,7 @@ import torch
 from shared.cli import add_training_args, common_overrides, fit_options, new_parser, run_main
 from shared.config.schema import check_task_config
 from shared.data.dataset_io import as_dataset, open_dataset
+from shared.data.forward_check import quick_check
 from shared.entry import run_training
 from shared.training import FitOptions, train
 
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     data = open_dataset(args.data)  # validate up front: a bad dataset fails before anything is written
     print(f"[teacher] {data}")
+    quick_check(data)
     overrides = common_overrides(args)
     if args.neck:
         overrides["IS_gen_neck"] = args.neck

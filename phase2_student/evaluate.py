@@ -2,7 +2,7 @@
 
 ``frozenflow evaluate --student student.pt --features STORE --data DIR --split test --out DIR``
 writes OUT/per_sample.csv (sample, method, mse, psnr, ssim, ssim_global, nrmse), OUT/summary.json
-({method: {metric: mean}}) and OUT/comparison.png (target | FBP | MLEM | student, one colour scale
+({"split", "methods": {method: {metric: mean}}, "calibration": {c, source}}) and OUT/comparison.png (target | FBP | MLEM | student, one colour scale
 per row).  All images are compared in the activity map's physical units.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from feature_store import StoreError, open_store
 from shared.atomic import atomic_write_csv, atomic_write_json
 from shared.cli import new_parser, run_main
 from shared.data.dataset_io import open_dataset
+from shared.data.forward_check import quick_check
 from shared.metrics import METRICS
 from shared.tables import markdown_table
 
@@ -34,6 +35,10 @@ def predict(student, data, split: str, store_path=None, batch_size: int = 16, de
         if not store_path:
             raise StoreError(f"this student injects {student.teacher_taps}; pass --features STORE")
         store = open_store(store_path)
+        if store.teacher_sha256 != meta["teacher_sha256"]:
+            raise StoreError(f"{store_path}: made by teacher {str(store.teacher_sha256)[:12]}…, but "
+                             f"{getattr(student, 'path', 'the student')} was trained with features of teacher "
+                             f"{str(meta['teacher_sha256'])[:12]}…; pass the store it was trained with")
         if store.fingerprint != meta["store_fingerprint"]:
             raise StoreError(f"{store_path}: not the feature store this student was trained with (store fingerprint "
                              f"{store.fingerprint[:12]}…, student expects {meta['store_fingerprint'][:12]}…)")
@@ -62,24 +67,30 @@ def comparison_figure(target, recons: dict[str, np.ndarray], path, rows=4):
                row_labels=[f"sample {i}" for i in range(len(grid))])
 
 
-def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out: Path | None = None) -> dict:
-    """FBP/MLEM reconstructions of ``split``; their settings are tuned on ``tuned_on`` (the validation
-    split, as the student's are) by mean relative L2, or the module defaults when ``tuned_on`` is None."""
+def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out: Path | None = None,
+                    calibration: tuple[float, str] | None = None) -> dict:
+    """FBP/MLEM reconstructions of ``split`` in actMap units; their settings are tuned on ``tuned_on`` (the
+    validation split, as the student's are) by mean relative L2, or the module defaults when ``tuned_on``
+    is None.  The sinograms are divided by the dataset's calibration (declared, else fitted)."""
+    from shared.data.forward_check import calibration_of
     from shared.recon import BASELINES, reconstruct_split, tune_baselines
 
+    c, source = calibration or calibration_of(data, tuned_on or split)
+    print(f"[evaluate] calibration c = {c:.4g} ({source}): baselines reconstruct actSino / c")
     settings = {}
     if tuned_on:
         print(f"[evaluate] tuning FBP filter/cutoff and MLEM iterations/post-filter on the {tuned_on} split")
-        best = tune_baselines(data, tuned_on, subsets=(1,), max_iter={1: 60})["best"]
+        best = tune_baselines(data, tuned_on, subsets=(1,), max_iter={1: 60}, calibration=c)["best"]
         settings = {m: best[m] for m in methods}
     recons = {}
     for m in methods:
         print(f"[evaluate] {m} on {split} ({data.split(split).n} samples) {settings.get(m) or BASELINES[m].keywords}")
-        recons[m] = reconstruct_split(data, split, m, **settings.get(m, {}))
+        recons[m] = reconstruct_split(data, split, m, calibration=c, **settings.get(m, {}))
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(out) / "baseline_settings.json",
-                          {m: settings.get(m) or BASELINES[m].keywords for m in methods}, indent=1, default=str)
+                          {**{m: settings.get(m) or BASELINES[m].keywords for m in methods},
+                           "calibration": {"c": c, "source": source}}, indent=1, default=str)
     return recons
 
 
@@ -93,15 +104,22 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", 
     if "student" in methods:  # first: a wrong store fails before minutes of MLEM
         recons["student"] = predict(student, data, split, store_path, device=device)
     classical = [m for m in ("fbp", "mlem") if m in methods]
+    calibration = None
     if classical:
-        recons.update(baseline_recons(data, split, classical, tuned_on=baseline_split, out=out))
+        from shared.data.forward_check import calibration_of
+
+        calibration = calibration_of(data, baseline_split or split)
+        recons.update(baseline_recons(data, split, classical, tuned_on=baseline_split, out=out,
+                                      calibration=calibration))
     out.mkdir(parents=True, exist_ok=True)
-    rows, summary = [], {}
+    rows, means = [], {}
     for m, rec in recons.items():
         vals = per_sample_metrics(rec, target)
-        summary[m] = {k: float(np.mean(v)) for k, v in vals.items()}
+        means[m] = {k: float(np.mean(v)) for k, v in vals.items()}
         rows += [{"sample": i, "method": m, **{k: float(v[i]) for k, v in vals.items()}} for i in range(len(target))]
     atomic_write_csv(out / "per_sample.csv", rows)
+    summary = {"split": split, "methods": means,
+               "calibration": {"c": calibration[0], "source": calibration[1]} if calibration else None}
     atomic_write_json(out / "summary.json", summary)
     ordered = {m: recons[m] for m in ("fbp", "mlem", "student") if m in recons}
     comparison_figure(target, ordered, out / "comparison.png")
@@ -109,7 +127,8 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", 
 
 
 def format_table(summary: dict, metrics=("psnr", "ssim", "ssim_global", "nrmse")) -> str:
-    return markdown_table(["method", *metrics], [[m, *(vals[k] for k in metrics)] for m, vals in summary.items()])
+    return markdown_table(["method", *metrics],
+                          [[m, *(vals[k] for k in metrics)] for m, vals in summary["methods"].items()])
 
 
 def parser():
@@ -132,6 +151,7 @@ def main(argv=None) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"--methods must be drawn from {list(METHODS)}, got {bad}")
+    quick_check(open_dataset(args.data))
     if args.features and "student" in methods and not load_student(args.student).plan:
         raise ValueError(f"--features: {args.student} injects no features (a plain student); drop --features")
     summary = evaluate(args.student, args.data, args.split, args.out, args.features, args.device, methods,

@@ -99,5 +99,5 @@ def load_student(path: str | Path, device="cpu") -> InjectedGenerator:
         raise ckpt_io.CheckpointError(f"{path}: does not rebuild the student: {str(e).splitlines()[0]}") from None
     model.eval().requires_grad_(False).to(device)
     model.config, model.meta, model.metrics = ckpt["config"], meta, ckpt.get("metrics", {})
-    model.sha256 = ckpt_io.sha256_file(path)
+    model.sha256, model.path = ckpt_io.sha256_file(path), str(path)
     return model

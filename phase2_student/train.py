@@ -21,6 +21,7 @@ from shared import checkpoint as ckpt_io
 from shared.cli import add_training_args, common_overrides, fit_options, new_parser, run_main
 from shared.config.schema import InjectionConfig, check_task_config, parse_inject
 from shared.data.dataset_io import as_dataset, open_dataset
+from shared.data.forward_check import quick_check
 from shared.entry import run_training
 from shared.training import BEST, FitOptions, train
 
@@ -61,6 +62,7 @@ def parser():
     p = new_parser("frozenflow train-student", __doc__)
     add_training_args(p)
     p.add_argument("--features", help="feature store written by `frozenflow export` (path or fsspec URL)")
+    p.add_argument("--ckpt", help="teacher checkpoint (best.pt): refuse a store not made by this teacher")
     p.add_argument("--inject", help="levels to inject, e.g. 144,36,9, or 'none' for the plain baseline "
                                     "(default: inject_levels of the config)")
     p.add_argument("--freeze-scales", action="store_true", help="control: feature scales fixed at 0")
@@ -80,9 +82,19 @@ def _one_direction_at_least(config: dict) -> dict:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     data = open_dataset(args.data)  # validate first: bad input fails before anything is written
+    if args.ckpt and not args.features:
+        raise ValueError("--ckpt: checks the store's teacher, so it needs --features STORE")
     if args.features:
-        open_store(args.features)  # a missing/foreign store fails here with its own message
+        store = open_store(args.features)  # a missing/foreign store fails here with its own message
+        if args.ckpt:
+            sha = ckpt_io.sha256_file(args.ckpt) if Path(args.ckpt).is_file() else None
+            if sha is None:
+                raise FileNotFoundError(f"{args.ckpt}: teacher checkpoint not found")
+            if store.teacher_sha256 != sha:
+                raise ValueError(f"{args.features}: made by teacher {str(store.teacher_sha256)[:12]}…, not by "
+                                 f"{args.ckpt} ({sha[:12]}…); re-export with --ckpt {args.ckpt}")
     print(f"[student] {data}")
+    quick_check(data)
     overrides = common_overrides(args)
     if args.inject is not None:
         overrides["inject_levels"] = parse_inject(args.inject)

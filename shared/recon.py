@@ -364,8 +364,12 @@ def _resolve(method) -> Callable:
 
 
 def reconstruct_split(dataset, split: str, method="mlem", *, batch_size: int = 16, projector=None,
-                      device=None, progress: bool = False, indices=None, **kw) -> np.ndarray:
+                      device=None, progress: bool = False, indices=None, calibration: float = 1.0,
+                      **kw) -> np.ndarray:
     """Reconstruct every sample of ``split`` → float32 array (N, 1, H, W) in actMap units.
+
+    ``calibration`` is the dataset's count scale c (E[actSino] = c · exp(−Pμ) · P actMap): the
+    sinograms are divided by it, so the images come out in actMap units whatever the data's units.
 
     ``dataset``: a :class:`shared.data.dataset_io.Dataset` or a dataset folder.  ``method``: a key
     of :data:`BASELINES` ("fbp", "mlem", "osem") or a callable ``f(sino, mu, projector, **kw)``;
@@ -396,7 +400,7 @@ def reconstruct_split(dataset, split: str, method="mlem", *, batch_size: int = 1
     try:
         for s in range(0, len(idx), batch_size):
             b = idx[s:s + batch_size]
-            sino = torch.from_numpy(np.asarray(arrays.actSino[b, c:c + 1], dtype=np.float32)).to(device)
+            sino = torch.from_numpy(np.asarray(arrays.actSino[b, c:c + 1], dtype=np.float32) / np.float32(calibration)).to(device)
             mu = torch.from_numpy(np.asarray(arrays.attenMap[b], dtype=np.float32)).to(device)
             out[s:s + len(b)] = fn(sino, mu, P, **kw).cpu().numpy()
             if bar is not None:
@@ -420,8 +424,9 @@ def relative_l2(pred, target, mask=None) -> np.ndarray:
 def tune_baselines(dataset, split: str = "val", *, fbp_filters=FILTERS,
                    fbp_cutoffs=(1.0, 0.8, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25),
                    subsets=(1, 2, 4, 6, 10, 15), max_iter=None, post_fwhm_mm=(0.0, 4.0, 6.0, 8.0, 10.0),
-                   batch_size: int = 16, projector=None, progress: bool = False) -> dict:
-    """Grid search of the baselines' settings by mean relative L2 against actMap on one split.
+                   batch_size: int = 16, projector=None, progress: bool = False, calibration: float = 1.0) -> dict:
+    """Grid search of the baselines' settings by mean relative L2 against actMap on one split
+    (sinograms divided by the dataset's ``calibration``, as in :func:`reconstruct_split`).
 
     FBP: every filter × cutoff, with and without clipping at zero.  MLEM/OSEM: every subset count,
     every iteration up to ``max_iter[subsets]`` (default: 60 sub-iteration sweeps ≈ 60/S iterations,
@@ -443,7 +448,7 @@ def tune_baselines(dataset, split: str = "val", *, fbp_filters=FILTERS,
     batches = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
     def load(sl):
-        return (torch.from_numpy(np.array(arrays.actSino[sl, c:c + 1], dtype=np.float32)),
+        return (torch.from_numpy(np.array(arrays.actSino[sl, c:c + 1], dtype=np.float32) / np.float32(calibration)),
                 torch.from_numpy(np.array(arrays.attenMap[sl], dtype=np.float32)),
                 np.asarray(arrays.actMap[sl], dtype=np.float32))
 

@@ -67,7 +67,7 @@ def test_table(root: Path) -> str:
                            ("evaluation_plain", {"student": "student (no injection)"})):
         path = root / folder / "summary.json"
         if path.exists():
-            for method, vals in json.loads(path.read_text()).items():
+            for method, vals in json.loads(path.read_text())["methods"].items():
                 rows[rename.get(method, method)] = vals
     if not rows:
         return ""

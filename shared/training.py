@@ -92,12 +92,20 @@ def build_optimizer(task: Task, tc: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=lr, betas=betas)
 
 
+def _step(task: Task, model, batch, device):
+    pred, target = task.step(model, batch, device)
+    if pred.shape != target.shape:  # never let the loss broadcast one against the other
+        raise ValueError(f"{task.kind}: prediction has shape {list(pred.shape)} but the target {list(target.shape)}; "
+                         f"check the config's channel keys against the data")
+    return pred, target
+
+
 @torch.no_grad()
 def evaluate(task: Task, loader, device, loss_fn) -> dict[str, float]:
     task.model.eval()
     sums, n = {}, 0
     for batch in loader:
-        pred, target = task.step(task.model, batch, device)
+        pred, target = _step(task, task.model, batch, device)
         values = all_metrics(pred, target)
         values["loss"] = torch.full((pred.shape[0],), float(loss_fn(pred, target)))
         for k, v in values.items():
@@ -136,6 +144,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
     last_path = out / LAST
     if opts.resume and last_path.exists():
         state = ckpt_io.load(last_path, kind=task.kind)
+        _check_resumable(last_path, state, config, task.meta)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
@@ -161,7 +170,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
         t0, loss_sum, seen = time.time(), 0.0, 0
         bar = _progress(train_loader, f"epoch {epoch + 1}/{opts.epochs}", opts.progress)
         for batch in bar:
-            pred, target = task.step(model, batch, device)
+            pred, target = _step(task, model, batch, device)
             loss = loss_fn(pred, target)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}; "
@@ -196,6 +205,24 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
 
     _finish_figures(task, history, val_loader, device, out)
     return best_metrics
+
+
+# What a resumed run must share with the run it continues (the epoch budget may grow).
+RESUME_META_KEYS = ("data_fingerprint", "teacher_sha256", "store_fingerprint")
+
+
+def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
+    """Refuse to continue a run with another config, dataset, teacher or feature store."""
+    old = state.get("config", {})
+    for key in sorted(set(old) | set(config)):
+        if old.get(key) != config.get(key):
+            raise ValueError(f"{path}: config key {key!r} is {config.get(key)!r} here but {old.get(key)!r} in the "
+                             f"run being resumed; resume with the same config or choose another --out")
+    for key in RESUME_META_KEYS:
+        if state.get("meta", {}).get(key) != meta.get(key):
+            raise ValueError(f"{path}: {key} differs from the run being resumed ({str(meta.get(key))[:12]}… here, "
+                             f"{str(state.get('meta', {}).get(key))[:12]}… there); resume with the same data and "
+                             f"features or choose another --out")
 
 
 def _checkpoint(task, config, model, metrics, epoch) -> dict:

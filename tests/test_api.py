@@ -203,6 +203,9 @@ def test_check_data_reads_every_row(tiny_data, tmp_path):
     mu = np.load(bad / "train-attenMap.npy")
     mu[5, 0, 3, 3] = np.nan  # a row the opening check does not sample
     np.save(bad / "train-attenMap.npy", mu)
-    assert check_main(["--data", str(bad)]) == 1
+    from shared.cli import run_main
+
+    assert run_main(check_main, ["--data", str(bad), "--json", str(tmp_path / "bad.json")]) == 1
+    assert not (tmp_path / "bad.json").exists()  # bad input: nothing written
     report = __import__("shared.data.check", fromlist=["check_dataset"]).check_dataset(bad, log=lambda *a: None)
     assert report["problems"] == [f"{bad / 'train-attenMap.npy'}: row 5 contains NaN/Inf"]

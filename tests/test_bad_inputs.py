@@ -207,7 +207,7 @@ def test_bad_stores(mutate, text, tiny_store, tiny_data, tmp_path, capsys):
         capsys.readouterr()
         _fails_cleanly(evaluate_main, ["--student", str(out / "student.pt"), "--features", str(store), "--data",
                                        str(tiny_data), "--out", str(tmp_path / "e")], capsys,
-                       f"{store}: not the feature store this student was trained with")
+                       f"{store}: made by teacher abababababab…, but {out / 'student.pt'} was trained with")
         assert not (tmp_path / "e").exists()
         return
     _fails_cleanly(student_main, argv, capsys, text)

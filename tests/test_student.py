@@ -138,8 +138,9 @@ def test_train_cli_writes_student_pt_and_evaluate_writes_reports(tiny_data, tiny
     assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--features", str(tiny_store), "--data",
                                     str(tiny_data), "--split", "test", "--out", str(ev)]) == 0
     summary = json.loads((ev / "summary.json").read_text())
-    assert set(summary) == {"student", "fbp", "mlem"}
-    assert set(summary["fbp"]) == {"mse", "psnr", "ssim", "ssim_global", "nrmse"}
+    assert set(summary["methods"]) == {"student", "fbp", "mlem"}
+    assert set(summary["methods"]["fbp"]) == {"mse", "psnr", "ssim", "ssim_global", "nrmse"}
+    assert abs(summary["calibration"]["c"] - 1.0) < 0.05 and "fitted" in summary["calibration"]["source"]
     rows = list(csv.DictReader(open(ev / "per_sample.csv")))
     assert len(rows) == 3 * 8 and {r["method"] for r in rows} == {"student", "fbp", "mlem"}
     assert (ev / "comparison.png").stat().st_size > 10_000

@@ -10,6 +10,7 @@ from phase1_teacher.train import main as teacher_main
 from shared import checkpoint as ckpt_io
 from shared.data.dataset_io import open_dataset
 from phase1_teacher import TeacherOptions, fit
+from shared.training import train
 from tests.conftest import tiny_teacher_config
 
 
@@ -34,7 +35,7 @@ def test_target_is_the_projection_of_the_mu_map(tiny_data):
 
 
 def test_teacher_learns_val_loss_drops_5x(tiny_data, tmp_path):
-    best = _fit(tiny_data, tmp_path, epochs=6)
+    _fit(tiny_data, tmp_path, epochs=6)
     hist = json.loads(json.dumps(ckpt_io.load(tmp_path / "last.pt")["history"]))
     first, best_loss = hist[0]["val_loss"], min(r["val_loss"] for r in hist)
     assert best_loss < first / 5, (first, best_loss)
@@ -139,3 +140,17 @@ def test_two_trial_ray_tune_yields_best_pt(tiny_data, tmp_path):
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == 2 and all(r["config/IS_gen_neck"] == "medium" for r in rows)
     assert (out / "tuning_curve.png").stat().st_size > 0
+
+
+def test_teacher_predicts_one_plane_and_shape_mismatch_is_an_error(tiny_data, tmp_path):
+    from shared.training import FitOptions, Task
+
+    data = open_dataset(tiny_data)
+    with pytest.raises(ValueError, match="gen_sino_channels=3: the teacher predicts the one-plane"):
+        teacher_task(tiny_teacher_config(gen_sino_channels=3), data)
+    task = teacher_task(tiny_teacher_config(), data)
+    broken = Task(model=task.model, kind="teacher", step=lambda m, b, d: (task.step(m, b, d)[0].repeat(1, 3, 1, 1),
+                                                                         task.step(m, b, d)[1]))
+    with pytest.raises(ValueError, match=r"prediction has shape \[4, 3, 48, 40\] but the target \[4, 1, 48, 40\]"):
+        train(broken, tiny_teacher_config(), MuMapDataset(data, "train"), MuMapDataset(data, "val"), tmp_path,
+              FitOptions(epochs=1, progress=False))

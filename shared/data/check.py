@@ -1,9 +1,11 @@
-"""Check a dataset folder completely: ``frozenflow check-data --data DIR [--json OUT]``.
+"""Check a dataset folder: ``frozenflow check-data --data DIR [--json OUT] [--samples K]``.
 
-Opening a dataset checks its format, shapes and a spread sample of rows; this command reads every
-row of every file once (in blocks, without growing memory) and reports, per split and array, the
-value range and the first row holding NaN/Inf or a negative value where none is allowed.  Exit
-code 0 when every file is clean, 1 otherwise.
+Two parts.  (1) Every row of every file is read once (in blocks, without growing memory): value
+ranges and the first row holding NaN/Inf, or a negative value where none is allowed.  (2) On a
+spread sample of K rows per split the forward model E[actSino] = c · exp(−P attenMap) · P actMap is
+fitted (``shared.data.forward_check``): calibration c, orientation and angle offset, radial bin
+size, residual against Poisson noise, and attenSino against P attenMap.  Exit code 0 when the data
+is clean and consistent; otherwise one ``error:`` line names the first finding and its fix.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 from shared.atomic import atomic_write_json
 from shared.cli import new_parser, run_main
 
-from .dataset_io import KINDS, NONNEGATIVE_KINDS, open_dataset, read_rows
+from .dataset_io import KINDS, NONNEGATIVE_KINDS, DataError, open_dataset, read_rows
 
 BLOCK_ROWS = 64
 
@@ -65,23 +67,54 @@ def check_dataset(folder, log=print) -> dict:
     return report
 
 
+def describe_fit(split: str, kind: str, fit: dict) -> str:
+    o, c, r, s = fit["orientation"], fit["calibration"], fit["residual"], fit["radial_spacing"]
+    noise = f" (Poisson alone {r['poisson']:.3f}, ratio {r['ratio_to_noise']:.2f})" if r.get("counts") else ""
+    return (f"  {split:>5} {kind:<9} c = {c['c']:.4g} (per sample {c['per_sample_min']:.4g}…{c['per_sample_max']:.4g}), "
+            f"orientation {o['best']} offset {o['angle_offset']}, radial spacing ×{s['best_factor']:g}, "
+            f"residual {r['relative']:.3f}{noise}")
+
+
 def parser():
     p = new_parser("frozenflow check-data", __doc__)
     p.add_argument("--data", required=True, help="dataset folder (dataset.json + .npy files)")
     p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--samples", type=int, default=8, help="rows per split used to fit the forward model")
     return p
 
 
 def main(argv=None) -> int:
+    from .forward_check import check_forward_model
+
     args = parser().parse_args(argv)
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
     print(f"check-data {args.data}")
     report = check_dataset(args.data)
+    for line in report["problems"][1:]:
+        print(f"  [FAIL] {line}")
+    if report["problems"]:  # bad input: one error line, nothing written
+        n = len(report["problems"])
+        raise DataError(report["problems"][0] + (f" (+{n - 1} more above)" if n > 1 else ""))
+    data = open_dataset(args.data, check_finite=False)
+    report["forward_model"] = fit = check_forward_model(data, samples=args.samples)
+    print(f"forward model E[actSino] = c · exp(-P attenMap) · P actMap, {args.samples} rows per split:")
+    for split, entry in fit["splits"].items():
+        for kind in ("actSino", "attenSino"):
+            if kind in entry:
+                print(describe_fit(split, kind, entry[kind]))
+    print(f"  calibration c = {fit['calibration']['c']:.4g}"
+          + (f" (declared {fit['calibration']['declared']:g})" if fit["calibration"]["declared"] is not None else
+             " (not declared; add \"calibration\" to dataset.json to fix it)"))
+    problems = fit["errors"]
     if args.json:
         atomic_write_json(args.json, report)
-    for line in report["problems"]:
+    for line in problems[1:]:
         print(f"  [FAIL] {line}")
-    print("check-data: " + ("every file is clean" if not report["problems"] else f"{len(report['problems'])} problem(s)"))
-    return 1 if report["problems"] else 0
+    if problems:
+        raise DataError(problems[0] + (f" (+{len(problems) - 1} more above)" if len(problems) > 1 else ""))
+    print("check-data: every file is clean and follows the forward model")
+    return 0
 
 
 if __name__ == "__main__":

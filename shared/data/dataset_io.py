@@ -28,14 +28,18 @@ import numpy as np
 from shared.atomic import atomic_write
 from shared.projector import ParallelGeometry
 
+from .orientation import ORIENTATIONS, OrientedArray
+
 FORMAT_VERSION = 1
 META_NAME = "dataset.json"
 KINDS = ("actSino", "actMap", "attenMap", "attenSino")
+SINO_KINDS = ("actSino", "attenSino")
 REQUIRED_KINDS = ("actSino", "actMap", "attenMap")
 NONNEGATIVE_KINDS = ("actMap", "attenMap")  # physical quantities; sinograms may be corrected/negative
 DEFAULT_FILES = {k: "{split}-" + k + ".npy" for k in KINDS}
 REQUIRED_KEYS = ("format_version", "geometry", "splits", "sino_channels", "units", "scales")
-OPTIONAL_KEYS = ("files", "extra")
+OPTIONAL_KEYS = ("files", "extra", "calibration")
+ORIENTATION_KEYS = ("orientation", "angle_offset")  # optional geometry entries (shared.data.orientation)
 N_CHECK_SAMPLES = 8        # rows per file read by the finiteness / sign check
 N_FINGERPRINT_SAMPLES = 16  # rows per file hashed by fingerprint()
 
@@ -71,6 +75,22 @@ def _check_meta(meta, where: str) -> None:
             raise DataError(f"{where}: missing required key {key!r}")
     if meta["format_version"] != FORMAT_VERSION:
         raise DataError(f"{where}: format_version: expected {FORMAT_VERSION}, found {meta['format_version']!r}")
+    if not isinstance(meta["geometry"], dict):
+        raise DataError(f"{where}: geometry: expected an object, found {meta['geometry']!r}")
+    known = {f for f in ParallelGeometry.__dataclass_fields__} | set(ORIENTATION_KEYS)
+    for key in meta["geometry"]:
+        if key not in known:
+            raise DataError(f"{where}: geometry.{key}: unknown key (allowed: {', '.join(sorted(known))})")
+    orientation = meta["geometry"].get("orientation", "identity")
+    if orientation not in ORIENTATIONS:
+        raise DataError(f"{where}: geometry.orientation: expected one of {list(ORIENTATIONS)}, found {orientation!r}")
+    offset = meta["geometry"].get("angle_offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise DataError(f"{where}: geometry.angle_offset: expected an int (angle bins), found {offset!r}")
+    c = meta.get("calibration", 1.0)
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c) or c <= 0:
+        raise DataError(f"{where}: calibration: expected a finite number > 0 (E[actSino] = calibration · "
+                        f"exp(-P attenMap) · P actMap), found {c!r}")
     try:
         g = ParallelGeometry.from_dict(meta["geometry"])
     except (TypeError, KeyError, ValueError, AttributeError) as e:
@@ -143,6 +163,10 @@ class Dataset:
         self.scales = dict(meta["scales"])
         self.units = dict(meta["units"])
         self.sino_channels = int(meta["sino_channels"])
+        # how stored sinograms relate to the projector (applied on read) and the declared count scale
+        self.orientation = meta["geometry"].get("orientation", "identity")
+        self.angle_offset = int(meta["geometry"].get("angle_offset", 0))
+        self.calibration = meta.get("calibration")  # None: not declared (frozenflow check-data fits it)
         self._fingerprint = None
         self._arrays = {name: self._open_split(name, check_finite) for name in self.splits}
         has_atten = {name: self._arrays[name].attenSino is not None for name in self.splits}
@@ -190,6 +214,8 @@ class Dataset:
                     raise DataError(f"{path}: sample {i} contains {bad} (sampled finiteness check)")
                 if kind in NONNEGATIVE_KINDS and row.min() < 0:
                     raise DataError(f"{path}: sample {i}: expected values >= 0 ({kind}), found min {row.min():g}")
+        if kind in SINO_KINDS and (self.orientation != "identity" or self.angle_offset):
+            return OrientedArray(arr, self.orientation, self.angle_offset)
         return arr
 
     # ---------------------------------------------------------------- access

@@ -1,0 +1,190 @@
+"""Does a dataset agree with the forward model?  (docs/DESIGN.md §8)
+
+The pipeline assumes E[actSino] = c · exp(−P attenMap) · P actMap with P = shared.projector and the
+stored sinograms in P's orientation (or the one dataset.json declares).  For a spread sample of
+rows this module fits, on the *stored* centre-plane sinograms:
+
+* ``calibration``: the global factor c (least squares over the sample) and its spread per sample;
+* ``orientation``: which of the four flips, and which whole-bin angle offset, fits best, with
+  every flip's best residual;
+* ``radial_spacing``: the radial bin size (as a factor of ``geometry.radial_mm``) that fits best;
+* ``residual``: the relative residual ‖y − c·m‖/‖y‖ at the best fit and, for count data, the
+  same ratio that Poisson noise alone would give;
+* the same for ``attenSino`` against P attenMap, where stored.
+
+Findings that would silently corrupt training (an undeclared or wrong orientation, a radial
+spacing that fits markedly better, a residual far above the noise) are returned as ``errors``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .dataset_io import DataError, _sample_rows
+from .orientation import ORIENTATIONS, OrientedArray, orient
+
+SPACING_FACTORS = (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25)
+SPACING_GAIN = 0.8  # another spacing "fits markedly better" when its residual is below 0.8× the declared one's
+NOISE_RATIO_MAX = 3.0  # count data: residual may be at most 3× what Poisson noise alone gives
+RESIDUAL_MAX = 0.5  # non-count data (no noise model): relative residual limit
+MAX_OFFSET = None  # angle offsets searched: all of −A/2 … A/2
+
+
+def _raw(arr):
+    return arr.base if isinstance(arr, OrientedArray) else arr
+
+
+def _lsq(y: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """(c, relative residual) of y ≈ c·t over everything."""
+    tt = float((t * t).sum())
+    c = float((y * t).sum()) / tt if tt > 0 else 0.0
+    return c, float(np.linalg.norm(y - c * t) / max(np.linalg.norm(y), 1e-30))
+
+
+def _radial_resample(m: np.ndarray, factor: float) -> np.ndarray:
+    """The model sampled at radial bins ``factor`` × the geometry's spacing (linear interpolation)."""
+    R = m.shape[-2]
+    centre = (R - 1) / 2
+    pos = (np.arange(R) - centre) * factor + centre
+    lo = np.clip(np.floor(pos).astype(int), 0, R - 1)
+    hi = np.clip(lo + 1, 0, R - 1)
+    w = (pos - lo)[:, None]
+    inside = ((pos >= 0) & (pos <= R - 1))[:, None]
+    return np.where(inside, m[..., lo, :] * (1 - w) + m[..., hi, :] * w, 0.0)
+
+
+def _best_offset(y: np.ndarray, t: np.ndarray, half: int) -> dict:
+    """Best whole-bin angle roll of t (−half < k ≤ half) for y ≈ c·roll(t, k): every roll at once by FFT
+    cross-correlation along the 2A-periodic angle axis (t extended by its radial flip)."""
+    A = y.shape[-1]
+    ext = np.concatenate([t, np.flip(t, axis=-2)], axis=-1)  # [K, R, 2A]
+    y_pad = np.concatenate([y, np.zeros_like(y)], axis=-1)
+    window = np.concatenate([np.ones(A), np.zeros(A)])
+    F = np.fft.rfft
+    yt = np.fft.irfft((np.conj(F(ext)) * F(y_pad)).sum(axis=(0, 1)), n=2 * A)  # <y, roll(t, k)> for k = 0..2A-1
+    tt = np.fft.irfft(np.conj(F((ext ** 2).sum(axis=(0, 1)))) * F(window), n=2 * A)  # ‖roll(t, k)‖²
+    yy = float((y * y).sum())
+    ks = np.arange(-half + 1, half + 1)
+    idx = ks % (2 * A)
+    res2 = yy - yt[idx] ** 2 / np.maximum(tt[idx], 1e-300)
+    i = int(np.argmin(res2))
+    c = float(yt[idx[i]] / max(tt[idx[i]], 1e-300))
+    return {"angle_offset": int(ks[i]), "calibration": c, "residual": float(np.sqrt(max(res2[i], 0.0) / max(yy, 1e-300)))}
+
+
+def fit_sinograms(y: np.ndarray, m: np.ndarray, declared: tuple[str, int]) -> dict:
+    """Fit stored sinograms y [K, R, A] to the projector-convention model m [K, R, A]."""
+    A = y.shape[-1]
+    half = A // 2 if MAX_OFFSET is None else MAX_OFFSET
+    per_flip = {o: _best_offset(y, orient(m, o, 0), half) for o in ORIENTATIONS}
+    o_best = min(per_flip, key=lambda o: per_flip[o]["residual"])
+    k_best = per_flip[o_best]["angle_offset"]
+    t = orient(m, o_best, k_best)
+    c, res = _lsq(y, t)
+    per_sample = [_lsq(y[i], t[i])[0] for i in range(len(y))]
+    spacing = {f: _lsq(y, _radial_resample(t, f))[1] for f in SPACING_FACTORS}
+    f_best = min(spacing, key=spacing.get)
+    out = {
+        "calibration": {"c": c, "per_sample_min": float(np.min(per_sample)), "per_sample_max": float(np.max(per_sample)),
+                        "per_sample_std": float(np.std(per_sample))},
+        "orientation": {"best": o_best, "angle_offset": int(k_best), "declared": declared[0],
+                        "declared_angle_offset": declared[1], "candidates": per_flip},
+        "radial_spacing": {"best_factor": f_best, "residual_at_declared": spacing[1.0],
+                           "residual_at_best": spacing[f_best], "residuals": {str(f): r for f, r in spacing.items()}},
+        "residual": {"relative": res},
+    }
+    if np.all(y >= 0) and np.allclose(y, np.round(y), atol=1e-4):  # counts: compare with Poisson noise
+        noise = float(np.sqrt(max(c, 0) * t.clip(min=0).sum()) / max(np.linalg.norm(y), 1e-30))
+        out["residual"].update(poisson=noise, ratio_to_noise=res / max(noise, 1e-30), counts=True)
+    else:
+        out["residual"]["counts"] = False
+    return out
+
+
+def _errors(kind: str, path, fit: dict) -> list[str]:
+    errs = []
+    o = fit["orientation"]
+    found, declared = (o["best"], o["angle_offset"]), (o["declared"], o["declared_angle_offset"])
+    if found != declared:
+        errs.append(f"{path}: sinograms fit the forward model best with orientation {found[0]!r}, angle offset "
+                    f"{found[1]} bins, but dataset.json declares {declared[0]!r}, {declared[1]}; set geometry."
+                    f"orientation = {found[0]!r} and geometry.angle_offset = {found[1]} in dataset.json")
+    s = fit["radial_spacing"]
+    if s["best_factor"] != 1.0 and s["residual_at_best"] < SPACING_GAIN * s["residual_at_declared"]:
+        errs.append(f"{path}: a radial bin size {s['best_factor']:g}× geometry.radial_mm fits markedly better "
+                    f"(residual {s['residual_at_best']:.3f} vs {s['residual_at_declared']:.3f}); check "
+                    f"geometry.radial_mm in dataset.json")
+    r = fit["residual"]
+    if r.get("counts") and r["ratio_to_noise"] > NOISE_RATIO_MAX:
+        errs.append(f"{path}: residual {r['relative']:.3f} is {r['ratio_to_noise']:.1f}× what Poisson noise gives "
+                    f"({r['poisson']:.3f}); the {kind} sinograms do not follow the forward model")
+    elif not r.get("counts") and r["relative"] > RESIDUAL_MAX:
+        errs.append(f"{path}: relative residual {r['relative']:.3f} against the forward model (> {RESIDUAL_MAX}); "
+                    f"the {kind} sinograms do not follow it")
+    return errs
+
+
+@torch.no_grad()
+def check_forward_model(data, splits=None, samples: int = 8, projector=None) -> dict:
+    """Fit every split's spread sample; returns ``{split: {"actSino": fit, "attenSino": fit?}, "errors": [...]}``."""
+    from shared.projector import Projector
+
+    P = projector or Projector(data.geometry)
+    declared = (data.orientation, data.angle_offset)
+    report = {"samples_per_split": samples, "splits": {}, "errors": []}
+    for split in splits or data.splits:
+        arrays = data.split(split)
+        rows = _sample_rows(arrays.n, samples)
+        centre = arrays.actSino.shape[1] // 2
+        y = np.stack([np.asarray(_raw(arrays.actSino)[i, centre], dtype=np.float64) for i in rows])
+        mu = np.stack([np.asarray(arrays.attenMap[i], dtype=np.float32) for i in rows])
+        act = np.stack([np.asarray(arrays.actMap[i], dtype=np.float32) for i in rows])
+        for name, arr, rows_arr in (("actSino", y, None), ("attenMap", mu, None), ("actMap", act, None)):
+            bad = [r for r, a in zip(rows, arr) if not np.isfinite(a).all()]
+            if bad:
+                raise DataError(f"{data.path(split, name)}: row {bad[0]} contains NaN/Inf")
+        for name, arr in (("actSino", y), ("actMap", act)):
+            zero = [r for r, a in zip(rows, arr) if not np.any(a)]
+            if zero:
+                raise DataError(f"{data.path(split, name)}: row {zero[0]} is all zero; the forward model cannot be "
+                                f"fitted (is this the right file?)")
+        atten = P.forward(torch.from_numpy(mu)).double()
+        model = (torch.exp(-atten) * P.forward(torch.from_numpy(act)).double())[:, 0].numpy()
+        entry = {"rows": rows, "actSino": fit_sinograms(y, model, declared)}
+        report["errors"] += _errors("activity", data.path(split, "actSino"), entry["actSino"])
+        if arrays.attenSino is not None:
+            ya = np.stack([np.asarray(_raw(arrays.attenSino)[i, 0], dtype=np.float64) for i in rows])
+            entry["attenSino"] = fit_sinograms(ya, atten[:, 0].numpy(), declared)
+            entry["attenSino"]["residual"].pop("poisson", None)
+            report["errors"] += [e for e in _errors("attenuation", data.path(split, "attenSino"), entry["attenSino"])
+                                 if "Poisson" not in e]
+        report["splits"][split] = entry
+    cs = [s["actSino"]["calibration"]["c"] for s in report["splits"].values()]
+    report["calibration"] = {"c": float(np.mean(cs)), "declared": data.calibration,
+                             "per_split": {k: v["actSino"]["calibration"]["c"] for k, v in report["splits"].items()}}
+    return report
+
+
+def calibration_of(data, split: str = "val", samples: int = 8) -> tuple[float, str]:
+    """The dataset's count scale c: declared in dataset.json, else fitted on ``split``; and where it came from."""
+    if data.calibration is not None:
+        return float(data.calibration), "declared in dataset.json"
+    c = check_forward_model(data, splits=[split], samples=samples)["calibration"]["c"]
+    return c, f"fitted on {samples} {split} samples"
+
+
+QUICK_SAMPLES = 2
+
+
+def quick_check(data, log=print) -> dict:
+    """The check every command that opens a dataset runs first (a couple of rows of one split, about a
+    second): an undeclared orientation or data that do not follow the forward model stop the command
+    with one line naming the file and the fix (``frozenflow check-data`` gives the full report)."""
+    split = "train" if "train" in data.splits else data.splits[0]
+    report = check_forward_model(data, splits=[split], samples=QUICK_SAMPLES)
+    if report["errors"]:
+        raise DataError(report["errors"][0] + "; see `frozenflow check-data`")
+    fit = report["splits"][split]["actSino"]
+    log(f"[data] forward model holds on {QUICK_SAMPLES} {split} rows: c = {fit['calibration']['c']:.4g}, "
+        f"orientation {fit['orientation']['best']}, residual {fit['residual']['relative']:.3f}")
+    return report
