@@ -24,6 +24,7 @@ from .dataset_io import DataError, _sample_rows
 from .orientation import ORIENTATIONS, OrientedArray, orient
 
 SPACING_FACTORS = (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25)
+ORIENTATION_GAIN = 1.05  # the declared orientation is wrong when its residual is ≥ 5 % above the best one's
 SPACING_GAIN = 0.8  # another spacing "fits markedly better" when its residual is below 0.8× the declared one's
 NOISE_RATIO_MAX = 3.0  # count data: residual may be at most 3× what Poisson noise alone gives
 RESIDUAL_MAX = 0.5  # non-count data (no noise model): relative residual limit
@@ -88,7 +89,8 @@ def fit_sinograms(y: np.ndarray, m: np.ndarray, declared: tuple[str, int]) -> di
         "calibration": {"c": c, "per_sample_min": float(np.min(per_sample)), "per_sample_max": float(np.max(per_sample)),
                         "per_sample_std": float(np.std(per_sample))},
         "orientation": {"best": o_best, "angle_offset": int(k_best), "declared": declared[0],
-                        "declared_angle_offset": declared[1], "candidates": per_flip},
+                        "declared_angle_offset": declared[1], "candidates": per_flip,
+                        "residual_at_declared": _lsq(y, orient(m, *declared))[1]},
         "radial_spacing": {"best_factor": f_best, "residual_at_declared": spacing[1.0],
                            "residual_at_best": spacing[f_best], "residuals": {str(f): r for f, r in spacing.items()}},
         "residual": {"relative": res},
@@ -105,9 +107,10 @@ def _errors(kind: str, path, fit: dict) -> list[str]:
     errs = []
     o = fit["orientation"]
     found, declared = (o["best"], o["angle_offset"]), (o["declared"], o["declared_angle_offset"])
-    if found != declared:
+    if found != declared and o["residual_at_declared"] > ORIENTATION_GAIN * fit["residual"]["relative"]:
         errs.append(f"{path}: sinograms fit the forward model best with orientation {found[0]!r}, angle offset "
-                    f"{found[1]} bins, but dataset.json declares {declared[0]!r}, {declared[1]}; set geometry."
+                    f"{found[1]} bins (residual {fit['residual']['relative']:.3f}), but dataset.json declares "
+                    f"{declared[0]!r}, {declared[1]} (residual {o['residual_at_declared']:.3f}); set geometry."
                     f"orientation = {found[0]!r} and geometry.angle_offset = {found[1]} in dataset.json")
     s = fit["radial_spacing"]
     if s["best_factor"] != 1.0 and s["residual_at_best"] < SPACING_GAIN * s["residual_at_declared"]:
