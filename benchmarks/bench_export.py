@@ -12,7 +12,7 @@ trained for 1 epoch on a tiny dataset — its weights do not matter for throughp
 
 (a) Throughput, in this process, on the same batches of the same N samples (``--n``; 128, or 32
     with ``--small``), measured alternately ``--repeats`` times:
-    * teacher alone: read the μ-map batch (16) from the dataset's memmap, ``teacher(mu, return_taps=True)``;
+    * teacher alone: read the μ-map batch (16) from the dataset's memmap, ``teacher.forward_taps(mu)``;
     * export: ``RangeWriter.write_range`` over every range — read, teacher, float16 range check and
       conversion, zarr writes on the writer thread (a fresh store each repeat; store creation and
       the finalising statistics pass are not included — they are in the end-to-end rows of (d)).
@@ -158,7 +158,7 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
     def teacher_alone():
         for s in range(0, n, batch):
             mu = torch.from_numpy(np.array(mu_all[s:s + batch], dtype=np.float32))
-            teacher(mu * teacher.input_scale, return_taps=True)
+            teacher.forward_taps(mu * teacher.input_scale)
 
     def export_once(cfg):
         store = workdir / f"tp_{cfg['codec']}_{cfg['shard_size'] or 0}.zarr"
@@ -212,14 +212,14 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
         return statistics.median(ts) * 1e3
 
     with torch.inference_mode():
-        _, taps = teacher(mu * teacher.input_scale, return_taps=True)
-        fwd = med_ms(lambda: teacher(mu * teacher.input_scale, return_taps=True))
+        _, taps = teacher.forward_taps(mu * teacher.input_scale)
+        fwd = med_ms(lambda: teacher.forward_taps(mu * teacher.input_scale))
     conv = med_ms(lambda: [np.abs(taps[t].float().numpy()).max() for t in base.taps] +
                   [taps[t].float().numpy().astype(np.float16) for t in base.taps])
     arrays = w._compute(mu, "train", 0)
     write = med_ms(lambda: w._write("train", 0, batch, arrays))
     w.close()
-    stages = [{"stage": "teacher forward (return_taps)", "ms_per_batch": fwd},
+    stages = [{"stage": "teacher forward_taps", "ms_per_batch": fwd},
               {"stage": "float16 range check + conversion", "ms_per_batch": conv},
               {"stage": "zarr write, unsharded none (writer thread)", "ms_per_batch": write}]
     for s in stages:

@@ -127,7 +127,7 @@ def teacher_rate(ckpt: Path, data: Path, epochs: int, threads: int) -> float:
     def epoch():
         k = 0
         for mu in dl:
-            _, taps = teacher(mu * teacher.input_scale, return_taps=True)
+            _, taps = teacher.forward_taps(mu * teacher.input_scale)
             k += mu.shape[0]
         return k
 
