@@ -19,7 +19,7 @@ import numpy as np
 from shared.atomic import atomic_write, atomic_write_json
 from shared.cli import new_parser, parse_overrides, run_main
 from shared.config.construct_dictionaries import load_config
-from shared.config.schema import ConfigError, InjectionConfig, task_keys
+from shared.config.schema import InjectionConfig, check_override_keys
 from shared.data.dataset_io import open_dataset
 from shared.tables import markdown_table
 
@@ -116,9 +116,7 @@ def main(argv=None) -> int:
     if bad:
         raise ValueError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
     overrides = parse_overrides(args.set)
-    unknown = sorted(set(overrides) - task_keys("student"))
-    if unknown:
-        raise ConfigError(f"--set {unknown[0]}: not a student config key")
+    check_override_keys(overrides, "student")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     out = Path(args.out)
     open_dataset(args.data)

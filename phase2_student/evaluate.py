@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from feature_store import StoreError, open_store
 from shared.atomic import atomic_write_csv, atomic_write_json
 from shared.cli import new_parser, run_main
-from shared.data.dataset_io import open_dataset
+from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.metrics import METRICS
 from shared.tables import markdown_table
@@ -37,7 +37,7 @@ def predict(student, data, split: str, store_path=None, batch_size: int = 16, de
         store = open_store(store_path)
         if store.teacher_sha256 != meta["teacher_sha256"]:
             raise StoreError(f"{store_path}: made by teacher {str(store.teacher_sha256)[:12]}…, but "
-                             f"{getattr(student, 'path', 'the student')} was trained with features of teacher "
+                             f"{student.path} was trained with features of teacher "
                              f"{str(meta['teacher_sha256'])[:12]}…; pass the store it was trained with")
         if store.fingerprint != meta["store_fingerprint"]:
             raise StoreError(f"{store_path}: not the feature store this student was trained with (store fingerprint "
@@ -97,8 +97,10 @@ def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out
 def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", methods=METHODS,
              baseline_split: str | None = "val") -> dict:
     out = Path(out)
-    data = open_dataset(data_dir)
+    data = as_dataset(data_dir)
     student = load_student(student_path, device)
+    if store_path and "student" in methods and not student.plan:
+        raise ValueError(f"--features: {student_path} injects no features (a plain student); drop --features")
     target = np.array(data.split(split).actMap, dtype=np.float32)
     recons = {}
     if "student" in methods:  # first: a wrong store fails before minutes of MLEM
@@ -151,10 +153,9 @@ def main(argv=None) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"--methods must be drawn from {list(METHODS)}, got {bad}")
-    quick_check(open_dataset(args.data))
-    if args.features and "student" in methods and not load_student(args.student).plan:
-        raise ValueError(f"--features: {args.student} injects no features (a plain student); drop --features")
-    summary = evaluate(args.student, args.data, args.split, args.out, args.features, args.device, methods,
+    data = open_dataset(args.data)
+    quick_check(data)
+    summary = evaluate(args.student, data, args.split, args.out, args.features, args.device, methods,
                        baseline_split=None if args.baseline_defaults else "val")
     print(format_table(summary))
     print(f"[evaluate] -> {Path(args.out) / 'summary.json'}, per_sample.csv, comparison.png")

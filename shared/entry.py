@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config.construct_dictionaries import load_config, search_space
-from .config.schema import ConfigError, check_task_config, task_keys
+from .config.schema import check_override_keys, check_task_config
 from .training import BEST, FitOptions
 
 Fit = Callable[[dict, str, Path, FitOptions], dict]
@@ -21,9 +21,7 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
                  trial_config: Callable[[dict], dict] | None = None) -> dict:
     """Train ``task`` with the flags in ``args``; returns the best metrics (or the tune summary)."""
     out = Path(args.out).resolve()
-    unknown = sorted(set(overrides) - task_keys(task))
-    if unknown:
-        raise ConfigError(f"--set {unknown[0]}: not a {task} config key")
+    check_override_keys(overrides, task)
     if args.tune:
         return _tune(args, task, fit, options, overrides, out, trial_config or (lambda c: c))
     config = load_config(task, args.config, overrides)

@@ -244,6 +244,13 @@ def task_keys(task: str) -> set[str]:
     raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
 
 
+def check_override_keys(overrides: dict, task: str) -> None:
+    """``--set KEY=…`` keys must be keys of ``task`` (checked before any config file is read)."""
+    unknown = sorted(set(overrides) - task_keys(task))
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}: not a {task} config key")
+
+
 def check_task_config(config: dict, task: str) -> None:
     """Parse a resolved config of ``task`` completely; unknown keys are refused (nothing is ignored)."""
     unknown = sorted(set(config) - task_keys(task))

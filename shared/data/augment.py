@@ -75,13 +75,9 @@ def roll_sinogram(sino: torch.Tensor, k: int) -> torch.Tensor:
     for other k the sinogram op is still exact, it is the image that has no exact pixel form.
     Rolling by A equals a radial flip (180° rotation); rolling by 2A is the identity.
     """
-    A = sino.shape[-1]
-    k = int(k) % (2 * A)
-    if k == 0:
-        return sino
-    ext = torch.cat([sino, sino.flip(-2)], dim=-1)  # angle index 0..2A-1 ↔ θ in [0, 2π)
-    idx = (torch.arange(A, device=sino.device) - k) % (2 * A)
-    return ext.index_select(-1, idx)
+    from .orientation import roll_angles  # the one implementation (numpy and torch)
+
+    return roll_angles(sino, k)
 
 
 def rotate_image_for_roll(img: torch.Tensor, k: int, n_angles: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 from shared.atomic import atomic_write_json
 from shared.cli import new_parser, run_main
 
-from .dataset_io import KINDS, NONNEGATIVE_KINDS, DataError, open_dataset, read_rows
+from .dataset_io import KINDS, NONNEGATIVE_KINDS, DataError, Dataset, open_dataset, read_rows
 
 BLOCK_ROWS = 64
 
@@ -43,9 +43,9 @@ def scan_array(arr: np.ndarray, nonnegative: bool) -> dict:
             "first_negative_row": first_negative}
 
 
-def check_dataset(folder, log=print) -> dict:
-    """Scan every file of the dataset; returns the report (``problems`` lists one line per fault)."""
-    data = open_dataset(folder, check_finite=False)  # format and shapes; the values are scanned below
+def check_dataset(data, log=print) -> dict:
+    """Scan every file of the dataset (folder or opened); returns the report (``problems``: one line per fault)."""
+    data = data if isinstance(data, Dataset) else open_dataset(data, check_finite=False)  # values scanned below
     report = {"dataset": str(data.root), "fingerprint": data.fingerprint(), "splits": {}, "problems": []}
     for split in data.splits:
         arrays = data.split(split)
@@ -83,6 +83,14 @@ def parser():
     return p
 
 
+def _fail(problems: list[str]) -> None:
+    """Print all but the first problem; raise the first (it becomes the one ``error:`` line)."""
+    for line in problems[1:]:
+        print(f"  [FAIL] {line}")
+    if problems:
+        raise DataError(problems[0] + (f" (+{len(problems) - 1} more above)" if len(problems) > 1 else ""))
+
+
 def main(argv=None) -> int:
     from .forward_check import check_forward_model
 
@@ -90,13 +98,9 @@ def main(argv=None) -> int:
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     print(f"check-data {args.data}")
-    report = check_dataset(args.data)
-    for line in report["problems"][1:]:
-        print(f"  [FAIL] {line}")
-    if report["problems"]:  # bad input: one error line, nothing written
-        n = len(report["problems"])
-        raise DataError(report["problems"][0] + (f" (+{n - 1} more above)" if n > 1 else ""))
-    data = open_dataset(args.data, check_finite=False)
+    data = open_dataset(args.data, check_finite=False)  # format and shapes; every value is scanned next
+    report = check_dataset(data)
+    _fail(report["problems"])  # bad input: one error line, nothing written
     report["forward_model"] = fit = check_forward_model(data, samples=args.samples)
     print(f"forward model E[actSino] = c · exp(-P attenMap) · P actMap, {args.samples} rows per split:")
     for split, entry in fit["splits"].items():
@@ -106,13 +110,9 @@ def main(argv=None) -> int:
     print(f"  calibration c = {fit['calibration']['c']:.4g}"
           + (f" (declared {fit['calibration']['declared']:g})" if fit["calibration"]["declared"] is not None else
              " (not declared; add \"calibration\" to dataset.json to fix it)"))
-    problems = fit["errors"]
     if args.json:
         atomic_write_json(args.json, report)
-    for line in problems[1:]:
-        print(f"  [FAIL] {line}")
-    if problems:
-        raise DataError(problems[0] + (f" (+{len(problems) - 1} more above)" if len(problems) > 1 else ""))
+    _fail(fit["errors"])
     print("check-data: every file is clean and follows the forward model")
     return 0
 

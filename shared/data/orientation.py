@@ -32,7 +32,8 @@ def _flips(s, orientation: str):
 
 
 def roll_angles(s, k: int):
-    """Column j takes column j − k of the sinogram extended over [0°, 360°) by its radial flip."""
+    """Column j takes column j − k of the sinogram extended over [0°, 360°) by its radial flip
+    (angle index 0..2A−1 ↔ θ in [0, 2π)); ``shared.data.augment.roll_sinogram`` is this on tensors."""
     A = s.shape[-1]
     k = int(k) % (2 * A)
     if k == 0:
@@ -61,7 +62,8 @@ class OrientedArray:
     projector's convention.  Index only the leading axes (rows, channels)."""
 
     def __init__(self, arr: np.ndarray, orientation: str, angle_offset: int):
-        _flips(arr[:0], orientation)  # validates the name
+        if orientation not in ORIENTATIONS:
+            raise ValueError(f"orientation must be one of {list(ORIENTATIONS)}, got {orientation!r}")
         self.base, self.orientation, self.angle_offset = arr, orientation, int(angle_offset)
         self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
 
