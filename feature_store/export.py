@@ -22,6 +22,7 @@ from shared.cli import new_parser, run_main
 from shared.data.augment import flip_image
 from shared.data.dataset_io import open_dataset, read_rows
 from shared.data.forward_check import quick_check
+from shared.device import DEVICE_HELP, resolve_device
 from shared.frozen import load_frozen
 
 from . import layout as L
@@ -55,6 +56,11 @@ class ExportSpec:
             self.range_size = self.shard_size  # one writer owns whole shards
         if self.range_size < 1 or self.batch_size < 1:
             raise L.StoreError("--range-size and --batch-size must be positive")
+        if not self.splits:
+            raise L.StoreError("--splits names no split (expected e.g. train,val,test)")
+        if self.threads is not None and self.threads < 1:
+            raise L.StoreError(f"--threads must be ≥ 1, got {self.threads}")
+        resolve_device(self.device)  # a bad device fails here, before the store is created
 
     @property
     def taps(self) -> list[str]:
@@ -79,27 +85,31 @@ def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[
     for split in spec.splits:
         data.split(split)  # unknown split → DataError naming dataset.json
     want = _identity(spec, teacher, data)
-    path = L.local_path(spec.store)
-    exists = (path / "zarr.json").exists() if path is not None else _url_exists(spec.store)
-    if exists:
+    kind, detail = L.existing_kind(spec.store)
+    if kind == "foreign":
+        raise L.StoreError(f"{spec.store}: exists and is not a feature store ({detail}); export writes only to a "
+                           f"new or empty folder or its own store, even with --overwrite; choose another --out")
+    if kind == "damaged" and not overwrite:
+        raise L.StoreError(f"{spec.store}: damaged feature store ({detail}); pass --overwrite to replace it")
+    if kind == "store":
         have = open_store(spec.store).identity()
         if have != want and overwrite:  # replace only a store made differently; an identical one is resumed
-            log(f"[export] --overwrite: replacing {spec.store} (made by another teacher, dataset or settings)")
-            exists = False  # the mode-"w" open below clears it
+            kind, detail = "damaged", "made by another teacher, dataset or settings"
         elif have != want:
             diff = ", ".join(f"{k}: store has {have[k]!r}, this export {want[k]!r}" for k in want
                              if have[k] != want[k])
             raise L.StoreError(f"{spec.store}: existing store was made differently ({diff}); "
                                f"pass --overwrite to replace it")
-    if exists:
+    if kind == "store":
         root = L.open_root(spec.store, mode="r+")
         removed = L.remove_orphans(spec.store)
         if removed:
             log(f"[export] removed {removed} orphaned *.partial file(s) of an interrupted run")
     else:
-        root = L.open_root(spec.store, mode="w")
-        root.attrs.update({**want, "teacher_config": teacher.config, "teacher_metrics": teacher.metrics,
-                           "geometry": data.geometry.to_dict(), "created": _now(), "splits": {}})
+        if kind == "damaged":
+            log(f"[export] --overwrite: replacing {spec.store} ({detail})")
+        root = L.create_root(spec.store, {**want, "teacher_config": teacher.config, "teacher_metrics": teacher.metrics,
+                                          "geometry": data.geometry.to_dict(), "created": _now(), "splits": {}})
     shapes = teacher.tap_shapes()
     splits_state = dict(root.attrs.get("splits", {}))  # raw attrs: this is the writer's own record
     todo = []
@@ -117,14 +127,6 @@ def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[
     return todo
 
 
-def _url_exists(store) -> bool:
-    try:
-        L.open_root(store, mode="r")
-        return True
-    except L.StoreError:
-        return False
-
-
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -136,7 +138,7 @@ class RangeWriter:
 
     def __init__(self, spec: ExportSpec):
         self.spec = spec
-        self.device = torch.device(spec.device)
+        self.device = resolve_device(spec.device)
         self.teacher = load_frozen(spec.ckpt, kind="teacher", direction="IS", device=self.device)
         self.data = open_dataset(spec.data, check_finite=False)  # checked in prepare()
         self.root = L.open_root(spec.store, mode="r+")
@@ -159,11 +161,19 @@ class RangeWriter:
         out = {}
         for name in self.spec.taps:
             t = taps[name].float()
+            finite = torch.isfinite(t).flatten(1).all(1)
+            if not bool(finite.all()):  # the data scan makes this rare: a teacher that overflows
+                i = s0 + int((~finite).nonzero()[0, 0]) // self.V
+                raise L.StoreError(f"{self.spec.store}: teacher output {name} for {split} sample {i} is not finite "
+                                   f"(its attenMap row {i} is finite: the teacher itself overflows); nothing of it "
+                                   f"was stored")
             if self.dtype == np.float16:  # range check and conversion in torch: threaded, on the device
-                big = float(t.abs().amax())
-                if not np.isfinite(big) or big >= L.FLOAT16_MAX:
-                    raise L.StoreError(f"{self.spec.store}: {split} tap {name} near sample {s0} has |x| = {big:g}, "
-                                       f"outside float16 range (65504); rerun with --dtype float32")
+                big = t.abs().flatten(1).amax(1)
+                if bool((big >= L.FLOAT16_MAX).any()):
+                    i = s0 + int((big >= L.FLOAT16_MAX).nonzero()[0, 0]) // self.V
+                    raise L.StoreError(f"{self.spec.store}: {split} tap {name} sample {i} has |x| = "
+                                       f"{float(big.max()):g}, outside float16 range (65504); rerun with "
+                                       f"--dtype float32")
                 t = t.half()
             t = t.cpu().numpy()
             out[name] = t.reshape(-1, self.V, *t.shape[1:]) if self.V > 1 else t
@@ -327,7 +337,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="none", choices=list(L.VARIANTS),
                    help="flips: also store the teacher's features of the 3 Radon-symmetric flips (for --augment)")
     p.add_argument("--batch-size", type=int, default=16, help="μ-maps per teacher forward pass")
-    p.add_argument("--device", default="cpu", help="torch device for the teacher: cpu, cuda, cuda:N")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true",
                    help="replace a store made differently (other teacher, dataset or settings); an identical "
                         "store is kept and completed")

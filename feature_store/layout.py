@@ -7,13 +7,14 @@ features.zarr/            attrs: format_version, teacher_sha256, teacher_config,
   val/ …  test/ …
 ```
 Each tap array is (N, C, H, W), or (N, V, C, H, W) with flip variants; one chunk per sample
-(and variant), optional shards of ``shard_size`` samples, ``fill_value=NaN`` so unwritten samples
-are visible.  ``_done`` (one uint8 chunk per export range) marks finished ranges: a range is
+(and variant), optional shards of ``shard_size`` samples, ``fill_value=NaN`` so unwritten (or
+deleted) samples are visible, and a crc32c checksum at the end of every chunk.  ``_done`` (one uint8 chunk per export range) marks finished ranges: a range is
 flagged only after all its samples are written, so a crashed export redoes exactly the unflagged
 ranges.  Ranges are shard-aligned, so no two writers ever touch one shard.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import zarr
 
 from shared.config.schema import LEVELS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a crc32c checksum ends every chunk
 DONE = "_done"
 DTYPES = ("float16", "float32")
 CODECS = ("none", "lz4", "zstd")
@@ -59,14 +60,14 @@ def dimension_names(tap: str, variants: str) -> list[str]:
     return names
 
 
-def compressors(codec: str):
-    if codec == "none":
-        return None
-    if codec == "lz4":
-        return zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
-    if codec == "zstd":
-        return zarr.codecs.ZstdCodec(level=3)
-    raise StoreError(f"codec must be one of {list(CODECS)}, got {codec!r}")
+def compressors(codec: str) -> list:
+    """The bytes codecs of every chunk: the compressor, then a crc32c checksum, so a damaged,
+    truncated or zeroed chunk fails to decode instead of reading as wrong numbers."""
+    if codec not in CODECS:
+        raise StoreError(f"codec must be one of {list(CODECS)}, got {codec!r}")
+    first = {"none": [], "lz4": [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")],
+             "zstd": [zarr.codecs.ZstdCodec(level=3)]}[codec]
+    return first + [zarr.codecs.Crc32cCodec()]
 
 
 def is_url(store: str | Path) -> bool:
@@ -92,6 +93,59 @@ def open_root(store: str | Path, mode: str = "r") -> zarr.Group:
         raise StoreError(f"{store}: cannot open feature store ({type(e).__name__}: {e})") from None
 
 
+IDENTITY_MARKERS = ("format_version", "teacher_sha256")  # root attributes every feature store has
+
+
+def existing_kind(store: str | Path) -> tuple[str, str]:
+    """What is at ``store`` before an export writes there, as (kind, detail).
+
+    ``absent`` (nothing, or an empty folder), ``store`` (a feature store: its root metadata names a
+    teacher), ``damaged`` (a Zarr hierarchy whose root metadata is unreadable or has no identity,
+    e.g. a store killed while being created by an older version) or ``foreign`` (anything else: a
+    file, a folder of other things, another Zarr store).  Only the first three may be written.
+    """
+    path = local_path(store)
+    if path is None:  # remote: ask Zarr
+        try:
+            attrs = open_root(store, mode="r").attrs.asdict()
+        except StoreError:
+            return "absent", ""
+        return ("store", "") if all(k in attrs for k in IDENTITY_MARKERS) else ("foreign", "a Zarr group without a teacher")
+    if not path.exists():
+        return "absent", ""
+    if not path.is_dir():
+        return "foreign", "a file"
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return "absent", ""
+    zarr_like = all(e == "zarr.json" or e.endswith(".partial") or (path / e / "zarr.json").exists() for e in entries)
+    if "zarr.json" not in entries:
+        return "foreign", "holds " + ", ".join(entries[:4]) + (", …" if len(entries) > 4 else "")
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+        attrs = meta.get("attributes") or {}
+    except (OSError, ValueError, AttributeError):
+        return ("damaged", "unreadable root zarr.json") if zarr_like else ("foreign", "unreadable zarr.json")
+    if all(k in attrs for k in IDENTITY_MARKERS):
+        return "store", ""
+    if not attrs and zarr_like:
+        return "damaged", "root metadata without identity: an interrupted creation"
+    return "foreign", "a Zarr store without a teacher identity"
+
+
+def create_root(store: str | Path, attrs: dict) -> zarr.Group:
+    """A new, empty store whose root metadata carries its identity from the first write.
+
+    Zarr writes zarr.json through a temporary file and a rename, so a kill leaves either no
+    store or a store with its identity — never a root the next run cannot recognise.
+    """
+    path = local_path(store)
+    try:
+        return zarr.open_group(str(path) if path is not None else str(store), mode="w", attributes=attrs)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise StoreError(f"{store}: cannot create feature store ({type(e).__name__}: {e})") from None
+
+
 def n_ranges(n: int, range_size: int) -> int:
     return math.ceil(n / range_size) if n else 0
 
@@ -115,7 +169,7 @@ def create_split(root: zarr.Group, split: str, n: int, tap_shapes: dict[str, tup
                        fill_value=np.nan, compressors=compressors(codec), dimension_names=dimension_names(tap, variants),
                        overwrite=True)
     g.create_array(DONE, shape=(max(n_ranges(n, range_size), 1),), chunks=(1,), dtype="uint8", fill_value=0,
-                   compressors=None, dimension_names=["range"], overwrite=True)
+                   compressors=compressors("none"), dimension_names=["range"], overwrite=True)
     return g
 
 

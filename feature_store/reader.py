@@ -49,7 +49,18 @@ class FeatureStoreDataset(Dataset):
             raise IndexError(f"{self.store}: variant {variant} not stored (store has {self.n_variants})")
         arrays = self._open()
         key = (i, variant) if self.n_variants > 1 else i
-        return {t: torch.from_numpy(np.asarray(a[key], dtype=np.float32)) for t, a in arrays.items()}
+        return {t: self._read(t, a, key) for t, a in arrays.items()}
+
+    def _read(self, tap, arr, key) -> torch.Tensor:
+        where = f"{self.store}: {self.split}/{tap} sample {key}"
+        try:
+            x = torch.from_numpy(np.asarray(arr[key], dtype=np.float32))
+        except ValueError as e:  # the chunk's crc32c does not match, or it does not decode at all
+            raise L.StoreError(f"{where}: damaged chunk ({e}); re-export (the export resumes only missing "
+                               f"ranges, so pass --overwrite or delete the store first)") from None
+        if not torch.isfinite(x).all():  # export refuses non-finite features: NaN here is a missing chunk
+            raise L.StoreError(f"{where}: not finite (a deleted chunk reads as NaN); re-export the store")
+        return x
 
     def __getitem__(self, i):
         return self.get(int(i))

@@ -1,12 +1,15 @@
 """Check a feature store: ``frozenflow verify --features STORE [--ckpt best.pt] [--data DIR]``.
 
-Checks metadata, completeness, shapes and dtypes, finiteness on a sample of entries, the teacher
-hash against a checkpoint, the dataset fingerprint, and (with both --ckpt and --data) recomputes
-a few samples with the live teacher and compares within the stored dtype's tolerance.
+Checks metadata, completeness, shapes and dtypes, every chunk's crc32c checksum and finiteness on
+a random sample of entries (a new sample each run, its seed printed; ``--seed`` repeats it,
+``--full`` reads every sample), the teacher hash against a checkpoint, the dataset fingerprint,
+and (with both --ckpt and --data) recomputes a few samples with the live teacher and compares
+within the stored dtype's tolerance.
 Exit code 0 when everything holds, 1 otherwise, with a short report.
 """
 from __future__ import annotations
 
+import secrets
 import sys
 
 import numpy as np
@@ -21,7 +24,8 @@ from .manifest import manifest_of
 TOLERANCE = {"float16": 2e-3, "float32": 1e-4}
 
 
-def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bool = False) -> list[str]:
+def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bool = False, *,
+           full: bool = False, seed: int | None = None) -> list[str]:
     """Returns the list of problems (empty = the store is good).  Prints failures (all checks if verbose)."""
     problems = []
 
@@ -53,7 +57,10 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
 
         dataset = open_dataset(data)
         check(m.dataset_fingerprint == dataset.fingerprint(), f"dataset fingerprint matches {data}")
-    rng = np.random.default_rng(0)
+    if seed is None:
+        seed = secrets.randbelow(2 ** 31)
+    rng = np.random.default_rng(seed)
+    log(f"  {'every sample' if full else 'random samples'} (seed {seed}; --seed {seed} repeats this choice)")
     for split, state in m.splits.items():
         n = state.n
         if not check(state.status == "complete", f"{split}: status {state.status!r}"):
@@ -62,20 +69,37 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
         check(bool(flags.all()), f"{split}: {int(flags.sum())}/{flags.size} ranges flagged done")
         if dataset is not None:
             check(dataset.split(split).n == n, f"{split}: {n} samples, dataset has {dataset.split(split).n}")
-        picks = sorted({0, n - 1, *rng.integers(0, n, size=n_check).tolist()})
+        picks = list(range(n)) if full else sorted({0, n - 1, *rng.integers(0, n, size=n_check).tolist()})
         for tap in taps:
             arr = root[split][tap]
             expect = teacher.tap_shapes()[tap] if teacher is not None else tuple(arr.shape[-3:])
             lead = (n, V) if V > 1 else (n,)
             check(tuple(arr.shape) == lead + tuple(expect) and str(arr.dtype) == dtype,
                   f"{split}/{tap}: shape {tuple(arr.shape)} dtype {arr.dtype}")
-            finite = all(np.isfinite(np.asarray(arr[i])).all() for i in picks)
-            check(finite, f"{split}/{tap}: samples {picks} finite (NaN = never written)")
+            bad = _bad_samples(arr, picks)
+            shown = picks if len(picks) <= 8 else f"{len(picks)} samples"
+            check(not bad, f"{split}/{tap}: {shown} read with valid checksums and finite values" if not bad else
+                  f"{split}/{tap}: sample(s) " + "; ".join(f"{i} {why}" for i, why in bad[:5]) +
+                  (f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""))
         if teacher is not None and dataset is not None:
             _recompute(root, split, taps, teacher, dataset, picks[:n_check], V, dtype, check)
         log(f"  {split}: {n} samples x {V} variant(s), taps {','.join(taps)}, {dtype} checked")
     log("verify: " + ("store is good" if not problems else f"{len(problems)} problem(s)"))
     return problems
+
+
+def _bad_samples(arr, picks) -> list[tuple[int, str]]:
+    """(sample, reason) for each picked sample whose chunk fails its checksum or holds NaN/Inf."""
+    bad = []
+    for i in picks:
+        try:
+            ok = np.isfinite(np.asarray(arr[i])).all()
+        except ValueError as e:  # crc32c mismatch or undecodable bytes
+            bad.append((i, f"damaged chunk ({str(e)[:60]})"))
+            continue
+        if not ok:
+            bad.append((i, "not finite (NaN = never written or chunk deleted)"))
+    return bad
 
 
 @torch.inference_mode()
@@ -102,6 +126,8 @@ def parser():
     p.add_argument("--ckpt", help="teacher checkpoint: check the store's teacher hash and recompute samples")
     p.add_argument("--data", help="dataset folder: check the fingerprint (with --ckpt: recompute samples)")
     p.add_argument("--samples", type=int, default=4, help="random samples per split checked beyond the first/last")
+    p.add_argument("--full", action="store_true", help="read every sample of every tap (checksums and finiteness)")
+    p.add_argument("--seed", type=int, help="seed of the random sample choice (default: a new one, printed)")
     p.add_argument("--verbose", action="store_true", help="list every check, not only failures")
     return p
 
@@ -109,7 +135,10 @@ def parser():
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     print(f"verify {args.features}")
-    return 1 if verify(args.features, args.ckpt, args.data, args.samples, verbose=args.verbose) else 0
+    if args.samples < 0:
+        raise ValueError(f"--samples must be ≥ 0, got {args.samples}")
+    return 1 if verify(args.features, args.ckpt, args.data, args.samples, verbose=args.verbose, full=args.full,
+                       seed=args.seed) else 0
 
 
 if __name__ == "__main__":

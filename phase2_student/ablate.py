@@ -21,6 +21,7 @@ from shared.cli import new_parser, parse_overrides, run_main
 from shared.config.construct_dictionaries import load_config
 from shared.config.schema import InjectionConfig, check_override_keys
 from shared.data.dataset_io import open_dataset
+from shared.device import DEVICE_HELP
 from shared.tables import markdown_table
 
 from .evaluate import baseline_recons, per_sample_metrics, predict
@@ -104,7 +105,7 @@ def parser():
                    help="override a config key in every variant; repeatable")
     p.add_argument("--split", default="test", help="split the variants are scored on")
     p.add_argument("--val-samples", type=int, default=32, help="validation samples evaluated each epoch")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--report-only", action="store_true", help="tabulate finished runs, train nothing")
     return p
 

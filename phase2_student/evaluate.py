@@ -18,6 +18,7 @@ from shared.atomic import atomic_write_csv, atomic_write_json
 from shared.cli import new_parser, run_main
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
+from shared.device import DEVICE_HELP, resolve_device
 from shared.metrics import METRICS
 from shared.tables import markdown_table
 
@@ -98,6 +99,7 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", 
              baseline_split: str | None = "val") -> dict:
     out = Path(out)
     data = as_dataset(data_dir)
+    device = resolve_device(device)
     student = load_student(student_path, device)
     if store_path and "student" in methods and not student.plan:
         raise ValueError(f"--features: {student_path} injects no features (a plain student); drop --features")
@@ -140,7 +142,7 @@ def parser():
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="test", help="split to evaluate")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--device", default="cpu", help="torch device for the student")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods to evaluate")
     p.add_argument("--baseline-defaults", action="store_true",
                    help="use the built-in FBP/MLEM settings instead of tuning them on the val split")

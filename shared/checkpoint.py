@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import torch
@@ -26,8 +27,15 @@ def load(path: str | Path, kind: str | None = None) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated zip, random bytes, pickle errors …
+        # weights_only: tensors and plain containers only, so a crafted file cannot run code here;
+        # every checkpoint FrozenFlow writes loads this way
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain "
+                                  f"containers (FrozenFlow never unpickles code; nothing in it was run)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted? {type(e).__name__})") from None
+    except Exception as e:  # truncated zip, random bytes …
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted? {type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise CheckpointError(f"{path}: not a FrozenFlow checkpoint (no format_version)")

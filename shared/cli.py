@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from .device import DEVICE_HELP
+
 
 def run_main(main, argv=None) -> int:
     """Call ``main(argv)``; expected failures end with one line on stderr and exit code 1."""
@@ -63,7 +65,7 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "ssim") 
                    help="override a config key (with --tune: pin it in the search space); repeatable")
     p.add_argument("--batch-size", type=int, help="shorthand for --set batch_size=N")
     p.add_argument("--lr", type=float, help="shorthand for --set gen_lr=X")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0 = load in this process)")
     p.add_argument("--seed", type=int, default=0, help="initial weights, shuffle order and augmentation")
     p.add_argument("--metric", default=default_metric, help="validation metric for the best checkpoint / tuning")

@@ -1,7 +1,9 @@
 """2D parallel-beam projector: forward (A) and adjoint (Aᵀ) as a torch operator.
 
 The default backend asks astra-toolbox once for the sparse system matrix of its CPU 'linear'
-projector, caches it on disk keyed by a geometry hash, and applies it with a torch sparse CSR
+projector (Joseph interpolation; ``model="line"`` gives astra's Siddon exact-intersection model,
+which the synthetic-data simulator uses on a finer grid so that its data are not made by the
+reconstruction model), caches it on disk keyed by a geometry hash, and applies it with a torch sparse CSR
 matmul on the images' device (batched, differentiable, adjoint = transpose).  parallelproj is
 used instead when it is importable and asked for (``backend="parallelproj"``).
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
+import math
 import warnings
 from pathlib import Path
 
@@ -22,14 +24,15 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
+from .cache import cache_dir
 
 MATRIX_FORMAT = 2  # bump when the cached matrix layout changes
+MODELS = ("linear", "line")  # astra projector types: Joseph (reconstruction), Siddon (simulation)
 _INT32_MAX = np.iinfo(np.int32).max
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("FROZENFLOW_CACHE") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "frozenflow" / "projector"
+    return cache_dir("projector")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +51,8 @@ class ParallelGeometry:
         for name in ("image_size", "n_radial", "n_angles"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"ParallelGeometry.{name} must be positive, got {getattr(self, name)}")
-        if self.pixel_mm <= 0 or self.radial_mm <= 0:
-            raise ValueError(f"ParallelGeometry: pixel_mm and radial_mm must be positive, got {self.pixel_mm}, {self.radial_mm}")
+        if not (math.isfinite(self.pixel_mm) and math.isfinite(self.radial_mm)) or self.pixel_mm <= 0 or self.radial_mm <= 0:
+            raise ValueError(f"ParallelGeometry: pixel_mm and radial_mm must be finite and positive, got {self.pixel_mm}, {self.radial_mm}")
 
     @property
     def angles_rad(self) -> np.ndarray:
@@ -70,12 +73,17 @@ class ParallelGeometry:
     def from_dict(cls, d: dict) -> "ParallelGeometry":
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
-    def key(self) -> str:
-        payload = json.dumps({**self.to_dict(), "format": MATRIX_FORMAT, "model": "astra-linear"}, sort_keys=True)
+    def key(self, model: str = "linear") -> str:
+        payload = json.dumps({**self.to_dict(), "format": MATRIX_FORMAT, "model": f"astra-{model}"}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def astra_system_matrix(geometry: ParallelGeometry):
+def _check_model(model: str) -> None:
+    if model not in MODELS:
+        raise ValueError(f"projector model must be one of {MODELS}, got {model!r}")
+
+
+def astra_system_matrix(geometry: ParallelGeometry, model: str = "linear"):
     """scipy CSR matrix (n_radial·n_angles) × (H·W), rows ordered radial-major, values in cm."""
     import astra
 
@@ -83,7 +91,8 @@ def astra_system_matrix(geometry: ParallelGeometry):
     vol = astra.create_vol_geom(g.image_size, g.image_size)
     # astra works in pixel units: detector spacing relative to the pixel, lengths come out in pixels.
     proj = astra.create_proj_geom("parallel", g.radial_mm / g.pixel_mm, g.n_radial, g.angles_rad)
-    pid = astra.create_projector("linear", proj, vol)
+    _check_model(model)
+    pid = astra.create_projector(model, proj, vol)
     mid = astra.projector.matrix(pid)
     try:
         W = astra.matrix.get(mid).tocsr().astype(np.float32)
@@ -111,7 +120,7 @@ def _valid_system_matrix(W, geometry: ParallelGeometry) -> bool:
     return bool(np.isfinite(W.data).all())
 
 
-def load_system_matrix(geometry: ParallelGeometry, cache_dir: str | Path | None = None):
+def load_system_matrix(geometry: ParallelGeometry, cache_dir: str | Path | None = None, model: str = "linear"):
     """System matrix from the disk cache, computing and storing it atomically on a miss.
 
     A cache entry that cannot be read, or does not describe this geometry, is rebuilt.
@@ -119,7 +128,8 @@ def load_system_matrix(geometry: ParallelGeometry, cache_dir: str | Path | None 
     import scipy.sparse as sp
 
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = cache / f"astra_linear_{geometry.key()}.npz"
+    _check_model(model)
+    path = cache / f"astra_{model}_{geometry.key(model)}.npz"
     if path.exists():
         try:
             W = sp.load_npz(path).tocsr()
@@ -129,7 +139,7 @@ def load_system_matrix(geometry: ParallelGeometry, cache_dir: str | Path | None 
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             pass
         path.unlink(missing_ok=True)
-    W = astra_system_matrix(geometry)
+    W = astra_system_matrix(geometry, model)
     W.sum_duplicates()
     # through the open handle: given a *name*, save_npz would append ".npz"
     atomic_write(path, lambda f: sp.save_npz(f, W, compressed=False))
@@ -190,21 +200,26 @@ class Projector:
     ``backend``: ``"matrix"`` (astra-toolbox system matrix, cached on disk, torch sparse matmul),
     ``"parallelproj"`` (needs parallelproj from conda-forge) or ``"auto"`` (= ``"matrix"``, the
     backend the reference numbers were produced with).  Both are differentiable; outputs have the
-    input's dtype and device (the arithmetic is float32).
+    input's dtype and device (the arithmetic is float32).  ``model`` picks the matrix backend's
+    astra projector (see ``MODELS``); everything except the simulator uses the default.
     """
 
     BACKENDS = ("auto", "matrix", "parallelproj")
 
-    def __init__(self, geometry: ParallelGeometry, backend: str = "auto", cache_dir: str | Path | None = None):
+    def __init__(self, geometry: ParallelGeometry, backend: str = "auto", cache_dir: str | Path | None = None,
+                 model: str = "linear"):
         self.geometry = geometry
         if backend not in self.BACKENDS:
             raise ValueError(f"Projector backend must be one of {self.BACKENDS}, got {backend!r}")
+        _check_model(model)
+        if backend == "parallelproj" and model != "linear":
+            raise ValueError("Projector: model applies to backend='matrix' only")
         if backend == "auto":
             backend = "matrix"
         if backend == "parallelproj":
             self._impl = _ParallelprojBackend(geometry)
         else:
-            self._impl = _MatrixBackend(geometry, cache_dir)
+            self._impl = _MatrixBackend(geometry, cache_dir, model)
         self.backend = backend
 
     def _check(self, x: torch.Tensor, shape: tuple[int, int], what: str):
@@ -229,9 +244,9 @@ class Projector:
 
 
 class _MatrixBackend:
-    def __init__(self, geometry: ParallelGeometry, cache_dir):
+    def __init__(self, geometry: ParallelGeometry, cache_dir, model: str = "linear"):
         self.g = geometry
-        W = load_system_matrix(geometry, cache_dir)
+        W = load_system_matrix(geometry, cache_dir, model)
         Wt = W.T.tocsr()
         Wt.sum_duplicates()  # sorted column indices
         self._cpu = (_torch_csr(W), _torch_csr(Wt))

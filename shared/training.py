@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from . import checkpoint as ckpt_io
 from .atomic import atomic_write_csv, atomic_write_json
 from .config.schema import TrainConfig
+from .device import resolve_device
 from .losses import get_loss
 from .metrics import HIGHER_IS_BETTER, all_metrics
 
@@ -61,6 +62,18 @@ class FitOptions:
     augment: bool = False  # random Radon-symmetric flips
     progress: bool = True
     report: Callable[[dict, Path], None] | None = None  # called after each epoch's checkpoint
+
+    def __post_init__(self):
+        for name, low in (("epochs", 1), ("val_samples", 1), ("workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer ≥ {low}, got {value!r}")
+        metric = self.metric[4:] if self.metric.startswith("val_") else self.metric
+        if metric not in HIGHER_IS_BETTER:
+            raise ValueError(f"--metric must be one of {sorted(HIGHER_IS_BETTER)}, got {self.metric!r}")
+        if self.mode not in (None, "max", "min"):
+            raise ValueError(f"--mode must be 'max' or 'min', got {self.mode!r}")
+        resolve_device(self.device)
 
 
 class EpochSampler(Sampler):
@@ -124,11 +137,9 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
         raise FileExistsError(f"{out / LAST}: a run already exists here; pass --resume to continue it or "
                               f"choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(opts.device)
+    device = resolve_device(opts.device)
     metric = opts.metric if opts.metric.startswith("val_") else f"val_{opts.metric}"
     mode = opts.mode or ("max" if HIGHER_IS_BETTER[metric[4:]] else "min")
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError("training needs a non-empty train and val split")
@@ -169,12 +180,15 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
         model.train()
         t0, loss_sum, seen = time.time(), 0.0, 0
         bar = _progress(train_loader, f"epoch {epoch + 1}/{opts.epochs}", opts.progress)
-        for batch in bar:
+        for k, batch in enumerate(bar):
             pred, target = _step(task, model, batch, device)
             loss = loss_fn(pred, target)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}; "
-                                         f"lower gen_lr or check the data scales")
+                order = list(sampler)  # the epoch's order is a function of (seed, epoch): name the samples
+                rows = order[k * batch_size:(k + 1) * batch_size]
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {k + 1} "
+                                         f"(train samples {rows[:16]}{' …' if len(rows) > 16 else ''}); the data "
+                                         f"files were scanned finite, so lower gen_lr or check the data scales")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -212,6 +212,18 @@ def test_cache_reused_and_keyed_by_geometry(tmp_path, monkeypatch):
     assert _cache_files(tmp_path) == sorted([f"astra_linear_{g.key()}.npz", f"astra_linear_{g2.key()}.npz"])
 
 
+def test_models_are_cached_apart_and_differ(tmp_path):
+    g = ParallelGeometry(32, 2.0, 40, 20)
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+    joseph, siddon = Projector(g, cache_dir=tmp_path)(x), Projector(g, cache_dir=tmp_path, model="line")(x)
+    assert g.key("line") != g.key()
+    assert _cache_files(tmp_path) == sorted([f"astra_linear_{g.key()}.npz", f"astra_line_{g.key('line')}.npz"])
+    rel = float((joseph - siddon).norm() / joseph.norm())
+    assert 1e-3 < rel < 0.1, rel  # two models of the same line integrals
+    with pytest.raises(ValueError, match="model must be one of"):
+        Projector(g, cache_dir=tmp_path, model="strip")
+
+
 @pytest.mark.parametrize("damage", ["garbage", "empty", "truncated", "wrong_shape"])
 def test_corrupt_cache_is_rebuilt(tmp_path, damage):
     import scipy.sparse as sp

@@ -73,8 +73,9 @@ def test_mu_values(ds):
         v = m[body]
         tissue = np.abs(v[:, None] - np.array([0.090, 0.096, 0.100, 0.110])).min(1) < 1e-6  # fat soft liver marrow
         lung, bone = (v >= 0.024) & (v <= 0.036), (v >= 0.14) & (v <= 0.16)
-        # at 32 px many pixels are partial-volume edges; at 180 px ~90% are pure tissue
-        assert (tissue | lung | bone).mean() > 0.4
+        # at 32 px many pixels are partial-volume edges (block-averaged from the 2x finer grid);
+        # at 180 px 87-89 % are pure tissue
+        assert (tissue | lung | bone).mean() > 0.35
         assert (np.abs(v - 0.096) < 1e-6).mean() > 0.2  # soft tissue
         assert (v > 0.105).any()  # the spine (marrow or cortex) is always there
     lung_frac = ((mu >= 0.024) & (mu <= 0.036)).reshape(len(mu), -1).mean(1)
@@ -102,20 +103,22 @@ def test_counts_level(ds):
     assert np.all(np.array(ds.split("train").actSino) == np.round(np.array(ds.split("train").actSino)))
 
 
-def test_sinogram_consistent_with_projector(ds, cache):
+def test_sinogram_consistent_with_projector_but_not_made_by_it(ds, cache):
+    """The data follow the documented model to within the acquisition's finer grid and other model."""
     for split in ds.splits:
         lam, pmu = _lam(ds, split, cache)
         y = np.array(ds.split(split).actSino)[:, 0].astype(np.float64)
-        np.testing.assert_allclose(lam.sum(axis=(1, 2)), COUNTS, rtol=1e-4)  # the model, exactly
-        np.testing.assert_allclose(np.array(ds.split(split).attenSino), pmu, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(lam.sum(axis=(1, 2)), COUNTS, rtol=0.02)
+        # attenSino is the bin-averaged fine ∫μ: within a few % of P(attenMap), never equal to it
+        diff = np.linalg.norm(np.array(ds.split(split).attenSino) - pmu) / np.linalg.norm(pmu)
+        assert 2e-3 < diff < 0.05, diff
         assert y[lam == 0].max(initial=0) == 0
         m = lam > 5  # bins with λ ≪ 1 are almost always 0: unbiased but a poor variance estimate
         z = (y[m] - lam[m]) / np.sqrt(lam[m])
-        n = z.size
-        assert abs(z.mean()) < 5 / np.sqrt(n), z.mean()   # unbiased Poisson …
-        assert abs(z.var() - 1) < 0.1, z.var()             # … with Poisson variance
+        assert abs(z.mean()) < 0.1, z.mean()            # nearly unbiased Poisson …
+        assert abs(z.var() - 1) < 0.15, z.var()         # … with nearly Poisson variance (measured 1.03)
         # a wrong model (e.g. unattenuated) would be far off
-        assert abs(y.sum() - lam.sum()) < 5 * np.sqrt(lam.sum())
+        assert abs(y.sum() - lam.sum()) < 0.02 * lam.sum()
 
 
 def test_scales_make_values_order_one(ds):
@@ -134,7 +137,7 @@ def test_three_channels(ds3, cache):
     lam, _ = _lam(ds3, "train", cache)
     m = lam > 5
     z = (y[:, 1][m] - lam[m]) / np.sqrt(lam[m])  # the centre channel is the target plane
-    assert abs(z.mean()) < 5 / np.sqrt(z.size) and abs(z.var() - 1) < 0.1
+    assert abs(z.mean()) < 0.1 and abs(z.var() - 1) < 0.15
     # the neighbours are nearby planes: similar, but not the same phantom
     for c in (0, 2):
         zc = (y[:, c][m] - lam[m]) / np.sqrt(lam[m])

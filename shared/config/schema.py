@@ -266,8 +266,11 @@ def check_task_config(config: dict, task: str) -> None:
 def parse_inject(text: str) -> list[int]:
     """``--inject 144,36,9`` / ``--inject none`` → levels."""
     text = str(text).strip().lower()
-    if text in ("none", "", "off"):
+    if text in ("none", "off"):
         return []
+    if not text.strip(", "):
+        raise ConfigError("--inject names no level; use --inject none for the plain student "
+                          f"or a comma list drawn from {list(LEVELS)}")
     try:
         levels = sorted({int(x) for x in text.split(",") if x.strip()}, reverse=True)
     except ValueError:

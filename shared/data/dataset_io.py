@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,6 +30,7 @@ from shared.atomic import atomic_write
 from shared.projector import ParallelGeometry
 
 from .orientation import ORIENTATIONS, OrientedArray
+from .scan import scan_rows
 
 FORMAT_VERSION = 1
 META_NAME = "dataset.json"
@@ -40,7 +42,6 @@ DEFAULT_FILES = {k: "{split}-" + k + ".npy" for k in KINDS}
 REQUIRED_KEYS = ("format_version", "geometry", "splits", "sino_channels", "units", "scales")
 OPTIONAL_KEYS = ("files", "extra", "calibration")
 ORIENTATION_KEYS = ("orientation", "angle_offset")  # optional geometry entries (shared.data.orientation)
-N_CHECK_SAMPLES = 8        # rows per file read by the finiteness / sign check
 N_FINGERPRINT_SAMPLES = 16  # rows per file hashed by fingerprint()
 
 
@@ -133,8 +134,22 @@ def _check_meta(meta, where: str) -> None:
     for kind, pattern in files.items():
         if kind not in KINDS:
             raise DataError(f"{where}: files.{kind}: unknown array kind (known: {', '.join(KINDS)})")
-        if not isinstance(pattern, str) or "{split}" not in pattern or "/" in pattern or "\\" in pattern:
-            raise DataError(f"{where}: files.{kind}: expected a file name containing '{{split}}', found {pattern!r}")
+        if (not isinstance(pattern, str) or "/" in pattern or "\\" in pattern
+                or _pattern_fields(pattern) != {"split"}):
+            raise DataError(f"{where}: files.{kind}: expected a file name whose only placeholder is '{{split}}' "
+                            f"(braces elsewhere doubled: '{{{{' '}}}}'), found {pattern!r}")
+
+
+def _pattern_fields(pattern: str) -> set | None:
+    """The placeholders of a str.format pattern, None when it is not a valid one ("{0}", "{x!r}" → bad)."""
+    try:
+        parts = list(string.Formatter().parse(pattern))
+    except ValueError:
+        return None
+    fields = {name for _, name, spec, conv in parts if name is not None}
+    if any((spec or conv) for _, name, spec, conv in parts if name is not None):
+        return None
+    return fields
 
 
 def expected_shape(meta: dict, split: str, kind: str) -> tuple[tuple, str]:
@@ -206,14 +221,8 @@ class Dataset:
         shape, why = expected_shape(self.meta, split, kind)
         if arr.shape != shape:
             raise DataError(f"{path}: expected shape {shape} ({why}), found {arr.shape}")
-        if check_finite:
-            for i in _sample_rows(shape[0], N_CHECK_SAMPLES):
-                row = np.asarray(arr[i])
-                if not np.isfinite(row).all():
-                    bad = "NaN" if np.isnan(row).any() else "Inf"
-                    raise DataError(f"{path}: sample {i} contains {bad} (sampled finiteness check)")
-                if kind in NONNEGATIVE_KINDS and row.min() < 0:
-                    raise DataError(f"{path}: sample {i}: expected values >= 0 ({kind}), found min {row.min():g}")
+        if check_finite:  # every row, once per file version (the clean verdict is cached)
+            scan_rows(path, arr, kind in NONNEGATIVE_KINDS, kind, DataError)
         if kind in SINO_KINDS and (self.orientation != "identity" or self.angle_offset):
             return OrientedArray(arr, self.orientation, self.angle_offset)
         return arr
@@ -299,8 +308,9 @@ def as_dataset(data) -> Dataset:
 def open_dataset(folder, check_finite: bool = True) -> Dataset:
     """Open and validate a dataset folder.
 
-    ``check_finite`` reads a few evenly spaced samples of every file and rejects NaN/Inf, and
-    negative values in actMap/attenMap; switch it off only for data that was already checked.
+    ``check_finite`` rejects NaN/Inf anywhere, and negative values in actMap/attenMap, naming the
+    file and row (``shared.data.scan``: every row, once per file version); switch it off only for
+    data that was already checked.
     """
     return Dataset(folder, read_meta(folder), check_finite=check_finite)
 

@@ -10,15 +10,19 @@ edges (analytic coverage from the distance to the ellipse), the activity is smoo
 Gaussian PSF, and everything is placed inside the circle that the projector sees completely.
 
 Data model, so that a reconstruction target is well defined:
-    E[actSino] = exp(−P·attenMap) ⊙ P·actMap            (P = shared.projector.Projector)
+    E[actSino] ≈ exp(−P·attenMap) ⊙ P·actMap            (P = shared.projector.Projector)
 with actMap scaled per sample so that the centre plane's expected total is ``counts``; actMap is
-therefore in "expected counts per cm of ray path".  With ``channels=3`` the two extra planes are
+therefore in "expected counts per cm of ray path".  The sinograms are *not* made with P: the
+phantom is rendered on a 2× finer grid, projected with another model (Siddon), attenuated per
+fine ray and binned down (``shared.data.acquisition``), so model-based baselines do not meet
+their own system model ("inverse crime"); actMap and attenMap are the fine maps block-averaged.  With ``channels=3`` the two extra planes are
 the neighbouring slices (slice level ± one plane, spherical lesions shrink or vanish, the body
 outline tapers slightly), attenuated by their own μ and scaled by the centre plane's factor.
 Randomness is numpy-seeded per split and per sample: sample i of a split depends only on (seed, split, i).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared.data.acquisition import FineAcquisition
 from shared.data.dataset_io import write_dataset
 from shared.projector import ParallelGeometry, Projector
 
@@ -76,13 +81,13 @@ def _sample_params(rng: np.random.Generator, n: int, r_fit: float, pixel_mm: flo
 class _Canvas:
     """Painter's-algorithm compositing of anti-aliased ellipses into [B, H, W] μ and activity."""
 
-    def __init__(self, size: int, p: dict, plane: int, pixel_mm: float):
+    def __init__(self, size: int, p: dict, plane: int):
         B = p["a"].shape[0]
         c = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
         self.Y, self.X = c[:, None], c[None, :]  # row = y, column = x, pixels from the centre
         self.mu = torch.zeros(B, size, size)
         self.act = torch.zeros(B, size, size)
-        self.p, self.plane, self.pixel_mm = p, plane, pixel_mm
+        self.p, self.plane = p, plane
         s = 1 + p["taper"] * plane
         self.a, self.b = p["a"] * s, p["b"] * s
 
@@ -150,11 +155,14 @@ class _Canvas:
             img.mul_(1 - cov).add_(cov * val)
 
 
-def _render(p: dict, size: int, pixel_mm: float, plane: int, psf_sigma_px: float):
-    """μ-map and (PSF-smoothed, relative) activity of one plane for all phantoms in p."""
-    cv = _Canvas(size, p, plane, pixel_mm)
+def _render(p: dict, size: int, pixel_mm: float, plane: int, psf_sigma_px: float, slice_mm: float):
+    """μ-map and (PSF-smoothed, relative) activity of one plane for all phantoms in p.
+
+    Lengths in p are in pixels of this grid; planes are ``slice_mm`` apart.
+    """
+    cv = _Canvas(size, p, plane)
     a, b = cv.a, cv.b
-    t = p["t"] + plane * pixel_mm / 300.0  # ~30 cm from upper thorax to upper abdomen
+    t = p["t"] + plane * slice_mm / 300.0  # ~30 cm from upper thorax to upper abdomen
     lung_s = np.sqrt(np.clip(1 - t / 0.9, 0, 1))
     liver_s = np.sqrt(np.clip((t - 0.3) / 0.7, 0, 1))
     heart_s = np.sqrt(np.clip(1 - np.abs(t - 0.35) / 0.35, 0, 1))
@@ -184,7 +192,7 @@ def _render(p: dict, size: int, pixel_mm: float, plane: int, psf_sigma_px: float
     cv.paint(cv.cover(0, 0.55 + 1.45 * r_v / b, 0.28 * r_v, 0.28 * r_v), MU["soft"], 0.25)    # spinal canal
     # lesions: spheres, so their cross-section depends on the plane; hot ones set the activity,
     # cold ones scale the local activity down (necrosis/cyst); μ is unchanged
-    dz = plane * pixel_mm - p["les_z_mm"]
+    dz = plane * slice_mm - p["les_z_mm"]
     r_px = np.sqrt(np.clip(p["les_r_mm"] ** 2 - dz ** 2, 0, None)) / pixel_mm
     for j in range(r_px.shape[1]):
         on = p["les_on"][:, j] & (r_px[:, j] > 0.5)
@@ -219,13 +227,33 @@ def fit_radius_px(g: ParallelGeometry) -> float:
 
 
 # ------------------------------------------------------------------------------ one split
-def _make_split(seq: np.random.SeedSequence, n, g, P, counts, channels, psf_sigma_px, bar):
+PROJECTION_THREADS = torch.get_num_threads()  # as torch starts (the cores it may use)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+PIXEL_KEYS = ("a", "b", "cx", "cy")  # parameters in pixels; everything else is relative or in mm
+
+
+def _make_split(seq: np.random.SeedSequence, n, g, acq, counts, channels, psf_fwhm_mm, bar):
     # one generator per sample (parameters first, then its noise): sample i does not depend on n
     # or on the chunking, so a small dataset is a prefix of a large one with the same seed
     rngs = [np.random.default_rng(s) for s in seq.spawn(n)]
     per_sample = [_sample_params(r, 1, fit_radius_px(g), g.pixel_mm) for r in rngs]
     p_all = {k: np.concatenate([p[k] for p in per_sample]) for k in per_sample[0]}
+    fine = acq.fine  # rendered on the acquisition's finer grid, binned down to g below
+    p_all.update({k: p_all[k] * acq.k for k in PIXEL_KEYS})
+    psf_sigma_px = psf_fwhm_mm / (2 * math.sqrt(2 * math.log(2))) / fine.pixel_mm
     planes = (0,) if channels == 1 else (-1, 0, 1)
+    c = planes.index(0)
     out = {"actSino": np.empty((n, channels, *g.sino_shape), np.float32),
            "actMap": np.empty((n, 1, *g.image_shape), np.float32),
            "attenMap": np.empty((n, 1, *g.image_shape), np.float32),
@@ -233,19 +261,16 @@ def _make_split(seq: np.random.SeedSequence, n, g, P, counts, channels, psf_sigm
     for s in range(0, n, CHUNK):
         p = {k: v[s:s + CHUNK] for k, v in p_all.items()}
         B = p["a"].shape[0]
-        mus, acts = zip(*(_render(p, g.image_size, g.pixel_mm, pl, psf_sigma_px) for pl in planes))
-        mu = torch.stack(mus, 1).reshape(B * len(planes), 1, *g.image_shape)
-        act = torch.stack(acts, 1).reshape(B * len(planes), 1, *g.image_shape)
-        with torch.no_grad():
-            att_sino = P.forward(mu).reshape(B, len(planes), *g.sino_shape)
-            lam = (torch.exp(-att_sino) * P.forward(act).reshape(B, len(planes), *g.sino_shape)).double()
-        c = planes.index(0)
+        mus, acts = zip(*(_render(p, fine.image_size, fine.pixel_mm, pl, psf_sigma_px, g.pixel_mm) for pl in planes))
+        mu, act = torch.stack(mus, 1), torch.stack(acts, 1)  # [B, planes, kN, kN]
+        with _torch_threads(PROJECTION_THREADS):
+            lam, att_sino = acq.acquire(mu, act)
+        lam = lam.double()
         factor = counts / lam[:, c].sum(dim=(-2, -1))  # centre plane's expected total = counts
         lam = (lam * factor[:, None, None, None]).numpy()
         out["actSino"][s:s + B] = [r.poisson(x) for r, x in zip(rngs[s:s + B], lam)]
-        out["actMap"][s:s + B, 0] = (act.reshape(B, len(planes), *g.image_shape)[:, c].double()
-                                     * factor[:, None, None]).numpy()
-        out["attenMap"][s:s + B] = mu.reshape(B, len(planes), *g.image_shape)[:, c:c + 1].numpy()
+        out["actMap"][s:s + B, 0] = (acq.bin_image(act[:, c:c + 1])[:, 0].double() * factor[:, None, None]).numpy()
+        out["attenMap"][s:s + B] = acq.bin_image(mu[:, c:c + 1]).numpy()
         out["attenSino"][s:s + B] = att_sino[:, c:c + 1].numpy()
         bar.update(B)
     return out
@@ -262,12 +287,13 @@ def _scale(x: np.ndarray) -> float:
 def make_synthetic_dataset(out, n_train: int, n_val: int, n_test: int, seed: int = 0, *,
                            counts: float = 2e5, channels: int = 1, image_size: int = 180,
                            pixel_mm: float = 3.0, n_radial: int = 180, n_angles: int = 180,
-                           attn_sino: bool = False, psf_fwhm_mm: float = 5.0, montage: bool = True,
-                           cache_dir=None, progress: bool = True):
+                           attn_sino: bool = False, psf_fwhm_mm: float = 5.0, oversample: int = 2,
+                           montage: bool = True, cache_dir=None, progress: bool = True):
     """Generate and write a dataset folder (see module docstring); returns the opened Dataset.
 
-    Splits with 0 samples are left out of dataset.json.  ``cache_dir`` is the projector's
-    system-matrix cache (default: the user cache).
+    Splits with 0 samples are left out of dataset.json.  ``oversample``: the acquisition grid is
+    this many times finer than the dataset's (``shared.data.acquisition``).  ``cache_dir`` is the
+    projectors' system-matrix cache (default: the user cache).
     """
     from tqdm import tqdm
 
@@ -278,23 +304,17 @@ def make_synthetic_dataset(out, n_train: int, n_val: int, n_test: int, seed: int
     g = ParallelGeometry(image_size, pixel_mm, n_radial, n_angles)
     if fit_radius_px(g) < 4:
         raise ValueError(f"geometry too small for a phantom: {g}")
-    P = Projector(g, cache_dir=cache_dir)
+    acq = FineAcquisition(g, oversample, cache_dir=cache_dir)
     sizes = dict(zip(SPLITS, (n_train, n_val, n_test)))
     seqs = dict(zip(SPLITS, np.random.SeedSequence(seed).spawn(len(SPLITS))))
-    psf_sigma_px = psf_fwhm_mm / (2 * math.sqrt(2 * math.log(2))) / pixel_mm
     arrays = {}
-    # One torch thread: the work is many small elementwise ops (and a sparse matmul that is serial
-    # anyway); on 2 shared cores OpenMP spin-waiting made 2 threads up to 10x slower under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with tqdm(total=sum(sizes.values()), unit="phantom", desc="synthetic", disable=not progress,
-                  file=sys.stderr) as bar:
-            for name, n in sizes.items():
-                if n > 0:
-                    arrays[name] = _make_split(seqs[name], n, g, P, counts, channels, psf_sigma_px, bar)
-    finally:
-        torch.set_num_threads(threads)
+    # Rendering is many small elementwise ops: one torch thread (on 2 shared cores OpenMP
+    # spin-waiting made 2 threads up to 10x slower under load); the sparse projection gets them all.
+    with _torch_threads(1), tqdm(total=sum(sizes.values()), unit="phantom", desc="synthetic",
+                                 disable=not progress, file=sys.stderr) as bar:
+        for name, n in sizes.items():
+            if n > 0:
+                arrays[name] = _make_split(seqs[name], n, g, acq, counts, channels, psf_fwhm_mm, bar)
     if not arrays:
         raise ValueError("make_synthetic_dataset: all splits are empty")
     ref = arrays.get("train") or next(iter(arrays.values()))
@@ -304,10 +324,11 @@ def make_synthetic_dataset(out, n_train: int, n_val: int, n_test: int, seed: int
         for a in arrays.values():
             del a["attenSino"]
     extra = {"generator": "shared.data.synthetic", "seed": seed, "counts": counts, "channels": channels,
-             "psf_fwhm_mm": psf_fwhm_mm, "mu_511kev": MU}
+             "psf_fwhm_mm": psf_fwhm_mm, "mu_511kev": MU,
+             "acquisition": {"oversample": acq.k, "model": f"astra {acq.MODEL} (Siddon) on the finer grid, binned down"}}
     ds = write_dataset(out, g, arrays, UNITS, scales, extra=extra)
     if montage:
-        write_montage(ds, Path(out) / "montage.png", P)
+        write_montage(ds, Path(out) / "montage.png", Projector(g, cache_dir=cache_dir))
     return ds
 
 
@@ -357,7 +378,8 @@ def parser():
     ap.add_argument("--n-radial", type=int, default=180, help="radial bins")
     ap.add_argument("--n-angles", type=int, default=180, help="angles over [0°, 180°)")
     ap.add_argument("--psf-fwhm-mm", type=float, default=5.0, help="Gaussian smoothing of the activity")
-    ap.add_argument("--attn-sino", action="store_true", help="also write {split}-attenSino.npy = P(μ)")
+    ap.add_argument("--oversample", type=int, default=2, help="acquisition grid this many times finer (1: same grid, other model)")
+    ap.add_argument("--attn-sino", action="store_true", help="also write {split}-attenSino.npy (bin-averaged ∫μ)")
     ap.add_argument("--no-montage", action="store_true", help="skip montage.png")
     ap.add_argument("--cache-dir", default=None, help="projector system-matrix cache (default: $FROZENFLOW_CACHE or ~/.cache/frozenflow/projector)")
     return ap
@@ -368,7 +390,8 @@ def main(argv=None) -> int:
     ds = make_synthetic_dataset(a.out, a.n_train, a.n_val, a.n_test, a.seed, counts=a.counts,
                                 channels=a.channels, image_size=a.image_size, pixel_mm=a.pixel_mm,
                                 n_radial=a.n_radial, n_angles=a.n_angles, attn_sino=a.attn_sino,
-                                psf_fwhm_mm=a.psf_fwhm_mm, montage=not a.no_montage, cache_dir=a.cache_dir)
+                                psf_fwhm_mm=a.psf_fwhm_mm, oversample=a.oversample, montage=not a.no_montage,
+                                cache_dir=a.cache_dir)
     print(f"wrote {ds!r}\nfingerprint {ds.fingerprint()}")
     return 0
 
