@@ -1,6 +1,6 @@
 """Collect the benchmarks' result files into one table: benchmarks/results/latest.{json,md}.
 
-``python -m benchmarks.report [--suffix _small]`` reads projector, export, reader and store_size
+``python -m benchmarks.report [--suffix _small]`` reads projector, export, reader, checksum and store_size
 results (each written by its own benchmark) and keeps the headline ratios with their targets.
 """
 from __future__ import annotations
@@ -41,6 +41,12 @@ def figures(suffix: str) -> list[dict]:
                      "value": r["target"]["default_2_workers_vs_raw"], "target": f">= {r['target']['target_vs_raw']:g}",
                      "met": r["target"]["default_2_workers_vs_raw"] >= r["target"]["target_vs_raw"],
                      "measured": rd["created_utc"]})
+    c = _load("checksum" + suffix) or _load("checksum")
+    if c:
+        for row in c["results"]["rows"]:
+            if row["source"].startswith("zarr + crc32c"):
+                rows.append({"figure": f"store {row['op']} with crc32c / without (per-sample chunks)",
+                             "value": row["vs_no_checksum"], "target": "", "met": "", "measured": c["created_utc"]})
     s = _load("store_size" + suffix)
     if s:
         for row in s["results"]["rows"]:

@@ -10,5 +10,6 @@ PY="$ROOT/.venv/bin/python"
 "$PY" -m benchmarks.bench_projector --batch 32 --repeats 5 --name projector_small
 "$PY" -m benchmarks.bench_export --small
 "$PY" -m benchmarks.bench_reader --small
+"$PY" -m benchmarks.bench_checksum --samples 64 --rounds 3 --name checksum_small
 "$PY" -m benchmarks.bench_store_size --small
 "$PY" -m benchmarks.report --suffix _small

@@ -1,0 +1,98 @@
+"""Hostile test of the export protocol: SIGKILL at random instants, rerun the same command, compare.
+
+    python -m benchmarks.kill_export [--kills 30] [--seed 0]
+
+A tiny dataset and a one-epoch teacher are made in a temporary folder; one uninterrupted export is
+the reference.  Each round starts the export CLI into a fresh path, kills it (SIGKILL) at a random
+instant between process start and the reference's duration — so imports, store creation, split
+creation, writing and finalisation are all hit — reruns the *same* command (no --overwrite), and
+requires: exit 0, ``verify --full`` clean (every chunk's checksum), every array byte-identical to
+the reference, no ``*.partial`` files.  Results: benchmarks/results/kills.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from benchmarks.common import environment, write_results
+
+
+def _export_cmd(teacher, data, store):
+    return [sys.executable, "-m", "feature_store.export", "--ckpt", str(teacher), "--data", str(data), "--out",
+            str(store), "--range-size", "2", "--batch-size", "2", "--quiet", "--threads", "1"]
+
+
+def _same(a: Path, b: Path) -> bool:
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    for split in gb.group_keys():
+        if ga.attrs["splits"][split]["status"] != "complete":
+            return False
+        for tap in gb[split].array_keys():
+            if not np.array_equal(np.asarray(ga[split][tap][:]), np.asarray(gb[split][tap][:]), equal_nan=True):
+                return False
+    return True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kills", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    rng = np.random.default_rng(a.seed)
+    work = Path(tempfile.mkdtemp(prefix="kill_export_"))
+    os.environ.setdefault("FROZENFLOW_CACHE", str(work / "cache"))
+    from phase1_teacher.train import main as teacher_main
+    from shared.data.synthetic import make_synthetic_dataset
+    from tests.conftest import TINY_GEOMETRY, tiny_teacher_config
+
+    data = work / "data"
+    make_synthetic_dataset(data, 24, 8, 8, seed=0, counts=5e4, montage=False, progress=False, **TINY_GEOMETRY)
+    (work / "t.json").write_text(json.dumps(tiny_teacher_config()))
+    assert teacher_main(["--data", str(data), "--out", str(work / "teacher"), "--epochs", "1", "--config",
+                         str(work / "t.json"), "--quiet"]) == 0
+    teacher = work / "teacher" / "best.pt"
+    ref = work / "ref.zarr"
+    t0 = time.perf_counter()
+    subprocess.run(_export_cmd(teacher, data, ref), check=True, capture_output=True)
+    full = time.perf_counter() - t0
+    rounds = []
+    for k in range(a.kills):
+        store = work / f"k{k}.zarr"
+        delay = float(rng.uniform(0, full))
+        proc = subprocess.Popen(_export_cmd(teacher, data, store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        finished_first = proc.poll() is not None
+        os.kill(proc.pid, signal.SIGKILL) if not finished_first else None
+        proc.wait()
+        state = "absent" if not store.exists() else ("root" if (store / "zarr.json").exists() else "folder")
+        rerun = subprocess.run(_export_cmd(teacher, data, store), capture_output=True, text=True)
+        verify = subprocess.run([sys.executable, "-m", "feature_store.verify", "--features", str(store), "--full"],
+                                capture_output=True, text=True)
+        ok = (rerun.returncode == 0 and verify.returncode == 0 and _same(store, ref)
+              and not list(store.rglob("*.partial")))
+        rounds.append({"kill_after_s": round(delay, 3), "finished_before_kill": finished_first,
+                       "store_at_kill": state, "survived": ok,
+                       "error": "" if rerun.returncode == 0 else rerun.stderr.strip().splitlines()[-1]})
+        print(f"kill {k + 1}/{a.kills} after {delay:.2f} s of {full:.2f} s: {'ok' if ok else 'LOST'} "
+              f"{rounds[-1]['error']}", flush=True)
+    survived = sum(r["survived"] for r in rounds)
+    killed = sum(not r["finished_before_kill"] for r in rounds)
+    print(f"{killed} kills injected ({a.kills - killed} runs finished first), {survived}/{a.kills} resumed "
+          f"byte-identical with verify --full clean")
+    write_results("kills", {"export_seconds": full, "kills_injected": killed, "rounds": len(rounds),
+                            "survived": survived, "details": rounds}, environment())
+    return 0 if survived == len(rounds) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
