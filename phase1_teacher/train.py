@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from shared.cli import add_training_args, common_overrides, fit_options, new_parser, run_main
-from shared.config.schema import check_task_config
+from shared.config.schema import canonical, check_task_config
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.entry import run_training
@@ -34,6 +34,7 @@ def fit(config: dict, data, out: str | Path, options: TeacherOptions | None = No
     """Train the teacher on ``data`` (folder or opened dataset) into ``out``; returns the best epoch's metrics."""
     options = options or TeacherOptions()
     data = as_dataset(data)
+    config = canonical(config)  # the user's vocabulary → the stored form
     check_task_config(config, "teacher")
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
     task = teacher_task(config, data, use_stored_sino=options.use_stored_sino)

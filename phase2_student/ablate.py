@@ -3,7 +3,7 @@
 ``frozenflow ablate --data DIR --features STORE --out DIR --epochs E --seeds 0,1,2``
 
 Variants: the plain student (``none``), each single level, all levels (both directions and each
-direction alone), and three controls that separate information from capacity: injection with
+direction alone, and co-flow routing instead of crosswise), and three controls that separate information from capacity: injection with
 the scales frozen at 0 (same extra channels, no signal), the features of a *shuffled* sample
 (another patient's μ-map), and the plain student given the analytic attenuation sinogram as an
 extra input channel.  Each run is resumable; reruns skip finished ones.  Writes OUT/ablation.md
@@ -37,6 +37,7 @@ VARIANTS = {  # name → student config overrides
     "all": {"inject_levels": ALL},
     "all_enc_to_dec": {"inject_levels": ALL, "inject_dec_to_enc": False},
     "all_dec_to_enc": {"inject_levels": ALL, "inject_enc_to_dec": False},
+    "all_coflow": {"inject_levels": ALL, "inject_routing": "coflow"},  # enc→enc, dec→dec
     "control_scales_0": {"inject_levels": ALL, **CONTROLS["freeze_scales"]},
     "control_shuffled": {"inject_levels": ALL, **CONTROLS["shuffle_features"]},
     "control_atten_sino": {"inject_levels": [], **CONTROLS["atten_channel"]},

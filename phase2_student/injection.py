@@ -1,10 +1,11 @@
-"""Crosswise feature injection: the student is an SI Generator widened after the receiving taps,
-plus a ``FeatureInjector`` holding one trainable per-channel scale per injected tensor.
+"""Feature injection: the student is an SI Generator widened after the receiving taps, plus a
+``FeatureInjector`` holding one trainable per-channel scale per injected tensor.
 
-Routing (docs/DESIGN.md §6): the teacher's encoder sees μ-maps (image side) and feeds the student's
-decoder (image side); the teacher's decoder produces sinograms and feeds the student's encoder
-(sinogram side):  enc{L} → dec{L},  dec{L} → enc{L}  for L in the enabled levels.  The plan itself
-(``InjectionConfig.plan``) and every default live in ``shared.config.schema``.
+Crosswise routing (the default; docs/DESIGN.md §6): the teacher's encoder sees μ-maps (image side)
+and feeds the student's decoder (image side); the teacher's decoder produces sinograms and feeds the
+student's encoder (sinogram side):  enc{L} → dec{L},  dec{L} → enc{L}.  Co-flow (``inject_routing``
+= ``coflow``): enc{L} → enc{L}, dec{L} → dec{L}.  The plan (``InjectionConfig.plan``) and every
+default live in ``shared.config.schema``; this module only follows the plan.
 """
 from __future__ import annotations
 

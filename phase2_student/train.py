@@ -19,7 +19,8 @@ import torch
 from feature_store import open_store
 from shared import checkpoint as ckpt_io
 from shared.cli import add_training_args, common_overrides, fit_options, new_parser, run_main
-from shared.config.schema import InjectionConfig, check_task_config, parse_inject
+from shared.config.construct_dictionaries import merge_teacher_keys
+from shared.config.schema import InjectionConfig, canonical, check_task_config, parse_inject
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.entry import run_training
@@ -45,9 +46,13 @@ def fit(config: dict, data, out: str | Path, options: StudentOptions | None = No
     """Train a student on ``data`` into ``out`` (student.pt = the best epoch); returns its metrics."""
     options = options or StudentOptions()
     data = as_dataset(data)
+    config = canonical(config)  # the user's vocabulary → the stored form
+    manifest = open_store(options.features) if options.features else None
+    if manifest is not None:  # the experiment's one dict: the teacher's IS_ keys join the student's
+        config = merge_teacher_keys(config, manifest.teacher_config, manifest.path)
     check_task_config(config, "student")
     plan = InjectionConfig.from_flat(config).plan
-    store = open_store(options.features) if options.features and plan else None
+    store = manifest if plan else None
     if options.progress:
         print(f"[student] injection: {', '.join(f'teacher {t} -> student {s}' for s, t in plan.items()) or 'none'}")
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run

@@ -94,12 +94,14 @@ def metric_and_mode(metric: str, mode: str | None) -> tuple[str, str]:
 
 def common_overrides(args) -> dict:
     """Config overrides every training entry point takes: --set KEY=VALUE, --batch-size, --lr."""
+    from .config.schema import canonical
+
     overrides = parse_overrides(args.set)
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     if args.lr is not None:
         overrides["gen_lr"] = args.lr
-    return overrides
+    return canonical(overrides)  # batch_base2_exponent, sup_base_criterion, … → the stored keys
 
 
 def fit_options(args, cls=None, **extra):

@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import search_spaces as sp
+from .schema import ConfigError, canonical, teacher_keys
 
 TASKS = ("teacher", "student")
 
@@ -54,14 +55,38 @@ def tuned_path(task: str) -> Path:
 
 
 def load_config(task: str, path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """The tuned JSON for a task (or a user's file), with overrides; keys must exist already."""
+    """The tuned JSON for a task (or a user's file), with overrides; keys must exist already.
+
+    File and overrides may use the user's vocabulary (``schema.canonical``); the result is canonical.
+    """
     path = Path(path) if path else tuned_path(task)
     try:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: cannot read config JSON ({e})") from None
-    for key, value in (overrides or {}).items():
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of config keys")
+    config = canonical(config)
+    for key, value in canonical(overrides or {}).items():
         if key not in config:
             raise ValueError(f"{path}: override for unknown key {key!r}")
         config[key] = value
     return config
+
+
+def merge_teacher_keys(config: dict, teacher_config: dict, where: str) -> dict:
+    """The student's dict plus the teacher's ``IS_`` keys with the teacher's values: one dict per experiment.
+
+    Shared keys (sizes, ``gen_lr``, …) keep the student's values — in the student's dict they mean
+    the student's training.  An ``IS_`` key the caller set to another value than the teacher used
+    is refused: the teacher is fixed (``where`` names the store or checkpoint it came from).
+    """
+    merged = dict(config)
+    for key in sorted(teacher_keys()):
+        if key not in teacher_config:
+            continue
+        if key in config and config[key] != teacher_config[key]:
+            raise ConfigError(f"config key {key!r}={config[key]!r}, but the teacher of {where} was trained with "
+                              f"{teacher_config[key]!r}; IS_ keys describe the teacher and come from it")
+        merged[key] = teacher_config[key]
+    return merged

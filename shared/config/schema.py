@@ -23,13 +23,57 @@ CHOICES = {
     "skip_mode": ("none", "add", "concat"),
     "exp_kernel": (3, 4),
     "gen_final_activ": ("none", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu"),
-    "loss": ("mse", "l1", "smooth_l1"),
+    "loss": ("mse", "l1", "smooth_l1", "var_weighted_mse"),
     "lr_schedule": ("none", "cosine"),
+    "inject_routing": ("crosswise", "coflow"),
 }
+
+# The user's own vocabulary (their configs and search spaces), accepted as written and stored in
+# the one canonical form above: ``canonical(config)``.
+LOSS_NAMES = {"MSELoss": "mse", "L1Loss": "l1", "SmoothL1Loss": "smooth_l1", "VarWeightedMSE": "var_weighted_mse"}
+ACTIVATION_NAMES = {None: "none", "None": "none", "ReLU": "relu", "LeakyReLU": "leaky_relu", "ELU": "elu",
+                    "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus"}
+DROPOUT_IF_TRUE = 0.1  # ``SI_dropout: true`` → this rate (the search space's non-zero choice)
+ALIAS_KEYS = ("batch_base2_exponent", "sup_base_criterion")
 
 
 class ConfigError(ValueError):
     """A missing or invalid configuration key; the message names the key."""
+
+
+def canonical(config: dict) -> dict:
+    """The user's spellings → the stored form (a new dict); two keys that disagree are an error.
+
+    ``batch_base2_exponent: k`` → ``batch_size: 2**k``; ``sup_base_criterion: MSELoss | L1Loss |
+    SmoothL1Loss | VarWeightedMSE`` → ``loss``; boolean ``SI_dropout``/``IS_dropout`` → 0.1 or 0.0;
+    final activations ``None``/null, ``ReLU``, ``LeakyReLU``, ``ELU``, ``Sigmoid``, ``Tanh``,
+    ``Softplus`` → the lower-case names.  Canonical values pass through unchanged.
+    """
+    c = dict(config)
+    if "batch_base2_exponent" in c:
+        k = c.pop("batch_base2_exponent")
+        if not _is_int(k) or not 0 <= k <= 16:
+            raise ConfigError(f"config key 'batch_base2_exponent'={k!r}: must be an integer in 0..16 (batch = 2**k)")
+        if "batch_size" in c and c["batch_size"] != 2 ** k:
+            raise ConfigError(f"config keys 'batch_size'={c['batch_size']!r} and 'batch_base2_exponent'={k} "
+                              f"disagree (2**{k} = {2 ** k}); give one of them")
+        c["batch_size"] = 2 ** k
+    if "sup_base_criterion" in c:
+        v = c.pop("sup_base_criterion")
+        if not isinstance(v, str) or v not in LOSS_NAMES:
+            raise ConfigError(f"config key 'sup_base_criterion'={v!r}: must be one of {list(LOSS_NAMES)}")
+        if "loss" in c and c["loss"] != LOSS_NAMES[v]:
+            raise ConfigError(f"config keys 'loss'={c['loss']!r} and 'sup_base_criterion'={v!r} disagree; "
+                              f"give one of them")
+        c["loss"] = LOSS_NAMES[v]
+    for d in DIRECTIONS:
+        key = f"{d}_dropout"
+        if isinstance(c.get(key), bool):
+            c[key] = DROPOUT_IF_TRUE if c[key] else 0.0
+        key = f"{d}_gen_final_activ"
+        if key in c and (c[key] is None or isinstance(c[key], str)) and c[key] in ACTIVATION_NAMES:
+            c[key] = ACTIVATION_NAMES[c[key]]
+    return c
 
 
 def _is_int(v) -> bool:
@@ -182,8 +226,11 @@ class TrainConfig(_Flat):
 class InjectionConfig(_Flat):
     """The student's feature-injection keys (``config_RAY_DUAL``), with the ablation controls.
 
-    Crosswise routing (docs/DESIGN.md §6): teacher enc{L} → student dec{L} (``inject_enc_to_dec``)
-    and teacher dec{L} → student enc{L} (``inject_dec_to_enc``) for each L in ``inject_levels``.
+    ``inject_routing`` ``crosswise`` (docs/DESIGN.md §6): teacher enc{L} → student dec{L}
+    (``inject_enc_to_dec``) and teacher dec{L} → student enc{L} (``inject_dec_to_enc``) for each L in
+    ``inject_levels``.  ``coflow``: teacher enc{L} → student enc{L}, teacher dec{L} → student dec{L};
+    the two toggles keep naming the *teacher's* side (``inject_enc_to_dec`` switches the teacher's
+    encoder features, ``inject_dec_to_enc`` its decoder features), so one ablation grid serves both.
     """
 
     inject_levels: tuple[int, ...] = LEVELS
@@ -194,6 +241,7 @@ class InjectionConfig(_Flat):
     feature_scale_trainable: bool = True  # control: False with init 0 = same channels, no signal
     shuffle_features: bool = False  # control: another sample's features
     atten_channel: bool = False  # control: the analytic attenuation sinogram as an extra input channel
+    inject_routing: str = "crosswise"
 
     @classmethod
     def from_flat(cls, config: dict) -> "InjectionConfig":
@@ -212,6 +260,7 @@ class InjectionConfig(_Flat):
             raise self._bad("inject_dec_to_enc", f"inject_levels={list(self.inject_levels)} needs at least one "
                                                  "direction (inject_enc_to_dec or inject_dec_to_enc true); for the "
                                                  "plain student set inject_levels=[] (--inject none)")
+        self._choice("inject_routing")
         if not _is_number(self.feature_scale_init):
             raise self._bad("feature_scale_init", "must be a number")
         if not _is_number(self.feature_scale_lr_mult) or self.feature_scale_lr_mult < 0:
@@ -221,11 +270,12 @@ class InjectionConfig(_Flat):
     def plan(self) -> dict[str, str]:
         """student tap → teacher tap."""
         plan = {}
+        cross = self.inject_routing == "crosswise"
         for lv in self.inject_levels:
             if self.inject_enc_to_dec:
-                plan[f"dec{lv}"] = f"enc{lv}"
+                plan[f"dec{lv}" if cross else f"enc{lv}"] = f"enc{lv}"
             if self.inject_dec_to_enc:
-                plan[f"enc{lv}"] = f"dec{lv}"
+                plan[f"enc{lv}" if cross else f"dec{lv}"] = f"dec{lv}"
         return plan
 
     def to_flat(self) -> dict:
@@ -239,14 +289,24 @@ def task_keys(task: str) -> set[str]:
     """Every key a resolved config of ``task`` may hold."""
     if task == "teacher":
         return set(GeneratorConfig.flat_keys("IS")) | set(TrainConfig.flat_keys())
-    if task == "student":
-        return set(GeneratorConfig.flat_keys("SI")) | set(TrainConfig.flat_keys()) | set(InjectionConfig.flat_keys())
+    if task == "student":  # plus the teacher's IS_ keys: the one merged dict of an experiment
+        return (set(GeneratorConfig.flat_keys("SI")) | set(TrainConfig.flat_keys()) | set(InjectionConfig.flat_keys())
+                | teacher_keys())
     raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
 
 
+def teacher_keys() -> set[str]:
+    """The teacher's own keys (``IS_…``); a student's config carries them with the teacher's values."""
+    return {k for k in GeneratorConfig.flat_keys("IS") if k.startswith("IS_")}
+
+
 def check_override_keys(overrides: dict, task: str) -> None:
-    """``--set KEY=…`` keys must be keys of ``task`` (checked before any config file is read)."""
-    unknown = sorted(set(overrides) - task_keys(task))
+    """``--set KEY=…`` keys must be keys of ``task`` or the user's aliases (checked before any file is read)."""
+    unknown = sorted(set(overrides) - task_keys(task) - set(ALIAS_KEYS))
+    teacher = sorted(set(overrides) & teacher_keys()) if task == "student" else []
+    if teacher:
+        raise ConfigError(f"--set {teacher[0]}: IS_ keys describe the teacher and come from its feature store; "
+                          f"train and export another teacher to change them")
     if unknown:
         raise ConfigError(f"--set {unknown[0]}: not a {task} config key")
 
@@ -261,6 +321,8 @@ def check_task_config(config: dict, task: str) -> None:
     TrainConfig.from_flat(config)
     if task == "student":
         InjectionConfig.from_flat(config)
+        if teacher_keys() & set(config):  # the teacher's part, when present, is complete and valid
+            GeneratorConfig.from_flat(config, "IS")
 
 
 def parse_inject(text: str) -> list[int]:

@@ -68,7 +68,8 @@ config_RAY_DUAL = {
     "inject_enc_to_dec": tune.choice([True, False]),
     "inject_dec_to_enc": tune.choice([True, False]),
     "feature_scale_init": 0.1,
-    "feature_scale_lr_mult": tune.choice([1.0, 10.0]),
+    "feature_scale_lr_mult": tune.loguniform(0.1, 10.0),
+    "inject_routing": "crosswise",  # or "coflow": teacher enc→student enc, dec→dec
     # ablation controls (fixed while tuning): scales frozen, another sample's features, ∫μ as input
     "feature_scale_trainable": True,
     "shuffle_features": False,
