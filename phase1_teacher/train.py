@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     if args.neck:
         overrides["IS_gen_neck"] = args.neck
     options = fit_options(args, TeacherOptions, use_stored_sino=args.use_stored_sino)
-    run_training(args, "teacher", fit, options, overrides)
+    run_training(args, "teacher", fit, options, overrides)  # None with --print-config
     return 0
 
 

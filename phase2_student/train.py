@@ -110,7 +110,8 @@ def main(argv=None) -> int:
         overrides.update(inject_enc_to_dec=False, inject_dec_to_enc=False)
     features = args.features if args.features is None or "://" in args.features else str(Path(args.features).resolve())
     options = fit_options(args, StudentOptions, features=features)
-    run_training(args, "student", fit, options, overrides, trial_config=_one_direction_at_least)
+    if run_training(args, "student", fit, options, overrides, trial_config=_one_direction_at_least) is None:
+        return 0  # --print-config
     out = Path(args.out).resolve()
     if args.tune:
         ckpt_io.save_atomic(ckpt_io.load(out / BEST, kind="student"), out / STUDENT)

@@ -27,11 +27,13 @@ stage "2/6 teacher: mu-map -> attenuation sinogram, $TEACHER_EPOCHS epochs -> $O
 
 stage "3/6 export teacher features -> $OUT/features.zarr"
 "$FF" export --ckpt "$OUT/teacher/best.pt" --data "$OUT/data" --out "$OUT/features.zarr" --overwrite
-"$FF" verify --features "$OUT/features.zarr" --ckpt "$OUT/teacher/best.pt" --data "$OUT/data"
+"$FF" verify --features "$OUT/features.zarr" --ckpt "$OUT/teacher/best.pt" --data "$OUT/data" --full  # every chunk's checksum
 
 stage "4/6 student with injection ($INJECT), $STUDENT_EPOCHS epochs -> $OUT/student"
+# the tuned config written in the user's own vocabulary (the same values: MSE, batch 2^3 = 8)
 "$FF" train-student --data "$OUT/data" --features "$OUT/features.zarr" --out "$OUT/student" \
-    --inject "$INJECT" --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume
+    --inject "$INJECT" --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume \
+    --set sup_base_criterion=MSELoss --set batch_base2_exponent=3
 
 stage "5/6 plain student (no injection), same budget -> $OUT/student_plain"
 "$FF" train-student --data "$OUT/data" --out "$OUT/student_plain" \

@@ -75,6 +75,11 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "ssim") 
     p.add_argument("--resume", action="store_true",
                    help="continue the run (or tune experiment) in OUT; without it an existing run is refused")
     p.add_argument("--tune", action="store_true", help="Ray Tune search instead of one fixed config")
+    p.add_argument("--search-space", metavar="FILE",
+                   help="tune: JSON/YAML file of keys → values or {choice|uniform|loguniform|randint|lograndint: …}; "
+                        "its entries replace the built-in ones")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (with --tune: the search space) and exit")
     p.add_argument("--num-samples", type=int, default=4, help="tune: trials")
     p.add_argument("--max-concurrent", type=int, help="tune: trials at once (default: as many as the CPUs allow)")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="tune: CPUs (and torch threads) per trial")

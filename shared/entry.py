@@ -7,11 +7,13 @@ resolves the config (tuned JSON or ``--config``, plus overrides), or builds the 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Callable
 
 from .config.construct_dictionaries import load_config, search_space
-from .config.schema import check_override_keys, check_task_config
+from .config.schema import ALIAS_TARGETS, check_override_keys, check_task_config
+from .config.space_files import describe, read_space
 from .training import BEST, FitOptions
 
 Fit = Callable[[dict, str, Path, FitOptions], dict]
@@ -22,10 +24,15 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
     """Train ``task`` with the flags in ``args``; returns the best metrics (or the tune summary)."""
     out = Path(args.out).resolve()
     check_override_keys(overrides, task)
+    if args.search_space and not args.tune:
+        raise ValueError("--search-space applies only with --tune (a single run trains --config or the tuned JSON)")
     if args.tune:
         return _tune(args, task, fit, options, overrides, out, trial_config or (lambda c: c))
     config = load_config(task, args.config, overrides)
     check_task_config(config, task)
+    if args.print_config:
+        print(json.dumps(config, indent=2))
+        return None
     best = fit(config, args.data, out, options)
     print(f"[{task}] best epoch {best['epoch']}: val_ssim={best['val_ssim']:.4f} val_psnr={best['val_psnr']:.2f} dB "
           f"val_nrmse={best['val_nrmse']:.4f} -> {out / BEST}")
@@ -38,7 +45,21 @@ def _tune(args, task, fit, options, overrides, out, trial_config):
     if args.config:
         raise ValueError("--config does not apply with --tune (the trials sample the search space); "
                          "pin keys with --set KEY=VALUE")
-    space = {**search_space(task), **overrides}  # the keys the user pins are fixed in every trial
+    space = search_space(task)
+    if args.search_space:  # the user's file replaces the entries it names (their words accepted)
+        user = read_space(args.search_space)
+        check_override_keys(user, task)
+        for alias, target in ALIAS_TARGETS.items():
+            if alias in user:
+                space.pop(target, None)
+        space.update(user)
+    for alias, target in ALIAS_TARGETS.items():  # a pinned key replaces a sampled alias of it
+        if target in overrides:
+            space.pop(alias, None)
+    space.update(overrides)  # the keys the user pins are fixed in every trial
+    if args.print_config:
+        print(json.dumps(describe(space), indent=2))
+        return None
     data_dir = str(Path(args.data).resolve())
 
     def fit_trial(config, trial_dir, report):

@@ -147,6 +147,7 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str) -> dic
     summary = {"best_trial": trial_id, metric: best.metrics.get(metric), "n_trials": len(rows),
                "n_errored": len(errors), "best_config": _trained_config(out_dir, best)}
     atomic_write_json(out_dir / "tune_summary.json", summary, default=str)
+    atomic_write_json(out_dir / "best_config.json", summary["best_config"])  # `--config` takes it as is
     return summary
 
 

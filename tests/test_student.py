@@ -214,17 +214,24 @@ def test_controls_shuffle_freeze_and_atten_channel(tiny_data, tiny_store):
 
 def test_two_trial_tune_yields_student_pt(tiny_data, tiny_store, tmp_path):
     out = tmp_path / "tune"
-    pins = ["gen_sino_size=64", "gen_image_size=32", "SI_gen_hidden_dim=4", "SI_gen_z_dim=8", "batch_size=4",
+    pins = ["gen_sino_size=64", "gen_image_size=32", "SI_gen_hidden_dim=4", "SI_gen_z_dim=8",
             "SI_gen_mult=1.5", "SI_gen_fill=0"]
+    space = tmp_path / "space.json"  # the user's own words, sampled
+    space.write_text(json.dumps({"batch_base2_exponent": {"choice": [1, 2]},
+                                 "sup_base_criterion": {"choice": ["MSELoss", "VarWeightedMSE"]}}))
     args = ["--data", str(tiny_data), "--features", str(tiny_store), "--out", str(out), "--tune",
-            "--num-samples", "2", "--epochs", "2", "--inject", "144,36,9"]
+            "--num-samples", "2", "--epochs", "2", "--inject", "144,36,9", "--search-space", str(space)]
     for p in pins:
         args += ["--set", p]
     assert run_main(student_main, args) == 0
+    best = json.loads((out / "best_config.json").read_text())
+    assert best["batch_size"] in (2, 4) and best["loss"] in ("mse", "var_weighted_mse")
+    assert "batch_base2_exponent" not in best and best["IS_gen_neck"]  # canonical, with the teacher's keys
     student = load_student(out / "student.pt")
     assert student.plan and student.config["gen_sino_size"] == 64
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == 2 and all(r["config/inject_levels"] == "[144, 36, 9]" for r in rows)
+    assert all(r["config/batch_size"] in ("2", "4") for r in rows)
     for r in rows:  # each row is the config the trial trained (its config.json), not only what Ray sampled
         trained = json.loads((out / "trials" / r["trial_id"] / "config.json").read_text())
         assert r["config/inject_enc_to_dec"] == str(trained["inject_enc_to_dec"])

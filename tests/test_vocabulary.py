@@ -117,3 +117,32 @@ def test_a_teacher_key_that_contradicts_the_store_is_refused(tiny_data, tiny_sto
     cfg.write_text(json.dumps(tiny_student_config()))
     assert _student(tiny_data, tiny_store, tmp_path / "y", cfg, "IS_gen_neck=wide") == 1
     assert "--set IS_gen_neck: IS_ keys describe the teacher" in capsys.readouterr().err
+
+
+def test_print_config_and_search_space_files(tiny_data, tiny_store, tmp_path, capsys):
+    from phase1_teacher.train import main as teacher_main
+
+    base = ["--data", str(tiny_data), "--out", str(tmp_path / "t")]
+    assert run_main(teacher_main, [*base, "--print-config", "--set", "batch_base2_exponent=5",
+                                   "--set", "IS_gen_final_activ=Tanh"]) == 0
+    out = capsys.readouterr().out
+    printed = json.loads(out[out.index("{"):])
+    assert printed["batch_size"] == 32 and printed["IS_gen_final_activ"] == "tanh"
+    assert not (tmp_path / "t").exists()  # printing writes nothing
+    yaml_space = tmp_path / "space.yaml"
+    yaml_space.write_text("gen_lr: {loguniform: [0.0001, 0.01]}\nbatch_base2_exponent: {randint: [5, 9]}\n"
+                          "IS_dropout: true\n")
+    assert run_main(teacher_main, [*base, "--tune", "--print-config", "--search-space", str(yaml_space)]) == 0
+    out = capsys.readouterr().out
+    space = json.loads(out[out.index("{"):])
+    assert space["gen_lr"] == {"loguniform": [0.0001, 0.01]} and space["batch_base2_exponent"] == {"randint": [5, 9]}
+    assert "batch_size" not in space and space["IS_dropout"] is True and space["IS_gen_neck"] == {"choice": ["medium"]}
+    assert run_main(teacher_main, [*base, "--search-space", str(yaml_space), "--epochs", "1"]) == 1
+    assert "--search-space applies only with --tune" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"gen_lr": {"loguniform": [0.1]}}))
+    assert run_main(teacher_main, [*base, "--tune", "--search-space", str(bad)]) == 1
+    assert f"{bad}: gen_lr: loguniform expects [low, high]" in capsys.readouterr().err
+    bad.write_text(json.dumps({"colour": {"choice": ["red"]}}))
+    assert run_main(teacher_main, [*base, "--tune", "--search-space", str(bad)]) == 1
+    assert "colour" in capsys.readouterr().err

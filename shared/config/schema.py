@@ -34,7 +34,8 @@ LOSS_NAMES = {"MSELoss": "mse", "L1Loss": "l1", "SmoothL1Loss": "smooth_l1", "Va
 ACTIVATION_NAMES = {None: "none", "None": "none", "ReLU": "relu", "LeakyReLU": "leaky_relu", "ELU": "elu",
                     "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus"}
 DROPOUT_IF_TRUE = 0.1  # ``SI_dropout: true`` → this rate (the search space's non-zero choice)
-ALIAS_KEYS = ("batch_base2_exponent", "sup_base_criterion")
+ALIAS_TARGETS = {"batch_base2_exponent": "batch_size", "sup_base_criterion": "loss"}  # user key → stored key
+ALIAS_KEYS = tuple(ALIAS_TARGETS)
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,72 @@
+"""Search spaces as files: the same sampling vocabulary as ``ray.tune``, in JSON or YAML.
+
+    {"gen_lr": {"loguniform": [1e-4, 3e-3]}, "batch_base2_exponent": {"randint": [5, 9]},
+     "SI_gen_neck": {"choice": ["medium", "wide"]}, "SI_dropout": true}
+
+A value that is a one-key mapping of ``choice``, ``uniform``, ``loguniform``, ``randint`` or
+``lograndint`` is sampled (``randint``'s upper bound is exclusive, as in ray.tune); anything else is
+fixed.  ``read_space`` turns a file into ray.tune domains; ``describe`` turns domains back into this
+vocabulary (``--print-config``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SAMPLERS = ("choice", "uniform", "loguniform", "randint", "lograndint")
+
+
+def read_space(path: str | Path) -> dict:
+    """The file's keys → fixed values or ray.tune domains; a malformed entry names the file and key."""
+    from ray import tune
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix.lower() == ".json" else _yaml(text)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read search space ({' '.join(str(e).split())})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys")
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS:
+            kind, args = next(iter(value.items()))
+            ok = isinstance(args, list) and (len(args) >= 1 if kind == "choice" else len(args) == 2)
+            if not ok:
+                raise ValueError(f"{path}: {key}: {kind} expects "
+                                 f"{'a non-empty list' if kind == 'choice' else '[low, high]'}, got {args!r}")
+            out[key] = tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
+        elif isinstance(value, dict):
+            raise ValueError(f"{path}: {key}: a sampled value is one of {list(SAMPLERS)}, got {sorted(value)}")
+        else:
+            out[key] = value
+    return out
+
+
+def _yaml(text: str):
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError("YAML needs PyYAML (pip install pyyaml); or write the space as .json") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(str(e)) from None
+
+
+def describe(space: dict) -> dict:
+    """ray.tune domains → the file vocabulary (JSON-safe)."""
+    from ray.tune.search.sample import Categorical, Float, Integer, LogUniform
+
+    out = {}
+    for key, v in space.items():
+        if isinstance(v, Categorical):
+            out[key] = {"choice": list(v.categories)}
+        elif isinstance(v, (Float, Integer)):
+            log = isinstance(v.get_sampler(), LogUniform)
+            kind = ("log" if log else "") + ("uniform" if isinstance(v, Float) else "randint")
+            out[key] = {kind: [v.lower, v.upper]}
+        else:
+            out[key] = v
+    return out
