@@ -1,9 +1,12 @@
 """Evaluate a student against FBP and MLEM on one split.
 
 ``frozenflow evaluate --student student.pt --features STORE --data DIR --split test --out DIR``
-writes OUT/per_sample.csv (sample, method, mse, psnr, ssim, ssim_global, nrmse), OUT/summary.json
-({"split", "methods": {method: {metric: mean}}, "calibration": {c, source}}) and OUT/comparison.png (target | FBP | MLEM | student, one colour scale
-per row).  All images are compared in the activity map's physical units.
+writes OUT/per_sample.csv (sample, method, mse, psnr, ssim, ssim_global, nrmse and the same inside the
+body, μ > 0, as masked_*), OUT/summary.json ({"split", "methods": {method: {metric: mean}},
+"statistics": {method: {metric: {mean, std, ci95, n}}}, "calibration": {c, source}}) and
+"paired": {"student - plain" | "student - mlem": {metric: {mean_diff, ci95, p_t, p_wilcoxon}}}),
+OUT/comparison.png (target | FBP | MLEM | plain | student on one colour scale, their errors centred
+on zero, a line profile through the hottest pixel) and OUT/box_plots.png.  All images are compared in the activity map's physical units.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from shared.cli import new_parser, run_main
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device
-from shared.metrics import METRICS
+from shared.metrics import METRICS, masked_metrics
 from shared.tables import markdown_table
 
 from .task import load_student, student_datasets
@@ -54,18 +57,37 @@ def predict(student, data, split: str, store_path=None, batch_size: int = 16, de
     return torch.cat(out).numpy() / float(meta.get("output_scale", 1.0))
 
 
-def per_sample_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+def per_sample_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Whole-image metrics, and with ``mask`` (the body, μ > 0) the same inside it as ``masked_*``."""
     p, t = torch.from_numpy(pred).double(), torch.from_numpy(target).double()
-    return {name: fn(p, t).numpy() for name, fn in METRICS.items()}
+    out = {name: fn(p, t).numpy() for name, fn in METRICS.items()}
+    if mask is not None:
+        out.update({k: v.numpy() for k, v in masked_metrics(p, t, torch.from_numpy(mask)).items()})
+    return out
 
 
-def comparison_figure(target, recons: dict[str, np.ndarray], path, rows=4):
-    from shared.plots import image_grid
+def statistics(values: np.ndarray) -> dict:
+    """Mean, sample std and the 95 % confidence interval of the mean (Student t, n − 1 dof)."""
+    from scipy import stats
 
-    names = ["target"] + list(recons)
-    grid = [[target[i, 0]] + [recons[m][i, 0] for m in recons] for i in range(min(rows, len(target)))]
-    image_grid(grid, names, path, shared_columns=[list(range(len(names)))], cmap="hot",
-               row_labels=[f"sample {i}" for i in range(len(grid))])
+    v = np.asarray(values, dtype=np.float64)
+    n, mean = len(v), float(v.mean())
+    std = float(v.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict:
+    """Paired comparison of two methods on the same samples: mean difference a − b with its 95 % CI,
+    the paired t-test and the Wilcoxon signed-rank test (two-sided p-values)."""
+    from scipy import stats
+
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    out = {"mean_diff": float(d.mean()), "ci95": statistics(d)["ci95"], "n": len(d)}
+    nonzero = np.any(d != 0)
+    out["p_t"] = float(stats.ttest_rel(a, b).pvalue) if len(d) > 1 and nonzero else 1.0
+    out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue) if len(d) > 1 and nonzero else 1.0
+    return out
 
 
 def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out: Path | None = None,
@@ -96,7 +118,9 @@ def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out
 
 
 def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", methods=METHODS,
-             baseline_split: str | None = "val") -> dict:
+             baseline_split: str | None = "val", plain_path=None) -> dict:
+    """Every method on ``split``; ``plain_path`` adds a second (plain, feature-free) student as
+    ``plain`` and the paired comparisons student − plain and student − MLEM."""
     out = Path(out)
     data = as_dataset(data_dir)
     device = resolve_device(device)
@@ -104,9 +128,15 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", 
     if store_path and "student" in methods and not student.plan:
         raise ValueError(f"--features: {student_path} injects no features (a plain student); drop --features")
     target = np.array(data.split(split).actMap, dtype=np.float32)
+    body = np.array(data.split(split).attenMap) > 0  # where the patient is
     recons = {}
     if "student" in methods:  # first: a wrong store fails before minutes of MLEM
         recons["student"] = predict(student, data, split, store_path, device=device)
+    if plain_path:
+        plain = load_student(plain_path, device)
+        if plain.plan:
+            raise ValueError(f"--plain: {plain_path} injects features; give the plain (no injection) student")
+        recons["plain"] = predict(plain, data, split, None, device=device)
     classical = [m for m in ("fbp", "mlem") if m in methods]
     calibration = None
     if classical:
@@ -116,17 +146,23 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", 
         recons.update(baseline_recons(data, split, classical, tuned_on=baseline_split, out=out,
                                       calibration=calibration))
     out.mkdir(parents=True, exist_ok=True)
-    rows, means = [], {}
+    rows, means, stats, per = [], {}, {}, {}
     for m, rec in recons.items():
-        vals = per_sample_metrics(rec, target)
+        vals = per[m] = per_sample_metrics(rec, target, body)
         means[m] = {k: float(np.mean(v)) for k, v in vals.items()}
+        stats[m] = {k: statistics(v) for k, v in vals.items()}
         rows += [{"sample": i, "method": m, **{k: float(v[i]) for k, v in vals.items()}} for i in range(len(target))]
     atomic_write_csv(out / "per_sample.csv", rows)
-    summary = {"split": split, "methods": means,
+    pairs = {f"{a} - {b}": {k: paired(per[a][k], per[b][k]) for k in per[a]}
+             for a, b in (("student", "plain"), ("student", "mlem")) if a in per and b in per}
+    summary = {"split": split, "methods": means, "statistics": stats, "paired": pairs,
                "calibration": {"c": calibration[0], "source": calibration[1]} if calibration else None}
     atomic_write_json(out / "summary.json", summary)
-    ordered = {m: recons[m] for m in ("fbp", "mlem", "student") if m in recons}
-    comparison_figure(target, ordered, out / "comparison.png")
+    from shared.plots import box_plots, comparison_figure
+
+    ordered = {m: recons[m] for m in ("fbp", "mlem", "plain", "student") if m in recons}
+    comparison_figure(target, ordered, out / "comparison.png", {m: per[m]["nrmse"] for m in ordered})
+    box_plots(rows, ["nrmse", "masked_nrmse", "psnr", "masked_ssim"], out / "box_plots.png")
     return summary
 
 
@@ -139,6 +175,7 @@ def parser():
     p = new_parser("frozenflow evaluate", __doc__)
     p.add_argument("--student", required=True, help="trained student checkpoint (student.pt)")
     p.add_argument("--features", help="feature store the student was trained with (needed when it injects)")
+    p.add_argument("--plain", help="a plain (no injection) student.pt to compare with, paired sample by sample")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="test", help="split to evaluate")
     p.add_argument("--out", required=True, help="output folder")
@@ -158,9 +195,13 @@ def main(argv=None) -> int:
     data = open_dataset(args.data)
     quick_check(data)
     summary = evaluate(args.student, data, args.split, args.out, args.features, args.device, methods,
-                       baseline_split=None if args.baseline_defaults else "val")
+                       baseline_split=None if args.baseline_defaults else "val", plain_path=args.plain)
     print(format_table(summary))
-    print(f"[evaluate] -> {Path(args.out) / 'summary.json'}, per_sample.csv, comparison.png")
+    for name, by_metric in summary["paired"].items():
+        d = by_metric["nrmse"]
+        print(f"[evaluate] {name}: NRMSE difference {d['mean_diff']:+.4f} (95 % CI {d['ci95'][0]:+.4f} … "
+              f"{d['ci95'][1]:+.4f}, paired t p = {d['p_t']:.2g}, Wilcoxon p = {d['p_wilcoxon']:.2g})")
+    print(f"[evaluate] -> {Path(args.out) / 'summary.json'}, per_sample.csv, comparison.png, box_plots.png")
     return 0
 
 

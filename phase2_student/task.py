@@ -84,7 +84,11 @@ def student_task(config: dict, data, store: StoreManifest | None) -> Task:
             "controls": {"shuffle_features": inj.shuffle_features, "atten_channel": inj.atten_channel},
             "input_scale": float(data.scales.get("actSino", 1.0)),
             "output_scale": float(data.scales.get("actMap", 1.0))}
-    return Task(model=model, step=step, kind="student", meta=meta, extra_param_groups=extra, preview=preview)
+    def scalars(model):  # the thing the experiments are about: how much of each feature is used
+        return {f"scale_{s}": float(p.detach().abs().mean()) for s, p in model.injector.scales.items()}
+
+    return Task(model=model, step=step, kind="student", meta=meta, extra_param_groups=extra, preview=preview,
+                scalars=scalars if model.plan else None)
 
 
 def load_student(path: str | Path, device="cpu") -> InjectedGenerator:

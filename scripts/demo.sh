@@ -40,11 +40,12 @@ stage "5/6 plain student (no injection), same budget -> $OUT/student_plain"
     --inject none --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume
 
 stage "6/6 evaluate on the test split (student, FBP, MLEM) -> $OUT/evaluation"
+# one evaluation: injected and plain student, FBP, MLEM; paired differences with CIs and p-values
 "$FF" evaluate --student "$OUT/student/student.pt" --features "$OUT/features.zarr" \
-    --data "$OUT/data" --split test --out "$OUT/evaluation" --baseline-defaults
-"$FF" evaluate --student "$OUT/student_plain/student.pt" --data "$OUT/data" --split test \
-    --out "$OUT/evaluation_plain" --methods student
+    --plain "$OUT/student_plain/student.pt" --data "$OUT/data" --split test --out "$OUT/evaluation" \
+    --baseline-defaults
 
 "$PY" -m shared.summary --demo "$OUT"
 echo "demo finished in $(( $(date +%s) - t0 )) s. Figures: $OUT/data/montage.png, $OUT/teacher/val_preview.png,"
-echo "  $OUT/teacher/learning_curve.png, $OUT/student/learning_curve.png, $OUT/evaluation/comparison.png"
+echo "  $OUT/teacher/learning_curve.png, $OUT/student/learning_curve.png, $OUT/student/feature_scales.png,"
+echo "  $OUT/evaluation/comparison.png, $OUT/evaluation/box_plots.png"

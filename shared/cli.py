@@ -54,7 +54,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def add_training_args(p: argparse.ArgumentParser, default_metric: str = "ssim") -> None:
+def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse") -> None:
     """Options shared by the teacher's and the student's train/tune entry points."""
     p.add_argument("--data", required=True, help="dataset folder (dataset.json + .npy files)")
     p.add_argument("--out", required=True, help="output folder of the run (or of the tune experiment)")
@@ -68,7 +68,9 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "ssim") 
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0 = load in this process)")
     p.add_argument("--seed", type=int, default=0, help="initial weights, shuffle order and augmentation")
-    p.add_argument("--metric", default=default_metric, help="validation metric for the best checkpoint / tuning")
+    p.add_argument("--metric", default=default_metric,
+                   help="validation metric for the best checkpoint / tuning (nrmse: a blank output scores 1.0 and "
+                        "cannot win; ssim can reward a blank image through the background)")
     p.add_argument("--mode", choices=["max", "min"], help="optimisation direction (default: from the metric)")
     p.add_argument("--val-samples", type=int, default=64, help="validation samples evaluated each epoch")
     p.add_argument("--augment", action="store_true", help="random Radon-symmetric flips")

@@ -42,6 +42,11 @@ def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
 
 def ssim(pred, target, data_range=None, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Standard SSIM (Wang et al. 2004): Gaussian 11×11 window, σ = 1.5, valid region only."""
+    return _per_sample(ssim_map(pred, target, data_range, window, sigma)).mean(1)
+
+
+def ssim_map(pred, target, data_range=None, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Local SSIM values [B, C, H − window + 1, W − window + 1] (the valid region)."""
     B, C = pred.shape[:2]
     r = data_range_of(target) if data_range is None else torch.as_tensor(data_range, dtype=pred.dtype).expand(B)
     r = r.view(B, 1, 1, 1).to(pred)
@@ -55,8 +60,7 @@ def ssim(pred, target, data_range=None, window: int = 11, sigma: float = 1.5) ->
     sxx = filt(pred * pred) - mu_x ** 2
     syy = filt(target * target) - mu_y ** 2
     sxy = filt(pred * target) - mu_x * mu_y
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
-    return _per_sample(s).mean(1)
+    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
 
 
 def ssim_global(pred, target, data_range=None) -> torch.Tensor:
@@ -72,6 +76,28 @@ def ssim_global(pred, target, data_range=None) -> torch.Tensor:
 
 METRICS = {"mse": mse, "nrmse": nrmse, "psnr": psnr, "ssim": ssim, "ssim_global": ssim_global}
 HIGHER_IS_BETTER = {"mse": False, "nrmse": False, "psnr": True, "ssim": True, "ssim_global": True, "loss": False}
+
+
+def masked_metrics(pred, target, mask, window: int = 11) -> dict[str, torch.Tensor]:
+    """The metrics where the patient is (``mask`` true, e.g. μ > 0), as ``masked_<name>``.
+
+    MSE and NRMSE over the masked pixels; PSNR and SSIM with the data range of the target inside
+    the mask; SSIM as the mean of the local SSIM map over masked window centres.  The background,
+    which a blank image reproduces perfectly, does not count.
+    """
+    m = mask.to(pred.dtype).expand_as(pred)
+    n = _per_sample(m).sum(1).clamp_min(1)
+    d = (pred - target) * m
+    out = {"masked_mse": _per_sample(d * d).sum(1) / n,
+           "masked_nrmse": _per_sample(d).norm(dim=1) / _per_sample(target * m).norm(dim=1).clamp_min(1e-12)}
+    inside = _per_sample(torch.where(m > 0, target, torch.nan))
+    r = (inside.nan_to_num(-torch.inf).max(1).values - inside.nan_to_num(torch.inf).min(1).values).clamp_min(1e-12)
+    out["masked_psnr"] = 10 * torch.log10(r ** 2 / out["masked_mse"].clamp_min(1e-20))
+    h = window // 2
+    mc = m[..., h:m.shape[-2] - h, h:m.shape[-1] - h]
+    smap = ssim_map(pred, target, r, window)
+    out["masked_ssim"] = _per_sample(smap * mc).sum(1) / _per_sample(mc).sum(1).clamp_min(1)
+    return out
 
 
 def all_metrics(pred, target) -> dict[str, torch.Tensor]:

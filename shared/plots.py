@@ -15,7 +15,8 @@ def _plt():
     return plt
 
 
-def learning_curve(history: list[dict], path: str | Path) -> Path:
+def learning_curve(history: list[dict], path: str | Path, best_epoch: int | None = None, metric: str = "") -> Path:
+    """Loss, PSNR and SSIM per epoch; the epoch best.pt was taken from is marked."""
     plt = _plt()
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -32,6 +33,33 @@ def learning_curve(history: list[dict], path: str | Path) -> Path:
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="k", ls="--", lw=0.8)
+    if best_epoch is not None:
+        fig.suptitle(f"best epoch {best_epoch}" + (f" (by {metric})" if metric else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def feature_scale_curve(history: list[dict], path: str | Path, plan: dict | None = None) -> Path:
+    """Mean |learned feature scale| of every receiving tap per epoch (init 0.1); final values labelled."""
+    plt = _plt()
+    epochs = [r["epoch"] for r in history]
+    keys = sorted((k for k in history[-1] if k.startswith("scale_")), key=lambda k: (k[6:9], -int(k[9:])))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for k in keys:
+        tap = k[6:]
+        label = f"student {tap}" + (f" ← teacher {plan[tap]}" if plan and tap in plan else "")
+        line, = ax.plot(epochs, [r[k] for r in history], "o-", ms=3, label=label)
+        ax.annotate(f"{history[-1][k]:.3g}", (epochs[-1], history[-1][k]), fontsize=7, color=line.get_color(),
+                    xytext=(3, 0), textcoords="offset points", va="center")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean |scale|")
+    ax.set_title("learned feature scales per receiving tap", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -61,6 +89,70 @@ def image_grid(rows: list[list[np.ndarray]], columns: list[str], path: str | Pat
                     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         if row_labels:
             axes[r][0].set_ylabel(row_labels[r], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
+def comparison_figure(target: np.ndarray, recons: dict, path: str | Path, metric: dict | None = None,
+                      samples=None, units: str = "actMap units") -> Path:
+    """Per sample: target and every method on one colour scale, their errors on a zero-centred scale,
+    and a horizontal line profile through the hottest pixel of the target (a lesion, in PET).
+
+    ``recons`` maps method → [N, 1, H, W]; ``metric`` maps method → per-sample NRMSE (in titles).
+    """
+    plt = _plt()
+    names = list(recons)
+    idx = list(samples) if samples is not None else list(range(min(3, len(target))))
+    n_c = 1 + 2 * len(names) + 1
+    fig, axes = plt.subplots(len(idx), n_c, figsize=(2.3 * n_c, 2.4 * len(idx)), squeeze=False)
+    for r, i in enumerate(idx):
+        t = target[i, 0]
+        hi = max(float(t.max()), *(float(recons[m][i, 0].max()) for m in names))
+        err = max(float(np.abs(recons[m][i, 0] - t).max()) for m in names) or 1.0
+        y, _ = np.unravel_index(int(np.argmax(t)), t.shape)
+        panels = [("target", t, "hot", 0, hi)] + [
+            (f"{m}" + (f"\nNRMSE {metric[m][i]:.3f}" if metric else ""), recons[m][i, 0], "hot", 0, hi) for m in names] + [
+            (f"{m} − target", recons[m][i, 0] - t, "RdBu_r", -err, err) for m in names]
+        for c, (title, img, cmap, lo, up) in enumerate(panels):
+            ax = axes[r][c]
+            im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=up)
+            if c == 0:
+                ax.axhline(y, color="c", lw=0.6, ls=":")
+                ax.set_ylabel(f"sample {i}", fontsize=8)
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c in (0, len(names) + 1) or c == len(panels) - 1:
+                cb = fig.colorbar(im, ax=ax, fraction=0.046)
+                cb.ax.tick_params(labelsize=6)
+                cb.set_label(units if c == 0 else f"error [{units}]", fontsize=6)
+        ax = axes[r][-1]
+        ax.plot(t[y], "k-", lw=1.5, label="target")
+        for m in names:
+            ax.plot(recons[m][i, 0][y], lw=0.9, label=m)
+        ax.set_title(f"profile, row {y}", fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_ylabel(units, fontsize=6)
+        if r == 0:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
+def box_plots(per_sample: list[dict], metrics: list[str], path: str | Path) -> Path:
+    """One box per method for each metric, from per_sample.csv rows."""
+    plt = _plt()
+    methods = list(dict.fromkeys(r["method"] for r in per_sample))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], metrics):
+        ax.boxplot([[float(r[k]) for r in per_sample if r["method"] == m] for m in methods], showmeans=True)
+        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, fontsize=7)
+        ax.set_title(k, fontsize=9)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

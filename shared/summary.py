@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load
+from .metrics import HIGHER_IS_BETTER
 from .config.construct_dictionaries import load_config
 from .data.dataset_io import open_dataset
 from .generator import Generator
@@ -63,18 +64,23 @@ def main(argv=None):
 def test_table(root: Path) -> str:
     """Markdown table of the demo's evaluations: students with and without injection, FBP, MLEM."""
     rows = {}
-    for folder, rename in (("evaluation", {"student": "student (injection)"}),
-                           ("evaluation_plain", {"student": "student (no injection)"})):
+    for folder, rename in (("evaluation", {"student": "student (injection)", "plain": "student (no injection)"}),
+                           ("evaluation_plain", {"student": "student (no injection)"})):  # older demos
         path = root / folder / "summary.json"
         if path.exists():
             for method, vals in json.loads(path.read_text())["methods"].items():
                 rows[rename.get(method, method)] = vals
     if not rows:
         return ""
-    metrics = ("psnr", "ssim", "ssim_global", "nrmse")
+    columns = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ssim_global": "global SSIM", "nrmse": "NRMSE",
+               "masked_ssim": "SSIM (body)", "masked_nrmse": "NRMSE (body)"}
+    metrics = [k for k in columns if all(k in v for v in rows.values())]
     order = sorted(rows, key=lambda n: (not n.startswith("student"), n))
-    return markdown_table(["method", "PSNR (dB)", "SSIM", "global SSIM", "NRMSE"],
-                          [[name, *(rows[name][k] for k in metrics)] for name in order])
+    table = markdown_table(["method", *(columns[k] for k in metrics)],
+                           [[name, *(rows[name][k] for k in metrics)] for name in order])
+    wins = {k: (max if HIGHER_IS_BETTER[k.replace("masked_", "")] else min)(order, key=lambda n: rows[n][k])
+            for k in metrics}
+    return table + "\nbest per metric: " + "; ".join(f"{columns[k]}: {wins[k]}" for k in metrics)
 
 if __name__ == "__main__":
     main()

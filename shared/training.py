@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from . import checkpoint as ckpt_io
-from .atomic import atomic_write_csv, atomic_write_json
+from .atomic import atomic_write, atomic_write_csv, atomic_write_json
 from .config.schema import TrainConfig
 from .device import resolve_device
 from .losses import get_loss
@@ -36,7 +36,8 @@ class Task:
     loss and metrics are computed on.  ``extra_param_groups`` are optimiser groups beyond the
     model's own (e.g. the student's feature scales: ``{"params": [...], "lr_mult": 10}``).
     ``meta`` goes into every checkpoint (kind, data fingerprint, …).  ``preview(model, batch, path)``
-    optionally draws a figure of predictions at the end.
+    optionally draws a figure of predictions at the end.  ``scalars(model) -> {name: float}`` adds
+    per-epoch values to the history (the student: mean |feature scale| per receiving tap).
     """
 
     model: torch.nn.Module
@@ -45,6 +46,7 @@ class Task:
     meta: dict = dataclasses.field(default_factory=dict)
     extra_param_groups: list[dict] = dataclasses.field(default_factory=list)
     preview: Callable | None = None
+    scalars: Callable[[torch.nn.Module], dict] | None = None
 
 
 @dataclasses.dataclass
@@ -56,7 +58,8 @@ class FitOptions:
     workers: int = 0  # DataLoader worker processes
     seed: int = 0  # initial weights, shuffle order, augmentation
     resume: bool = False  # continue OUT/last.pt; without it an existing run is refused, never overwritten
-    metric: str = "ssim"  # a validation metric name (mse, nrmse, psnr, ssim, ssim_global, loss)
+    metric: str = "nrmse"  # validation metric for best.pt (mse, nrmse, psnr, ssim, ssim_global, loss); not
+    # ssim by default: a blank image matches the background window for window and can score well
     mode: str | None = None  # "max" | "min"; default from the metric
     val_samples: int = 64
     augment: bool = False  # random Radon-symmetric flips
@@ -166,6 +169,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
             print(f"[train] resuming {out} after epoch {start} (best {metric} = {best_value})")
 
     atomic_write_json(out / CONFIG_JSON, config)  # the resolved config this run trains (also in best.pt)
+    write_provenance(out)
     batch_size = tc.batch_size
     sampler = EpochSampler(len(train_set), opts.seed)
     loader_kw = dict(num_workers=opts.workers, persistent_workers=False)
@@ -201,6 +205,8 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
         row.update(evaluate(task, val_loader, device, loss_fn))
         row.update(lr=optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
+        if task.scalars is not None:
+            row.update(task.scalars(model))
         history.append(row)
         improved = best_value is None or better(row[metric], best_value)
         if improved:
@@ -217,8 +223,28 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
         if opts.report is not None:
             opts.report(dict(row, **{f"best_{metric}": best_value}), out)
 
-    _finish_figures(task, history, val_loader, device, out)
+    _finish_figures(task, history, val_loader, device, out, best_metrics.get("epoch"), metric)
     return best_metrics
+
+
+def write_provenance(out: Path) -> None:
+    """``command.txt`` (this process's command line) and ``revision.txt`` (the project's git revision,
+    ``-dirty`` with uncommitted changes) beside config.json, so a run folder says how it was made."""
+    import shlex
+    import subprocess
+    import sys
+
+    atomic_write(out / "command.txt", (shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) + "\n").encode())
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev, dirty = "", ""
+    atomic_write(out / "revision.txt", ((rev + ("-dirty" if dirty else "")) if rev else "unknown (not a git checkout)")
+                 .encode() + b"\n")
 
 
 # What a resumed run must share with the run it continues (the epoch budget may grow).
@@ -252,12 +278,16 @@ def _progress(iterable, desc, enabled):
     return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def _finish_figures(task, history, val_loader, device, out):
+def _finish_figures(task, history, val_loader, device, out, best_epoch=None, metric=""):
     if not history:
         return
     from .plots import learning_curve
 
-    learning_curve(history, out / "learning_curve.png")
+    learning_curve(history, out / "learning_curve.png", best_epoch, metric)
+    if any(k.startswith("scale_") for k in history[-1]):
+        from .plots import feature_scale_curve
+
+        feature_scale_curve(history, out / "feature_scales.png", task.meta.get("plan"))
     if task.preview is not None:
         best = ckpt_io.load(out / BEST, kind=task.kind)
         task.model.load_state_dict(best["model"])

@@ -111,7 +111,8 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
                        cpus_per_trial=args.cpus_per_trial, resume=args.resume, searcher=args.searcher,
                        ray_address=args.ray_address, seed=args.seed)
     summary = collect_results(results, out, metric, mode)
-    print(f"[{name}] tune: best trial {summary['best_trial']} {metric}={summary[metric]:.4f} of "
+    print(f"[{name}] tune: best trial {summary['best_trial']} {metric}={summary[metric]:.4f} "
+          f"(epoch {summary['best_epoch']}) of "
           f"{summary['n_trials']} trials -> {out / BEST}, {out / 'trials.csv'}")
     return summary
 
@@ -144,7 +145,10 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str) -> dic
     fields = sorted({k for row in rows for k in row}, key=lambda k: (k.startswith("config/"), k))
     atomic_write_csv(out_dir / "trials.csv", rows, fields)
     _tuning_curve(results, metric, out_dir / "tuning_curve.png")
-    summary = {"best_trial": trial_id, metric: best.metrics.get(metric), "n_trials": len(rows),
+    hist = best.metrics_dataframe  # the best trial's best epoch, not its last one
+    idx = hist[metric].idxmax() if mode == "max" else hist[metric].idxmin()
+    summary = {"best_trial": trial_id, metric: float(hist[metric][idx]),
+               "best_epoch": int(hist["training_iteration"][idx]), "n_trials": len(rows),
                "n_errored": len(errors), "best_config": _trained_config(out_dir, best)}
     atomic_write_json(out_dir / "tune_summary.json", summary, default=str)
     atomic_write_json(out_dir / "best_config.json", summary["best_config"])  # `--config` takes it as is

@@ -139,11 +139,30 @@ def test_train_cli_writes_student_pt_and_evaluate_writes_reports(tiny_data, tiny
                                     str(tiny_data), "--split", "test", "--out", str(ev)]) == 0
     summary = json.loads((ev / "summary.json").read_text())
     assert set(summary["methods"]) == {"student", "fbp", "mlem"}
-    assert set(summary["methods"]["fbp"]) == {"mse", "psnr", "ssim", "ssim_global", "nrmse"}
+    whole = {"mse", "psnr", "ssim", "ssim_global", "nrmse"}
+    assert set(summary["methods"]["fbp"]) == whole | {f"masked_{k}" for k in whole - {"ssim_global"}}
+    st = summary["statistics"]["mlem"]["masked_nrmse"]
+    assert st["n"] == 8 and st["ci95"][0] < st["mean"] < st["ci95"][1]
+    assert set(summary["paired"]) == {"student - mlem"}
+    assert (out / "command.txt").read_text().strip() and (out / "revision.txt").read_text().strip()
+    assert (out / "feature_scales.png").stat().st_size > 5_000
+    assert "scale_dec144" in (out / "metrics.csv").read_text().splitlines()[0]
     assert abs(summary["calibration"]["c"] - 1.0) < 0.05 and "fitted" in summary["calibration"]["source"]
     rows = list(csv.DictReader(open(ev / "per_sample.csv")))
     assert len(rows) == 3 * 8 and {r["method"] for r in rows} == {"student", "fbp", "mlem"}
-    assert (ev / "comparison.png").stat().st_size > 10_000
+    assert (ev / "comparison.png").stat().st_size > 10_000 and (ev / "box_plots.png").stat().st_size > 5_000
+    # a plain student beside it: paired, sample by sample
+    plain = tmp_path / "plain"
+    assert run_main(student_main, ["--data", str(tiny_data), "--out", str(plain), "--epochs", "1", "--config",
+                                   str(cfg), "--inject", "none", "--quiet"]) == 0
+    assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--features", str(tiny_store), "--plain",
+                                    str(plain / "student.pt"), "--data", str(tiny_data), "--methods", "student",
+                                    "--out", str(tmp_path / "ev2")]) == 0
+    p = json.loads((tmp_path / "ev2" / "summary.json").read_text())["paired"]["student - plain"]["nrmse"]
+    assert p["n"] == 8 and 0 <= p["p_t"] <= 1 and p["ci95"][0] <= p["mean_diff"] <= p["ci95"][1]
+    assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--features", str(tiny_store), "--plain",
+                                    str(out / "student.pt"), "--data", str(tiny_data), "--methods", "student",
+                                    "--out", str(tmp_path / "ev3")]) == 1  # --plain must be a plain student
     # the student cannot be evaluated without its store, nor with another store
     assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--data", str(tiny_data),
                                     "--out", str(tmp_path / "e2")]) == 1

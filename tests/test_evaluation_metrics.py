@@ -1,0 +1,61 @@
+"""Metrics a PET researcher can publish: pinned to skimage, masked to the body, with confidence
+intervals, and a default selection metric that a blank image cannot win."""
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from phase2_student.evaluate import per_sample_metrics, statistics
+from shared.metrics import HIGHER_IS_BETTER, masked_metrics, psnr, ssim
+from shared.training import FitOptions
+
+
+def _phantom(seed=0, n=64):
+    """A body (disc) with a hot lesion in a zero background, and a noisy reconstruction of it."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    body = np.hypot(yy, xx) < n * 0.3
+    target = body * 1.0 + (np.hypot(yy - 4, xx + 5) < 4) * 3.0
+    noisy = target + rng.normal(0, 0.35, target.shape)  # noise everywhere, background included
+    return target, noisy, body
+
+
+def test_psnr_and_ssim_match_skimage():
+    t, p, _ = _phantom()
+    r = t.max() - t.min()
+    T, P = (torch.from_numpy(a)[None, None] for a in (t, p))
+    assert psnr(P, T).item() == pytest.approx(peak_signal_noise_ratio(t, p, data_range=r), rel=1e-9)
+    ref = structural_similarity(t, p, data_range=r, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ssim(P, T).item() == pytest.approx(ref, abs=2e-3)  # skimage averages over a cropped full map
+
+
+def test_masked_metrics_by_hand():
+    t, p, body = _phantom()
+    m = masked_metrics(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None, None],
+                       torch.from_numpy(body)[None, None])
+    d = (p - t)[body]
+    assert m["masked_mse"].item() == pytest.approx(np.mean(d ** 2))
+    assert m["masked_nrmse"].item() == pytest.approx(np.linalg.norm(d) / np.linalg.norm(t[body]))
+    r = t[body].max() - t[body].min()
+    assert m["masked_psnr"].item() == pytest.approx(10 * np.log10(r ** 2 / np.mean(d ** 2)))
+    assert -1 < m["masked_ssim"].item() < 1
+
+
+def test_a_blank_output_never_wins_the_default_selection():
+    t, noisy, body = _phantom()
+    blank = np.zeros_like(t)
+    whole = {name: per_sample_metrics(x[None, None], t[None, None], body[None, None]) for name, x in
+             (("blank", blank), ("noisy", noisy))}
+    # the trap: whole-image SSIM prefers the blank image (its background is perfect)
+    assert whole["blank"]["ssim"][0] > whole["noisy"]["ssim"][0]
+    default = FitOptions().metric
+    assert default == "nrmse" and not HIGHER_IS_BETTER[default]
+    assert whole["noisy"][default][0] < whole["blank"][default][0] == pytest.approx(1.0)
+    assert whole["noisy"]["masked_ssim"][0] > whole["blank"]["masked_ssim"][0]  # inside the body, too
+
+
+def test_statistics_confidence_interval():
+    v = np.array([1.0, 2.0, 3.0, 4.0])
+    s = statistics(v)
+    half = 3.182446305284263 * np.std(v, ddof=1) / 2  # t(0.975, 3 dof) · s / √n
+    assert s["mean"] == 2.5 and s["n"] == 4 and s["ci95"] == pytest.approx([2.5 - half, 2.5 + half])
