@@ -19,6 +19,7 @@ COMMANDS = {
     "train-student": ("phase2_student.train", "train one student (with or without injection)"),
     "evaluate": ("phase2_student.evaluate", "student vs FBP and MLEM on a split"),
     "ablate": ("phase2_student.ablate", "injection variants and controls over several seeds"),
+    "runs": ("shared.runs_table", "finished runs side by side: best metrics and the config keys that differ"),
 }
 
 

@@ -87,6 +87,8 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="tune: CPUs (and torch threads) per trial")
     p.add_argument("--searcher", choices=["optuna", "random"], default="optuna", help="tune: search algorithm")
     p.add_argument("--ray-address", help="tune: connect to a running Ray cluster (e.g. auto)")
+    p.add_argument("--logger", help="tune: comma list of tensorboard, csv, mlflow (default: Ray's CSV, JSON and "
+                                    "TensorBoard); single runs always write metrics.csv and TensorBoard scalars")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

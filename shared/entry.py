@@ -26,6 +26,13 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
     check_override_keys(overrides, task)
     if args.search_space and not args.tune:
         raise ValueError("--search-space applies only with --tune (a single run trains --config or the tuned JSON)")
+    if args.logger and not args.tune:
+        raise ValueError("--logger applies only with --tune (a single run always writes metrics.csv, train.log "
+                         "and TensorBoard scalars)")
+    if args.tune:
+        from .tune_runner import parse_loggers
+
+        parse_loggers(args.logger)  # a bad name fails before Ray starts
     if args.tune:
         return _tune(args, task, fit, options, overrides, out, trial_config or (lambda c: c))
     config = load_config(task, args.config, overrides)

@@ -153,8 +153,18 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
     optimizer = build_optimizer(task, tc)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs)
                  if tc.lr_schedule == "cosine" else None)
-    start, best_value, best_metrics, history = 0, None, {}, []
 
+    log, tb = _open_logs(out, opts.progress)
+    try:
+        return _run(task, config, train_set, val_set, out, opts, device, metric, mode, better, model, loss_fn,
+                    optimizer, scheduler, log, tb)
+    finally:
+        _close_logs(log, tb)
+
+
+def _run(task, config, train_set, val_set, out, opts, device, metric, mode, better, model, loss_fn, optimizer,
+         scheduler, log, tb):
+    start, best_value, best_metrics, history = 0, None, {}, []
     last_path = out / LAST
     if opts.resume and last_path.exists():
         state = ckpt_io.load(last_path, kind=task.kind)
@@ -165,12 +175,11 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
             scheduler.load_state_dict(state["scheduler"])
         start, best_value = state["epoch"], state["best_value"]
         best_metrics, history = state["metrics"], state["history"]
-        if opts.progress:
-            print(f"[train] resuming {out} after epoch {start} (best {metric} = {best_value})")
+        log.info(f"[train] resuming {out} after epoch {start} (best {metric} = {best_value})")
 
     atomic_write_json(out / CONFIG_JSON, config)  # the resolved config this run trains (also in best.pt)
     write_provenance(out)
-    batch_size = tc.batch_size
+    batch_size = TrainConfig.from_flat(config).batch_size
     sampler = EpochSampler(len(train_set), opts.seed)
     loader_kw = dict(num_workers=opts.workers, persistent_workers=False)
     train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size,
@@ -217,14 +226,61 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
                      best_value=best_value, history=history, metric=metric, mode=mode)
         ckpt_io.save_atomic(state, last_path)
         atomic_write_csv(out / METRICS_CSV, history)
-        if opts.progress:
-            shown = ", ".join(f"{k}={row[k]:.4g}" for k in ("train_loss", "val_loss", "val_psnr", "val_ssim"))
-            print(f"[train] epoch {epoch + 1}/{opts.epochs}: {shown}{' (best)' if improved else ''}")
+        shown = ", ".join(f"{k}={row[k]:.4g}" for k in ("train_loss", "val_loss", "val_psnr", "val_nrmse"))
+        log.info(f"[train] epoch {epoch + 1}/{opts.epochs}: {shown}{' (best)' if improved else ''}")
+        tb.add(row, epoch + 1)
         if opts.report is not None:
             opts.report(dict(row, **{f"best_{metric}": best_value}), out)
 
     _finish_figures(task, history, val_loader, device, out, best_metrics.get("epoch"), metric)
     return best_metrics
+
+
+def _open_logs(out: Path, console: bool):
+    """``train.log`` in the run folder and the console (when progress is on) through one logger, and
+    TensorBoard scalars; both files appear only once there is something to write."""
+    import logging
+    import sys
+
+    log = logging.getLogger(f"frozenflow.train.{id(out)}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    file = logging.FileHandler(out / "train.log", delay=True)
+    file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(file)
+    if console:
+        stream = logging.StreamHandler(sys.stdout)
+        stream.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(stream)
+    return log, _Scalars(out / "tensorboard")
+
+
+class _Scalars:
+    """Each epoch's numbers as TensorBoard scalars (tensorboardX, which Ray installs) under ``folder``."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.writer = folder, None
+
+    def add(self, row: dict, step: int) -> None:
+        if self.writer is None:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.folder))
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, (int, float)):
+                self.writer.add_scalar(k, v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _close_logs(log, tb) -> None:
+    for h in list(log.handlers):
+        h.close()
+        log.removeHandler(h)
+    tb.close()
 
 
 def write_provenance(out: Path) -> None:

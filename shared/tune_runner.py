@@ -55,7 +55,8 @@ def init_ray(address: str | None, num_cpus: int | None = None):
 
 def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: str | Path, name: str, metric: str,
              mode: str, num_samples: int, epochs: int, max_concurrent: int | None = None, cpus_per_trial: float = 1,
-             resume: bool = False, searcher: str = "optuna", ray_address: str | None = None, seed: int = 0):
+             resume: bool = False, searcher: str = "optuna", ray_address: str | None = None, seed: int = 0,
+             loggers: list[str] | None = None):
     """Run (or with ``resume`` continue) a Tune experiment stored under ``OUT/ray/<name>``."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -86,10 +87,51 @@ def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: s
             resources, param_space=param_space,
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=num_samples,
                                         max_concurrent_trials=max_concurrent, search_alg=search_alg,
-                                        scheduler=scheduler),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage),
+                                        scheduler=scheduler, trial_name_creator=_short_name,
+                                        trial_dirname_creator=_short_name),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=logger_callbacks(loggers, out_dir, name),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1))
     return tuner.fit()
+
+
+LOGGERS = ("tensorboard", "csv", "mlflow")
+
+
+def _short_name(trial) -> str:
+    return f"trial_{trial.trial_id}"  # instead of a ~200-character name built from the config
+
+
+def parse_loggers(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [x for x in text.split(",") if x.strip()]
+    bad = [x for x in names if x not in LOGGERS]
+    if bad or not names:
+        raise ValueError(f"--logger must be a comma list drawn from {list(LOGGERS)}, got {text!r}")
+    return names
+
+
+def logger_callbacks(names: list[str] | None, out_dir: Path, name: str):
+    """Ray Tune logger callbacks for ``--logger`` (None: Ray's defaults, CSV + JSON + TensorBoard)."""
+    if names is None:
+        return None
+    from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
+
+    callbacks = []
+    for n in names:
+        if n == "tensorboard":
+            callbacks.append(TBXLoggerCallback())
+        elif n == "csv":
+            callbacks.append(CSVLoggerCallback())
+        else:
+            try:
+                import mlflow  # noqa: F401
+            except ImportError:
+                raise ValueError("--logger mlflow needs the mlflow package (pip install mlflow)") from None
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            callbacks.append(MLflowLoggerCallback(tracking_uri=(out_dir / "mlruns").as_uri(), experiment_name=name))
+    return callbacks
 
 
 def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[dict, Path, Callable], None]) -> dict:
@@ -109,7 +151,7 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
     results = run_tune(trial, space, out_dir=out, name=name, metric=metric, mode=mode,
                        num_samples=args.num_samples, epochs=args.epochs, max_concurrent=args.max_concurrent,
                        cpus_per_trial=args.cpus_per_trial, resume=args.resume, searcher=args.searcher,
-                       ray_address=args.ray_address, seed=args.seed)
+                       ray_address=args.ray_address, seed=args.seed, loggers=parse_loggers(args.logger))
     summary = collect_results(results, out, metric, mode)
     print(f"[{name}] tune: best trial {summary['best_trial']} {metric}={summary[metric]:.4f} "
           f"(epoch {summary['best_epoch']}) of "

@@ -59,3 +59,63 @@ def test_statistics_confidence_interval():
     s = statistics(v)
     half = 3.182446305284263 * np.std(v, ddof=1) / 2  # t(0.975, 3 dof) · s / √n
     assert s["mean"] == 2.5 and s["n"] == 4 and s["ci95"] == pytest.approx([2.5 - half, 2.5 + half])
+
+
+def _scalars(folder):
+    """Read TensorBoard event files (TFRecord framing + tensorboardX's protobuf) into {tag: [(step, value)]}."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for f in sorted(folder.glob("events.out.tfevents.*")):
+        raw = f.read_bytes()
+        pos = 0
+        while pos < len(raw):
+            (n,) = struct.unpack("<Q", raw[pos:pos + 8])
+            ev = event_pb2.Event.FromString(raw[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            for v in ev.summary.value:
+                out.setdefault(v.tag, []).append((ev.step, v.simple_value))
+    return out
+
+
+def test_a_plain_run_logs_scalars_and_its_provenance(tiny_data, tmp_path):
+    import json
+
+    from phase2_student.train import main as student_main
+    from shared.cli import run_main
+    from tests.conftest import tiny_student_config
+
+    cfg = tmp_path / "s.json"
+    cfg.write_text(json.dumps(tiny_student_config()))
+    out = tmp_path / "plain"
+    assert run_main(student_main, ["--data", str(tiny_data), "--out", str(out), "--inject", "none", "--epochs", "2",
+                                   "--config", str(cfg), "--quiet"]) == 0
+    sc = _scalars(out / "tensorboard")
+    assert [s for s, _ in sc["val_nrmse"]] == [1, 2] and {"train_loss", "val_loss", "lr", "val_ssim"} <= set(sc)
+    log = (out / "train.log").read_text()
+    assert "[train] epoch 1/2" in log and "[train] epoch 2/2" in log
+    assert json.loads((out / "config.json").read_text())["batch_size"] == 4
+    import re
+
+    assert (out / "command.txt").read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown \(not a git checkout\)", (out / "revision.txt").read_text().strip())
+
+
+def test_runs_table_shows_best_epochs_and_what_differs(tmp_path, capsys):
+    import json
+
+    from shared.runs_table import main as runs_main
+
+    for name, lr, curve in (("a", 0.001, [0.6, 0.4, 0.5]), ("b", 0.002, [0.7, 0.65, 0.3])):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"gen_lr": lr, "batch_size": 8}))
+        (d / "metrics.csv").write_text("epoch,val_nrmse,val_psnr,val_ssim\n" + "".join(
+            f"{e + 1},{v},{20 + e},{0.5}\n" for e, v in enumerate(curve)))
+    (tmp_path / "ray" / "x").mkdir(parents=True)  # Ray's own copies are not runs
+    assert runs_main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "gen_lr" in out[0] and "batch_size" not in out[0]
+    assert f"| {tmp_path / 'a'} | 3 | 2 | 0.4000 |" in out[2] and f"| {tmp_path / 'b'} | 3 | 3 | 0.3000 |" in out[3]

@@ -243,6 +243,7 @@ def test_two_trial_tune_yields_student_pt(tiny_data, tiny_store, tmp_path):
     for p in pins:
         args += ["--set", p]
     assert run_main(student_main, args) == 0
+    assert all(p.name.startswith("trial_") for p in (out / "ray").glob("*/*") if p.is_dir())  # short names
     best = json.loads((out / "best_config.json").read_text())
     assert best["batch_size"] in (2, 4) and best["loss"] in ("mse", "var_weighted_mse")
     assert "batch_base2_exponent" not in best and best["IS_gen_neck"]  # canonical, with the teacher's keys
