@@ -55,6 +55,7 @@ def feature_scale_curve(history: list[dict], path: str | Path, plan: dict | None
         line, = ax.plot(epochs, [r[k] for r in history], "o-", ms=3, label=label)
         ax.annotate(f"{history[-1][k]:.3g}", (epochs[-1], history[-1][k]), fontsize=7, color=line.get_color(),
                     xytext=(3, 0), textcoords="offset points", va="center")
+    ax.margins(x=0.15)  # room for the final-value labels
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean |scale|")
     ax.set_title("learned feature scales per receiving tap", fontsize=9)
