@@ -42,7 +42,7 @@ class ExportSpec:
     range_size: int = 32
     variants: str = "none"
     batch_size: int = 16
-    device: str = "cpu"
+    device: str = "auto"
     threads: int | None = None  # torch threads per worker; float results depend on it (last bits)
 
     def __post_init__(self):
@@ -337,7 +337,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="none", choices=list(L.VARIANTS),
                    help="flips: also store the teacher's features of the 3 Radon-symmetric flips (for --augment)")
     p.add_argument("--batch-size", type=int, default=16, help="μ-maps per teacher forward pass")
-    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true",
                    help="replace a store made differently (other teacher, dataset or settings); an identical "
                         "store is kept and completed")
@@ -355,7 +355,7 @@ def main(argv=None) -> int:
     spec = ExportSpec(ckpt=args.ckpt, data=args.data, store=args.out, levels=L.parse_levels(args.levels),
                       splits=[s for s in args.splits.split(",") if s], dtype=args.dtype, codec=args.codec,
                       shard_size=args.shard_size or None, range_size=args.range_size, variants=args.variants,
-                      batch_size=args.batch_size, device=args.device, threads=args.threads)
+                      batch_size=args.batch_size, device=str(resolve_device(args.device)), threads=args.threads)
     t0 = time.time()
     quick_check(open_dataset(spec.data))  # mirrored or mis-scaled data would give misaligned features
     todo = prepare(spec, overwrite=args.overwrite)

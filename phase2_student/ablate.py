@@ -106,7 +106,7 @@ def parser():
                    help="override a config key in every variant; repeatable")
     p.add_argument("--split", default="test", help="split the variants are scored on")
     p.add_argument("--val-samples", type=int, default=32, help="validation samples evaluated each epoch")
-    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--report-only", action="store_true", help="tabulate finished runs, train nothing")
     return p
 

@@ -117,7 +117,7 @@ def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out
     return recons
 
 
-def evaluate(student_path, data_dir, split, out, store_path=None, device="cpu", methods=METHODS,
+def evaluate(student_path, data_dir, split, out, store_path=None, device="auto", methods=METHODS,
              baseline_split: str | None = "val", plain_path=None) -> dict:
     """Every method on ``split``; ``plain_path`` adds a second (plain, feature-free) student as
     ``plain`` and the paired comparisons student − plain and student − MLEM."""
@@ -179,7 +179,7 @@ def parser():
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="test", help="split to evaluate")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods to evaluate")
     p.add_argument("--baseline-defaults", action="store_true",
                    help="use the built-in FBP/MLEM settings instead of tuning them on the val split")

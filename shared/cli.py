@@ -65,7 +65,7 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
                    help="override a config key (with --tune: pin it in the search space); repeatable")
     p.add_argument("--batch-size", type=int, help="shorthand for --set batch_size=N")
     p.add_argument("--lr", type=float, help="shorthand for --set gen_lr=X")
-    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0 = load in this process)")
     p.add_argument("--seed", type=int, default=0, help="initial weights, shuffle order and augmentation")
     p.add_argument("--metric", default=default_metric,

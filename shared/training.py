@@ -54,7 +54,7 @@ class FitOptions:
     """How to train (not what): the run settings every phase's ``fit(config, data, out, options)`` takes."""
 
     epochs: int = 10
-    device: str = "cpu"
+    device: str = "auto"  # cpu, cuda, cuda:N; auto = CUDA when available
     workers: int = 0  # DataLoader worker processes
     seed: int = 0  # initial weights, shuffle order, augmentation
     resume: bool = False  # continue OUT/last.pt; without it an existing run is refused, never overwritten
