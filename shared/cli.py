@@ -92,15 +92,6 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def metric_and_mode(metric: str, mode: str | None) -> tuple[str, str]:
-    from .metrics import HIGHER_IS_BETTER
-
-    name = metric[4:] if metric.startswith("val_") else metric
-    if name not in HIGHER_IS_BETTER:
-        raise ValueError(f"--metric must be one of {sorted(HIGHER_IS_BETTER)}, got {metric!r}")
-    return f"val_{name}", mode or ("max" if HIGHER_IS_BETTER[name] else "min")
-
-
 def common_overrides(args) -> dict:
     """Config overrides every training entry point takes: --set KEY=VALUE, --batch-size, --lr."""
     from .config.schema import canonical
@@ -117,8 +108,7 @@ def fit_options(args, cls=None, **extra):
     """The FitOptions (or a phase's subclass) the training flags describe."""
     from .training import FitOptions
 
-    cls = cls or FitOptions
-    metric_and_mode(args.metric, args.mode)  # a bad --metric fails before anything runs
+    cls = cls or FitOptions  # its checks refuse a bad --metric, --epochs, … before anything runs
     return cls(epochs=args.epochs, device=args.device, workers=args.workers, seed=args.seed, resume=args.resume,
                metric=args.metric, mode=args.mode, val_samples=args.val_samples, augment=args.augment,
                progress=not args.quiet, **extra)

@@ -30,10 +30,6 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
         raise ValueError("--logger applies only with --tune (a single run always writes metrics.csv, train.log "
                          "and TensorBoard scalars)")
     if args.tune:
-        from .tune_runner import parse_loggers
-
-        parse_loggers(args.logger)  # a bad name fails before Ray starts
-    if args.tune:
         return _tune(args, task, fit, options, overrides, out, trial_config or (lambda c: c))
     config = load_config(task, args.config, overrides)
     check_task_config(config, task)
@@ -49,9 +45,12 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
 def _tune(args, task, fit, options, overrides, out, trial_config):
     from .tune_runner import tune_from_cli
 
+    from .tune_runner import parse_loggers
+
     if args.config:
         raise ValueError("--config does not apply with --tune (the trials sample the search space); "
                          "pin keys with --set KEY=VALUE")
+    parse_loggers(args.logger)  # a bad name fails before Ray starts
     space = search_space(task)
     if args.search_space:  # the user's file replaces the entries it names (their words accepted)
         user = read_space(args.search_space)

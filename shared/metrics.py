@@ -103,3 +103,13 @@ def masked_metrics(pred, target, mask, window: int = 11) -> dict[str, torch.Tens
 def all_metrics(pred, target) -> dict[str, torch.Tensor]:
     pred, target = pred.detach().float(), target.detach().float()
     return {name: fn(pred, target) for name, fn in METRICS.items()}
+
+
+def metric_and_mode(metric: str, mode: str | None) -> tuple[str, str]:
+    """A validation metric name (``nrmse`` or ``val_nrmse``) → (``val_nrmse``, its direction)."""
+    name = metric[4:] if metric.startswith("val_") else metric
+    if name not in HIGHER_IS_BETTER:
+        raise ValueError(f"--metric must be one of {sorted(HIGHER_IS_BETTER)}, got {metric!r}")
+    if mode not in (None, "max", "min"):
+        raise ValueError(f"--mode must be 'max' or 'min', got {mode!r}")
+    return f"val_{name}", mode or ("max" if HIGHER_IS_BETTER[name] else "min")

@@ -10,7 +10,10 @@ Resume is exact on CPU: the shuffle order and every random draw of an epoch are 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +26,7 @@ from .atomic import atomic_write, atomic_write_csv, atomic_write_json
 from .config.schema import TrainConfig
 from .device import resolve_device
 from .losses import get_loss
-from .metrics import HIGHER_IS_BETTER, all_metrics
+from .metrics import all_metrics, metric_and_mode
 
 LAST, BEST, METRICS_CSV, CONFIG_JSON = "last.pt", "best.pt", "metrics.csv", "config.json"
 
@@ -71,11 +74,7 @@ class FitOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer ≥ {low}, got {value!r}")
-        metric = self.metric[4:] if self.metric.startswith("val_") else self.metric
-        if metric not in HIGHER_IS_BETTER:
-            raise ValueError(f"--metric must be one of {sorted(HIGHER_IS_BETTER)}, got {self.metric!r}")
-        if self.mode not in (None, "max", "min"):
-            raise ValueError(f"--mode must be 'max' or 'min', got {self.mode!r}")
+        metric_and_mode(self.metric, self.mode)
         resolve_device(self.device)
 
 
@@ -141,8 +140,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
                               f"choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(opts.device)
-    metric = opts.metric if opts.metric.startswith("val_") else f"val_{opts.metric}"
-    mode = opts.mode or ("max" if HIGHER_IS_BETTER[metric[4:]] else "min")
+    metric, mode = metric_and_mode(opts.metric, opts.mode)
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError("training needs a non-empty train and val split")
@@ -154,94 +152,83 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs)
                  if tc.lr_schedule == "cosine" else None)
 
-    log, tb = _open_logs(out, opts.progress)
-    try:
-        return _run(task, config, train_set, val_set, out, opts, device, metric, mode, better, model, loss_fn,
-                    optimizer, scheduler, log, tb)
-    finally:
-        _close_logs(log, tb)
+    with _run_logs(out, opts.progress) as (log, tb):
+        start, best_value, best_metrics, history = 0, None, {}, []
+        last_path = out / LAST
+        if opts.resume and last_path.exists():
+            state = ckpt_io.load(last_path, kind=task.kind)
+            _check_resumable(last_path, state, config, task.meta)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler"):
+                scheduler.load_state_dict(state["scheduler"])
+            start, best_value = state["epoch"], state["best_value"]
+            best_metrics, history = state["metrics"], state["history"]
+            log.info(f"[train] resuming {out} after epoch {start} (best {metric} = {best_value})")
+
+        atomic_write_json(out / CONFIG_JSON, config)  # the resolved config this run trains (also in best.pt)
+        write_provenance(out)
+        batch_size = tc.batch_size
+        sampler = EpochSampler(len(train_set), opts.seed)
+        loader_kw = dict(num_workers=opts.workers, persistent_workers=False)
+        train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size,
+                                  **loader_kw)
+        val_subset = Subset(val_set, range(min(opts.val_samples, len(val_set))))
+        val_loader = DataLoader(val_subset, batch_size=batch_size, shuffle=False, **loader_kw)
+
+        for epoch in range(start, opts.epochs):
+            torch.manual_seed(opts.seed * 100003 + epoch)  # dropout, augmentation and worker seeds of this epoch
+            sampler.epoch = epoch
+            model.train()
+            t0, loss_sum, seen = time.time(), 0.0, 0
+            bar = _progress(train_loader, f"epoch {epoch + 1}/{opts.epochs}", opts.progress)
+            for k, batch in enumerate(bar):
+                pred, target = _step(task, model, batch, device)
+                loss = loss_fn(pred, target)
+                if not torch.isfinite(loss):
+                    order = list(sampler)  # the epoch's order is a function of (seed, epoch): name the samples
+                    rows = order[k * batch_size:(k + 1) * batch_size]
+                    raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {k + 1} "
+                                             f"(train samples {rows[:16]}{' …' if len(rows) > 16 else ''}); the data "
+                                             f"files were scanned finite, so lower gen_lr or check the data scales")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * pred.shape[0]
+                seen += pred.shape[0]
+                if opts.progress:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4g}")
+            if scheduler is not None:
+                scheduler.step()
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
+            row.update(evaluate(task, val_loader, device, loss_fn))
+            row.update(lr=optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
+            if task.scalars is not None:
+                row.update(task.scalars(model))
+            history.append(row)
+            improved = best_value is None or better(row[metric], best_value)
+            if improved:
+                best_value, best_metrics = row[metric], dict(row)
+                ckpt_io.save_atomic(_checkpoint(task, config, model, best_metrics, epoch + 1), out / BEST)
+            state = _checkpoint(task, config, model, best_metrics, epoch + 1)
+            state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
+                         best_value=best_value, history=history, metric=metric, mode=mode)
+            ckpt_io.save_atomic(state, last_path)
+            atomic_write_csv(out / METRICS_CSV, history)
+            shown = ", ".join(f"{k}={row[k]:.4g}" for k in ("train_loss", "val_loss", "val_psnr", "val_nrmse"))
+            log.info(f"[train] epoch {epoch + 1}/{opts.epochs}: {shown}{' (best)' if improved else ''}")
+            tb.add(row, epoch + 1)
+            if opts.report is not None:
+                opts.report(dict(row, **{f"best_{metric}": best_value}), out)
+
+        _finish_figures(task, history, val_loader, device, out, best_metrics.get("epoch"), metric)
+        return best_metrics
 
 
-def _run(task, config, train_set, val_set, out, opts, device, metric, mode, better, model, loss_fn, optimizer,
-         scheduler, log, tb):
-    start, best_value, best_metrics, history = 0, None, {}, []
-    last_path = out / LAST
-    if opts.resume and last_path.exists():
-        state = ckpt_io.load(last_path, kind=task.kind)
-        _check_resumable(last_path, state, config, task.meta)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        start, best_value = state["epoch"], state["best_value"]
-        best_metrics, history = state["metrics"], state["history"]
-        log.info(f"[train] resuming {out} after epoch {start} (best {metric} = {best_value})")
-
-    atomic_write_json(out / CONFIG_JSON, config)  # the resolved config this run trains (also in best.pt)
-    write_provenance(out)
-    batch_size = TrainConfig.from_flat(config).batch_size
-    sampler = EpochSampler(len(train_set), opts.seed)
-    loader_kw = dict(num_workers=opts.workers, persistent_workers=False)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size,
-                              **loader_kw)
-    val_subset = Subset(val_set, range(min(opts.val_samples, len(val_set))))
-    val_loader = DataLoader(val_subset, batch_size=batch_size, shuffle=False, **loader_kw)
-
-    for epoch in range(start, opts.epochs):
-        torch.manual_seed(opts.seed * 100003 + epoch)  # dropout, augmentation and worker seeds of this epoch
-        sampler.epoch = epoch
-        model.train()
-        t0, loss_sum, seen = time.time(), 0.0, 0
-        bar = _progress(train_loader, f"epoch {epoch + 1}/{opts.epochs}", opts.progress)
-        for k, batch in enumerate(bar):
-            pred, target = _step(task, model, batch, device)
-            loss = loss_fn(pred, target)
-            if not torch.isfinite(loss):
-                order = list(sampler)  # the epoch's order is a function of (seed, epoch): name the samples
-                rows = order[k * batch_size:(k + 1) * batch_size]
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {k + 1} "
-                                         f"(train samples {rows[:16]}{' …' if len(rows) > 16 else ''}); the data "
-                                         f"files were scanned finite, so lower gen_lr or check the data scales")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * pred.shape[0]
-            seen += pred.shape[0]
-            if opts.progress:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4g}")
-        if scheduler is not None:
-            scheduler.step()
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
-        row.update(evaluate(task, val_loader, device, loss_fn))
-        row.update(lr=optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
-        if task.scalars is not None:
-            row.update(task.scalars(model))
-        history.append(row)
-        improved = best_value is None or better(row[metric], best_value)
-        if improved:
-            best_value, best_metrics = row[metric], dict(row)
-            ckpt_io.save_atomic(_checkpoint(task, config, model, best_metrics, epoch + 1), out / BEST)
-        state = _checkpoint(task, config, model, best_metrics, epoch + 1)
-        state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
-                     best_value=best_value, history=history, metric=metric, mode=mode)
-        ckpt_io.save_atomic(state, last_path)
-        atomic_write_csv(out / METRICS_CSV, history)
-        shown = ", ".join(f"{k}={row[k]:.4g}" for k in ("train_loss", "val_loss", "val_psnr", "val_nrmse"))
-        log.info(f"[train] epoch {epoch + 1}/{opts.epochs}: {shown}{' (best)' if improved else ''}")
-        tb.add(row, epoch + 1)
-        if opts.report is not None:
-            opts.report(dict(row, **{f"best_{metric}": best_value}), out)
-
-    _finish_figures(task, history, val_loader, device, out, best_metrics.get("epoch"), metric)
-    return best_metrics
-
-
-def _open_logs(out: Path, console: bool):
+@contextlib.contextmanager
+def _run_logs(out: Path, console: bool):
     """``train.log`` in the run folder and the console (when progress is on) through one logger, and
     TensorBoard scalars; both files appear only once there is something to write."""
-    import logging
-    import sys
-
     log = logging.getLogger(f"frozenflow.train.{id(out)}")
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -252,7 +239,14 @@ def _open_logs(out: Path, console: bool):
         stream = logging.StreamHandler(sys.stdout)
         stream.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(stream)
-    return log, _Scalars(out / "tensorboard")
+    tb = _Scalars(out / "tensorboard")
+    try:
+        yield log, tb
+    finally:
+        for h in list(log.handlers):
+            h.close()
+            log.removeHandler(h)
+        tb.close()
 
 
 class _Scalars:
@@ -276,19 +270,11 @@ class _Scalars:
             self.writer.close()
 
 
-def _close_logs(log, tb) -> None:
-    for h in list(log.handlers):
-        h.close()
-        log.removeHandler(h)
-    tb.close()
-
-
 def write_provenance(out: Path) -> None:
     """``command.txt`` (this process's command line) and ``revision.txt`` (the project's git revision,
     ``-dirty`` with uncommitted changes) beside config.json, so a run folder says how it was made."""
     import shlex
     import subprocess
-    import sys
 
     atomic_write(out / "command.txt", (shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) + "\n").encode())
     root = Path(__file__).resolve().parent.parent

@@ -139,7 +139,7 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
     report)`` using ``--cpus-per-trial`` torch threads; the best trial's best.pt lands in OUT."""
     import torch
 
-    from .cli import metric_and_mode
+    from .metrics import metric_and_mode
 
     metric, mode = metric_and_mode(args.metric, args.mode)
     threads = max(1, int(args.cpus_per_trial))

@@ -24,13 +24,7 @@ from shared.data.dataset_io import DataError, open_dataset
 from shared.training import EpochSampler
 
 from tests.conftest import tiny_student_config, tiny_teacher_config
-
-
-def _fails(main, argv, capsys, text):
-    rc = run_main(main, argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 1 and len(err.splitlines()) == 1 and err.startswith("error: ") and text in err, err
-    return err
+from tests.test_bad_inputs import _fails_cleanly
 
 
 def _export(teacher, data, store, *extra):
@@ -45,15 +39,15 @@ def test_export_refuses_a_folder_that_is_not_a_store(tiny_teacher, tiny_data, tm
     (runs / "notes.txt").write_text("keep me")
     before = sorted(p.relative_to(runs) for p in runs.rglob("*"))
     for extra in ((), ("--overwrite",)):
-        _fails(export_main, _export(tiny_teacher, tiny_data, runs, *extra), capsys,
+        _fails_cleanly(export_main, _export(tiny_teacher, tiny_data, runs, *extra), capsys,
                f"{runs}: exists and is not a feature store (holds notes.txt, teacher)")
     assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before
     a_file = tmp_path / "file.zarr"
     a_file.write_text("x")
-    _fails(export_main, _export(tiny_teacher, tiny_data, a_file, "--overwrite"), capsys, "(a file)")
+    _fails_cleanly(export_main, _export(tiny_teacher, tiny_data, a_file, "--overwrite"), capsys, "(a file)")
     other = tmp_path / "other.zarr"  # someone else's Zarr store
     zarr.open_group(str(other), mode="w", attributes={"owner": "someone"}).create_array("x", shape=(2,), dtype="f4")
-    _fails(export_main, _export(tiny_teacher, tiny_data, other, "--overwrite"), capsys, "without a teacher identity")
+    _fails_cleanly(export_main, _export(tiny_teacher, tiny_data, other, "--overwrite"), capsys, "without a teacher identity")
     assert zarr.open_group(str(other), mode="r").attrs["owner"] == "someone"
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -88,7 +82,7 @@ def test_damaged_root_is_recovered_only_with_overwrite(damage, tiny_teacher, tin
     else:  # what a kill between creating the group and writing its attributes used to leave
         (store / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
         text = "root metadata without identity: an interrupted creation"
-    _fails(export_main, _export(tiny_teacher, tiny_data, store), capsys, f"damaged feature store ({text})")
+    _fails_cleanly(export_main, _export(tiny_teacher, tiny_data, store), capsys, f"damaged feature store ({text})")
     assert run_main(export_main, _export(tiny_teacher, tiny_data, store, "--overwrite")) == 0
     assert verify(store, log=lambda *_: None, full=True) == []
 
@@ -114,14 +108,14 @@ def _evil(tmp_path, good, name):
 def test_crafted_checkpoints_are_refused_everywhere(tiny_teacher, tiny_data, tiny_store, tmp_path, capsys):
     refused = "refused: it holds Python objects other than tensors"
     path, marker = _evil(tmp_path, tiny_teacher, "teacher")
-    _fails(export_main, _export(path, tiny_data, tmp_path / "s.zarr"), capsys, f"{path}: {refused}")
-    _fails(verify_main, ["--features", str(tiny_store), "--ckpt", str(path)], capsys, f"{path}: {refused}")
-    _fails(evaluate_main, ["--student", str(path), "--data", str(tiny_data), "--out", str(tmp_path / "e")],
+    _fails_cleanly(export_main, _export(path, tiny_data, tmp_path / "s.zarr"), capsys, f"{path}: {refused}")
+    _fails_cleanly(verify_main, ["--features", str(tiny_store), "--ckpt", str(path)], capsys, f"{path}: {refused}")
+    _fails_cleanly(evaluate_main, ["--student", str(path), "--data", str(tiny_data), "--out", str(tmp_path / "e")],
            capsys, f"{path}: {refused}")
     student_argv = ["--data", str(tiny_data), "--features", str(tiny_store), "--inject", "144,36,9",
                     "--epochs", "1", "--set", "gen_sino_size=64", "--set", "gen_image_size=32", "--quiet"]
     # train-student --ckpt only hashes the file (it never loads the teacher): refused as not the store's teacher
-    _fails(student_main, [*student_argv, "--ckpt", str(path), "--out", str(tmp_path / "st")], capsys, f"not by {path}")
+    _fails_cleanly(student_main, [*student_argv, "--ckpt", str(path), "--out", str(tmp_path / "st")], capsys, f"not by {path}")
     # --resume reads last.pt: a crafted one is refused the same way
     run = tmp_path / "teacher_run"
     cfg = tmp_path / "t.json"
@@ -130,7 +124,7 @@ def test_crafted_checkpoints_are_refused_everywhere(tiny_teacher, tiny_data, tin
     assert run_main(teacher_main, argv) == 0
     last, marker2 = _evil(tmp_path, run / "last.pt", "last")
     shutil.copy(last, run / "last.pt")
-    _fails(teacher_main, [*argv[:5], "2", *argv[6:], "--resume"], capsys, f"{run / 'last.pt'}: {refused}")
+    _fails_cleanly(teacher_main, [*argv[:5], "2", *argv[6:], "--resume"], capsys, f"{run / 'last.pt'}: {refused}")
     assert not marker.exists() and not marker2.exists()
     assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "e").exists()
 
@@ -262,7 +256,7 @@ def test_bad_training_options(flags, text, tiny_data, tmp_path, capsys):
     argv = ["--data", str(tiny_data), "--out", str(out), "--inject", "none", "--quiet", *flags]
     if torch.cuda.is_available() and flags[-1] == "cuda":
         pytest.skip("this machine has CUDA")
-    _fails(student_main, argv, capsys, text)
+    _fails_cleanly(student_main, argv, capsys, text)
     assert not out.exists()
 
 
@@ -271,5 +265,5 @@ def test_bad_training_options(flags, text, tiny_data, tmp_path, capsys):
                                         (["--threads", "-1"], "--threads must be ≥ 1, got -1")])
 def test_bad_export_options_write_nothing(flags, text, tiny_teacher, tiny_data, tmp_path, capsys):
     store = tmp_path / "s.zarr"
-    _fails(export_main, _export(tiny_teacher, tiny_data, store, *flags), capsys, text)
+    _fails_cleanly(export_main, _export(tiny_teacher, tiny_data, store, *flags), capsys, text)
     assert not store.exists()
