@@ -266,14 +266,22 @@ def export_ranges(spec: ExportSpec, items: list[tuple[str, int]], progress: bool
     return w.bytes_written
 
 
-def export_with_ray(spec: ExportSpec, items, workers: int, address: str | None) -> int:
-    """Spread the ranges over Ray workers (round-robin); each loads the teacher once."""
+def export_with_ray(spec: ExportSpec, items, workers: int, address: str | None,
+                    gpus_per_worker: float | None = None) -> int:
+    """Spread the ranges over Ray workers (round-robin); each loads the teacher once on the device it
+    resolves itself (``auto``: the GPU Ray assigned it, if any)."""
     import ray
 
-    from shared.tune_runner import init_ray
+    from shared.tune_runner import gpu_share, init_ray
 
+    if ":" in spec.device:
+        raise ValueError(f"--device {spec.device}: Ray assigns each worker its GPU; use --device auto (or cuda)")
     init_ray(address)
-    n_gpu = 1 if spec.device.startswith("cuda") else 0
+    n_gpu = gpu_share(gpus_per_worker, "--gpus-per-worker")
+    if n_gpu == 0 and spec.device == "cuda":
+        raise ValueError("--device cuda with 0 GPUs per worker: Ray hides the GPUs from a worker that asks for "
+                         "none; pass --gpus-per-worker")
+    print(f"[export] {workers} Ray worker(s), {spec.threads or 1} CPU(s) and {n_gpu:g} GPU(s) each")
     task = ray.remote(num_cpus=spec.threads or 1, num_gpus=n_gpu)(export_ranges)
     groups = [items[k::workers] for k in range(workers) if items[k::workers]]
     return sum(ray.get([task.remote(spec, g, False) for g in groups]))
@@ -346,16 +354,20 @@ def parser() -> argparse.ArgumentParser:
                                                 "Ray worker); exports with equal --threads and --batch-size are "
                                                 "bit-identical")
     p.add_argument("--ray-address", help="Ray cluster address (e.g. auto); implies Ray workers")
+    p.add_argument("--gpus-per-worker", type=float,
+                   help="GPUs per Ray export worker, fractional allowed; default 1 when the cluster has a GPU, else 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.gpus_per_worker is not None and not (args.ray_workers or args.ray_address):
+        raise ValueError("--gpus-per-worker applies only to Ray workers (--ray-workers N or --ray-address)")
     spec = ExportSpec(ckpt=args.ckpt, data=args.data, store=args.out, levels=L.parse_levels(args.levels),
                       splits=[s for s in args.splits.split(",") if s], dtype=args.dtype, codec=args.codec,
                       shard_size=args.shard_size or None, range_size=args.range_size, variants=args.variants,
-                      batch_size=args.batch_size, device=str(resolve_device(args.device)), threads=args.threads)
+                      batch_size=args.batch_size, device=args.device.strip().lower(), threads=args.threads)
     t0 = time.time()
     quick_check(open_dataset(spec.data))  # mirrored or mis-scaled data would give misaligned features
     todo = prepare(spec, overwrite=args.overwrite)
@@ -366,7 +378,7 @@ def main(argv=None) -> int:
     print(f"[export] {len(todo)} range(s) of up to {spec.range_size} samples to write -> {spec.store}")
     if args.ray_workers or args.ray_address:
         spec.threads = spec.threads or 1
-        nbytes = export_with_ray(spec, todo, max(1, args.ray_workers or 2), args.ray_address)
+        nbytes = export_with_ray(spec, todo, max(1, args.ray_workers or 2), args.ray_address, args.gpus_per_worker)
     else:
         nbytes = export_ranges(spec, todo, progress=not args.quiet)
     finalise(spec)

@@ -19,10 +19,20 @@ from . import layout as L
 from .manifest import open_store
 
 
+def reader_threads(requested: int | None = None) -> int:
+    """Read threads per process: ``requested``, or the cores this process may use divided by the
+    DataLoader's worker processes (at most 8), so workers × threads never oversubscribe the cores."""
+    if requested:
+        return requested
+    info = torch.utils.data.get_worker_info()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // (info.num_workers if info is not None else 1)))
+
+
 class FeatureStoreDataset(Dataset):
     """Features of one split: item i (optionally with variant v via ``get(i, v)``) as float32 tensors."""
 
-    def __init__(self, store, split: str, taps=None, *, threads: int = 8, **expect):
+    def __init__(self, store, split: str, taps=None, *, threads: int | None = None, **expect):
         self.store, self.split, self.threads = str(store), split, threads
         self.manifest = open_store(self.store)
         self.n = self.manifest.require(split, taps=taps, **expect).n
@@ -38,7 +48,7 @@ class FeatureStoreDataset(Dataset):
         if self._arrays is None or self._pid != os.getpid():
             g = L.open_root(self.store, mode="r")[self.split]
             self._arrays = {t: g[t] for t in self.taps}
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="features")
+            self._pool = ThreadPoolExecutor(reader_threads(self.threads), thread_name_prefix="features")
             self._pid = os.getpid()
         return self._arrays
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from shared.data.augment import flip_image
+from shared.device import DEVICE_HELP, resolve_device
 
 from . import layout as L
 from .manifest import manifest_of
@@ -25,7 +26,7 @@ TOLERANCE = {"float16": 2e-3, "float32": 1e-4}
 
 
 def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bool = False, *,
-           full: bool = False, seed: int | None = None) -> list[str]:
+           full: bool = False, seed: int | None = None, device: str = "auto") -> list[str]:
     """Returns the list of problems (empty = the store is good).  Prints failures (all checks if verbose)."""
     problems = []
 
@@ -48,7 +49,7 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
     if ckpt:
         from shared.frozen import load_frozen
 
-        teacher = load_frozen(ckpt, kind="teacher", direction="IS")
+        teacher = load_frozen(ckpt, kind="teacher", direction="IS", device=resolve_device(device))
         check(m.teacher_sha256 == teacher.sha256,
               f"teacher sha256 {str(m.teacher_sha256)[:12]}… vs {ckpt} {teacher.sha256[:12]}…")
     dataset = None
@@ -107,7 +108,9 @@ def _recompute(root, split, taps, teacher, dataset, picks, V, dtype, check):
     mu = torch.from_numpy(np.array(dataset.split(split).attenMap[picks], dtype=np.float32))
     worst = 0.0
     for v in range(V):
-        _, live = teacher.forward_taps(flip_image(mu, v) * teacher.input_scale)
+        x = flip_image(mu, v).to(next(teacher.parameters()).device)
+        _, live = teacher.forward_taps(x * teacher.input_scale)
+        live = {t: x.cpu() for t, x in live.items()}
         for tap in taps:
             for k, i in enumerate(picks):
                 stored = np.asarray(root[split][tap][(i, v) if V > 1 else i], dtype=np.float32)
@@ -129,6 +132,7 @@ def parser():
     p.add_argument("--full", action="store_true", help="read every sample of every tap (checksums and finiteness)")
     p.add_argument("--seed", type=int, help="seed of the random sample choice (default: a new one, printed)")
     p.add_argument("--verbose", action="store_true", help="list every check, not only failures")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + "; runs the teacher for the recomputation")
     return p
 
 
@@ -138,7 +142,7 @@ def main(argv=None) -> int:
     if args.samples < 0:
         raise ValueError(f"--samples must be ≥ 0, got {args.samples}")
     return 1 if verify(args.features, args.ckpt, args.data, args.samples, verbose=args.verbose, full=args.full,
-                       seed=args.seed) else 0
+                       seed=args.seed, device=args.device) else 0
 
 
 if __name__ == "__main__":

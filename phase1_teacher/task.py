@@ -42,7 +42,8 @@ def teacher_task(config: dict, data, *, use_stored_sino: bool = False, projector
         if use_stored_sino:
             target = pad_sinogram(batch["atten_sino"].to(device), S, pad_mode)
         else:
-            target = target_of(mu)
+            with torch.autocast(mu.device.type, enabled=False):  # the physics target stays float32 under --amp
+                target = target_of(mu)
         pred = model(mu * mu_scale)
         # loss and metrics on the real R×A sinogram, not on the padding
         return (crop_sinogram(pred, g.n_radial, g.n_angles),

@@ -43,6 +43,7 @@ VARIANTS = {  # name → student config overrides
     "control_atten_sino": {"inject_levels": [], **CONTROLS["atten_channel"]},
 }
 METRICS = ("psnr", "ssim", "ssim_global", "nrmse")
+MASKED = ("masked_nrmse", "masked_ssim")  # inside the body
 
 
 def run_variant(name: str, seed: int, args, out: Path, overrides: dict) -> dict:
@@ -62,10 +63,15 @@ def run_variant(name: str, seed: int, args, out: Path, overrides: dict) -> dict:
     student = load_student(run / STUDENT)
     data = open_dataset(args.data)
     pred = predict(student, data, args.split, options.features)
-    target = np.array(data.split(args.split).actMap, dtype=np.float32)
-    result = {k: float(np.mean(v)) for k, v in per_sample_metrics(pred, target).items()}
+    target, body = _truth(data, args.split)
+    result = {k: float(np.mean(v)) for k, v in per_sample_metrics(pred, target, body).items()}
     atomic_write_json(done, result)
     return result
+
+
+def _truth(data, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The activity target and the body mask (μ > 0) of a split."""
+    return np.array(data.split(split).actMap, dtype=np.float32), np.array(data.split(split).attenMap) > 0
 
 
 def baselines(args, out: Path) -> dict:
@@ -73,24 +79,25 @@ def baselines(args, out: Path) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     data = open_dataset(args.data)
-    target = np.array(data.split(args.split).actMap, dtype=np.float32)
+    target, body = _truth(data, args.split)
     recons = baseline_recons(data, args.split, ("fbp", "mlem"), tuned_on="val", out=out)
-    res = {m: {k: float(np.mean(v)) for k, v in per_sample_metrics(r, target).items()} for m, r in recons.items()}
+    res = {m: {k: float(np.mean(v)) for k, v in per_sample_metrics(r, target, body).items()} for m, r in recons.items()}
     atomic_write_json(path, res)
     return res
 
 
 def table(results: dict[str, list[dict]], base: dict) -> str:
     """Mean ± std over seeds per variant (mean alone for one seed), then the classical baselines."""
-    rows = []
+    rows, every = [], [r for runs in results.values() for r in runs] + list(base.values())
+    metrics = [*METRICS, *(k for k in MASKED if all(k in r for r in every))]  # older runs lack the masked ones
     for name, runs in results.items():
         cells = []
-        for k in METRICS:
+        for k in metrics:
             v = np.array([r[k] for r in runs])
             cells.append(f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}")
         rows.append([f"{name} (n={len(runs)})", *cells])
-    rows += [[f"{m} (classical)", *(r[k] for k in METRICS)] for m, r in base.items()]
-    return markdown_table(["variant", *METRICS], rows)
+    rows += [[f"{m} (classical)", *(r[k] for k in metrics)] for m, r in base.items()]
+    return markdown_table(["variant", *metrics], rows)
 
 
 def parser():

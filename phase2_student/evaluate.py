@@ -6,7 +6,10 @@ body, μ > 0, as masked_*), OUT/summary.json ({"split", "methods": {method: {met
 "statistics": {method: {metric: {mean, std, ci95, n}}}, "calibration": {c, source}}) and
 "paired": {"student - plain" | "student - mlem": {metric: {mean_diff, ci95, p_t, p_wilcoxon}}}),
 OUT/comparison.png (target | FBP | MLEM | plain | student on one colour scale, their errors centred
-on zero, a line profile through the hottest pixel) and OUT/box_plots.png.  All images are compared in the activity map's physical units.
+on zero, a line profile through a lesion) and OUT/box_plots.png.  All images are compared in the activity map's physical units.
+With a dataset that knows its lesions (``lesionMap``, the synthetic data) also contrast recovery per
+lesion and background variability (shared.lesion_metrics): OUT/per_lesion.csv, OUT/crc_vs_size.png
+and summary["lesions"] ({"n", "statistics": {method: {crc_hot, crc_cold, bv}}, "paired"}).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from shared.cli import new_parser, run_main
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device
+from shared.lesion_metrics import format_lesions
 from shared.metrics import METRICS, masked_metrics
 from shared.tables import markdown_table
 
@@ -157,13 +161,35 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
              for a, b in (("student", "plain"), ("student", "mlem")) if a in per and b in per}
     summary = {"split": split, "methods": means, "statistics": stats, "paired": pairs,
                "calibration": {"c": calibration[0], "source": calibration[1]} if calibration else None}
+    if data.has_lesions:
+        summary["lesions"] = lesion_summary(recons, target, np.array(data.split(split).lesionMap), body,
+                                            data.geometry.pixel_mm, out)
     atomic_write_json(out / "summary.json", summary)
     from shared.plots import box_plots, comparison_figure
 
     ordered = {m: recons[m] for m in ("fbp", "mlem", "plain", "student") if m in recons}
-    comparison_figure(target, ordered, out / "comparison.png", {m: per[m]["nrmse"] for m in ordered})
+    comparison_figure(target, ordered, out / "comparison.png", {m: per[m]["nrmse"] for m in ordered},
+                      lesions=np.array(data.split(split).lesionMap) if data.has_lesions else None)
     box_plots(rows, ["nrmse", "masked_nrmse", "psnr", "masked_ssim"], out / "box_plots.png")
     return summary
+
+
+def lesion_summary(recons: dict, target, labels, body, pixel_mm: float, out: Path) -> dict:
+    """CRC per lesion and BV (shared.lesion_metrics): OUT/per_lesion.csv, OUT/crc_vs_size.png, and
+    {"n": {hot, cold}, "statistics": {method: {crc_hot, crc_cold, bv}}, "paired": {…}} over lesions."""
+    from shared.lesion_metrics import by_method, lesion_metrics
+    from shared.plots import crc_figure
+
+    rows = lesion_metrics(recons, target, labels, body, pixel_mm)
+    if not rows:
+        return {"n": {"hot": 0, "cold": 0}}
+    atomic_write_csv(out / "per_lesion.csv", rows)
+    per = by_method(rows, recons)
+    stats = {m: {k: statistics(v) for k, v in vals.items() if len(v)} for m, vals in per.items()}
+    pairs = {f"{a} - {b}": {k: paired(per[a][k], per[b][k]) for k in per[a] if len(per[a][k])}
+             for a, b in (("student", "plain"), ("student", "mlem")) if a in per and b in per}
+    crc_figure(rows, list(recons), out / "crc_vs_size.png")
+    return {"n": {k: sum(r["kind"] == k for r in rows) for k in ("hot", "cold")}, "statistics": stats, "paired": pairs}
 
 
 def format_table(summary: dict, metrics=("psnr", "ssim", "ssim_global", "nrmse")) -> str:
@@ -201,7 +227,11 @@ def main(argv=None) -> int:
         d = by_metric["nrmse"]
         print(f"[evaluate] {name}: NRMSE difference {d['mean_diff']:+.4f} (95 % CI {d['ci95'][0]:+.4f} … "
               f"{d['ci95'][1]:+.4f}, paired t p = {d['p_t']:.2g}, Wilcoxon p = {d['p_wilcoxon']:.2g})")
-    print(f"[evaluate] -> {Path(args.out) / 'summary.json'}, per_sample.csv, comparison.png, box_plots.png")
+    lesions = summary.get("lesions", {}).get("statistics")
+    if lesions:
+        print(format_lesions(summary["lesions"]))
+    print(f"[evaluate] -> {Path(args.out) / 'summary.json'}, per_sample.csv, comparison.png, box_plots.png"
+          + (", per_lesion.csv, crc_vs_size.png" if lesions else ""))
     return 0
 
 

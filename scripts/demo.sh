@@ -5,18 +5,12 @@
 # Everything goes to runs/demo (override with DEMO_OUT); rerunning resumes/reuses finished stages.
 # Budgets (epochs) can be raised for a longer, better run: TEACHER_EPOCHS=40 STUDENT_EPOCHS=60 ./scripts/demo.sh
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$ROOT/scripts/setup.sh"
-cd "$ROOT"
-PY="$ROOT/.venv/bin/python"
-FF="$ROOT/.venv/bin/frozenflow"
+source "$(dirname "${BASH_SOURCE[0]}")/pipeline_common.sh"
 OUT="${DEMO_OUT:-$ROOT/runs/demo}"
 TEACHER_EPOCHS="${TEACHER_EPOCHS:-15}"
 STUDENT_EPOCHS="${STUDENT_EPOCHS:-12}"
 INJECT="${INJECT:-144,36,9}"
 mkdir -p "$OUT"
-t0=$(date +%s)
-stage() { echo; echo "== $1  [$(( $(date +%s) - t0 )) s]"; }
 
 stage "1/6 synthetic data -> $OUT/data"
 [ -f "$OUT/data/dataset.json" ] || "$FF" make-data --out "$OUT/data" --n-train 256 --n-val 64 --n-test 64 --seed 0

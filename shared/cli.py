@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from .device import DEVICE_HELP
+from .device import AMP_CHOICES, AMP_HELP, DEVICE_HELP, WORKERS_HELP
 
 
 def run_main(main, argv=None) -> int:
@@ -66,7 +66,8 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
     p.add_argument("--batch-size", type=int, help="shorthand for --set batch_size=N")
     p.add_argument("--lr", type=float, help="shorthand for --set gen_lr=X")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0 = load in this process)")
+    p.add_argument("--workers", type=int, help=WORKERS_HELP)
+    p.add_argument("--amp", choices=AMP_CHOICES, default="off", help=AMP_HELP)
     p.add_argument("--seed", type=int, default=0, help="initial weights, shuffle order and augmentation")
     p.add_argument("--metric", default=default_metric,
                    help="validation metric for the best checkpoint / tuning (nrmse: a blank output scores 1.0 and "
@@ -85,6 +86,9 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
     p.add_argument("--num-samples", type=int, default=4, help="tune: trials")
     p.add_argument("--max-concurrent", type=int, help="tune: trials at once (default: as many as the CPUs allow)")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="tune: CPUs (and torch threads) per trial")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="tune: GPUs per trial, fractional allowed (0.25: four trials share a GPU); default 1 when "
+                        "the Ray cluster has a GPU, else 0; more than one node has is refused at once")
     p.add_argument("--searcher", choices=["optuna", "random"], default="optuna", help="tune: search algorithm")
     p.add_argument("--ray-address", help="tune: connect to a running Ray cluster (e.g. auto)")
     p.add_argument("--logger", help="tune: comma list of tensorboard, csv, mlflow (default: Ray's CSV, JSON and "
@@ -109,6 +113,7 @@ def fit_options(args, cls=None, **extra):
     from .training import FitOptions
 
     cls = cls or FitOptions  # its checks refuse a bad --metric, --epochs, … before anything runs
-    return cls(epochs=args.epochs, device=args.device, workers=args.workers, seed=args.seed, resume=args.resume,
+    return cls(epochs=args.epochs, device=args.device, workers=args.workers, amp=args.amp, seed=args.seed,
+               resume=args.resume,
                metric=args.metric, mode=args.mode, val_samples=args.val_samples, augment=args.augment,
                progress=not args.quiet, **extra)

@@ -26,6 +26,8 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
     check_override_keys(overrides, task)
     if args.search_space and not args.tune:
         raise ValueError("--search-space applies only with --tune (a single run trains --config or the tuned JSON)")
+    if args.gpus_per_trial is not None and not args.tune:
+        raise ValueError("--gpus-per-trial applies only with --tune (a single run uses --device)")
     if args.logger and not args.tune:
         raise ValueError("--logger applies only with --tune (a single run always writes metrics.csv, train.log "
                          "and TensorBoard scalars)")

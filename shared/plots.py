@@ -97,9 +97,10 @@ def image_grid(rows: list[list[np.ndarray]], columns: list[str], path: str | Pat
 
 
 def comparison_figure(target: np.ndarray, recons: dict, path: str | Path, metric: dict | None = None,
-                      samples=None, units: str = "actMap units") -> Path:
+                      samples=None, units: str = "actMap units", lesions: np.ndarray | None = None) -> Path:
     """Per sample: target and every method on one colour scale, their errors on a zero-centred scale,
-    and a horizontal line profile through the hottest pixel of the target (a lesion, in PET).
+    and a horizontal line profile through the centre of the largest lesion (``lesions``: label maps
+    [N, 1, H, W]) or, without one, through the hottest pixel of the target.
 
     ``recons`` maps method → [N, 1, H, W]; ``metric`` maps method → per-sample NRMSE (in titles).
     """
@@ -112,7 +113,7 @@ def comparison_figure(target: np.ndarray, recons: dict, path: str | Path, metric
         t = target[i, 0]
         hi = max(float(t.max()), *(float(recons[m][i, 0].max()) for m in names))
         err = max(float(np.abs(recons[m][i, 0] - t).max()) for m in names) or 1.0
-        y, _ = np.unravel_index(int(np.argmax(t)), t.shape)
+        y = _profile_row(t, None if lesions is None else lesions[i, 0])
         panels = [("target", t, "hot", 0, hi)] + [
             (f"{m}" + (f"\nNRMSE {metric[m][i]:.3f}" if metric else ""), recons[m][i, 0], "hot", 0, hi) for m in names] + [
             (f"{m} − target", recons[m][i, 0] - t, "RdBu_r", -err, err) for m in names]
@@ -144,6 +145,14 @@ def comparison_figure(target: np.ndarray, recons: dict, path: str | Path, metric
     return Path(path)
 
 
+def _profile_row(target: np.ndarray, labels: np.ndarray | None) -> int:
+    """The row through the centroid of the largest lesion, else through the hottest pixel."""
+    if labels is not None and (labels > 0).any():
+        values, counts = np.unique(labels[labels > 0], return_counts=True)
+        return int(round(np.nonzero(labels == values[np.argmax(counts)])[0].mean()))
+    return int(np.unravel_index(int(np.argmax(target)), target.shape)[0])
+
+
 def box_plots(per_sample: list[dict], metrics: list[str], path: str | Path) -> Path:
     """One box per method for each metric, from per_sample.csv rows."""
     plt = _plt()
@@ -154,6 +163,46 @@ def box_plots(per_sample: list[dict], metrics: list[str], path: str | Path) -> P
         ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, fontsize=7)
         ax.set_title(k, fontsize=9)
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
+def crc_figure(rows: list[dict], methods: list[str], path: str | Path) -> Path:
+    """Contrast recovery per lesion against lesion radius (hot, cold; per-method means in radius
+    bins as lines) and each method's mean hot CRC against its mean BV (the trade-off point)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    radius = np.array([r["radius_mm"] for r in rows])
+    edges = np.quantile(radius, np.linspace(0, 1, 6)) if len(rows) else np.array([0, 1])
+    for ax, kind in zip(axes[:2], ("hot", "cold")):
+        sel = [i for i, r in enumerate(rows) if r["kind"] == kind]
+        for m in methods:
+            crc = np.array([rows[i][f"crc_{m}"] for i in sel])
+            rad = radius[sel]
+            pts = ax.scatter(rad, crc, s=6, alpha=0.35)
+            which = np.clip(np.digitize(rad, edges[1:-1]), 0, len(edges) - 2)
+            centres = [rad[which == b].mean() for b in range(len(edges) - 1) if np.any(which == b)]
+            means = [crc[which == b].mean() for b in range(len(edges) - 1) if np.any(which == b)]
+            ax.plot(centres, means, "-o", ms=3, color=pts.get_facecolor()[0][:3], label=m)
+        ax.axhline(1, color="k", lw=0.6, ls=":")
+        ax.set_xlabel("lesion radius [mm]")
+        ax.set_ylabel("CRC (1 = true contrast)")
+        ax.set_title(f"{kind} lesions (n={len(sel)})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    for m in methods:
+        hot = [r[f"crc_{m}"] for r in rows if r["kind"] == "hot"]
+        bv = [r[f"bv_{m}"] for r in rows]
+        ax.scatter(np.mean(bv), np.mean(hot) if hot else np.nan, s=30)
+        ax.annotate(m, (np.mean(bv), np.mean(hot) if hot else np.nan), fontsize=8, xytext=(4, 2),
+                    textcoords="offset points")
+    ax.set_xlabel("BV (error std / background mean)")
+    ax.set_ylabel("mean hot CRC")
+    ax.set_title("contrast recovery vs background variability", fontsize=9)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

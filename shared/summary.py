@@ -59,6 +59,10 @@ def main(argv=None):
     if table:
         print("\n== test metrics (mean over the test split; higher PSNR/SSIM and lower NRMSE are better)")
         print(table)
+    lesions = lesion_table(root)
+    if lesions:
+        print("\n== lesions: contrast recovery (1 = true contrast) and background variability, mean [95 % CI]")
+        print(lesions)
 
 
 def test_table(root: Path) -> str:
@@ -81,6 +85,15 @@ def test_table(root: Path) -> str:
     wins = {k: (max if HIGHER_IS_BETTER[k.replace("masked_", "")] else min)(order, key=lambda n: rows[n][k])
             for k in metrics}
     return table + "\nbest per metric: " + "; ".join(f"{columns[k]}: {wins[k]}" for k in metrics)
+
+def lesion_table(root: Path) -> str:
+    """CRC (hot, cold) and BV per method from the demo's evaluation, when its data know their lesions."""
+    from .lesion_metrics import format_lesions
+
+    path = root / "evaluation" / "summary.json"
+    lesions = json.loads(path.read_text()).get("lesions") if path.exists() else None
+    return format_lesions(lesions) if lesions and lesions.get("statistics") else ""
+
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from . import checkpoint as ckpt_io
 from .atomic import atomic_write, atomic_write_csv, atomic_write_json
 from .config.schema import TrainConfig
-from .device import resolve_device
+from .device import loader_workers, resolve_amp, resolve_device
 from .losses import get_loss
 from .metrics import all_metrics, metric_and_mode
 
@@ -58,7 +58,8 @@ class FitOptions:
 
     epochs: int = 10
     device: str = "auto"  # cpu, cuda, cuda:N; auto = CUDA when available
-    workers: int = 0  # DataLoader worker processes
+    workers: int | None = None  # DataLoader worker processes; None: shared.device.loader_workers
+    amp: str = "off"  # mixed precision: off, auto, bf16, fp16 (shared.device.resolve_amp)
     seed: int = 0  # initial weights, shuffle order, augmentation
     resume: bool = False  # continue OUT/last.pt; without it an existing run is refused, never overwritten
     metric: str = "nrmse"  # validation metric for best.pt (mse, nrmse, psnr, ssim, ssim_global, loss); not
@@ -72,10 +73,12 @@ class FitOptions:
     def __post_init__(self):
         for name, low in (("epochs", 1), ("val_samples", 1), ("workers", 0)):
             value = getattr(self, name)
+            if name == "workers" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer ≥ {low}, got {value!r}")
         metric_and_mode(self.metric, self.mode)
-        resolve_device(self.device)
+        resolve_amp(self.amp, resolve_device(self.device))
 
 
 class EpochSampler(Sampler):
@@ -115,12 +118,19 @@ def _step(task: Task, model, batch, device):
     return pred, target
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision for the forward pass (a no-op with dtype None)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 @torch.no_grad()
-def evaluate(task: Task, loader, device, loss_fn) -> dict[str, float]:
+def evaluate(task: Task, loader, device, loss_fn, amp: torch.dtype | None = None) -> dict[str, float]:
     task.model.eval()
     sums, n = {}, 0
     for batch in loader:
-        pred, target = _step(task, task.model, batch, device)
+        with _autocast(device, amp):
+            pred, target = _step(task, task.model, batch, device)
+        pred, target = pred.float(), target.float()  # metrics in full precision
         values = all_metrics(pred, target)
         values["loss"] = torch.full((pred.shape[0],), float(loss_fn(pred, target)))
         for k, v in values.items():
@@ -140,6 +150,9 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
                               f"choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(opts.device)
+    amp = resolve_amp(opts.amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels once
     metric, mode = metric_and_mode(opts.metric, opts.mode)
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     if len(train_set) == 0 or len(val_set) == 0:
@@ -149,6 +162,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
     tc = TrainConfig.from_flat(config)
     loss_fn = get_loss(tc.loss)
     optimizer = build_optimizer(task, tc)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs)
                  if tc.lr_schedule == "cosine" else None)
 
@@ -162,6 +176,8 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state.get("scheduler"):
                 scheduler.load_state_dict(state["scheduler"])
+            if state.get("grad_scaler"):
+                scaler.load_state_dict(state["grad_scaler"])
             start, best_value = state["epoch"], state["best_value"]
             best_metrics, history = state["metrics"], state["history"]
             log.info(f"[train] resuming {out} after epoch {start} (best {metric} = {best_value})")
@@ -170,7 +186,10 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
         write_provenance(out)
         batch_size = tc.batch_size
         sampler = EpochSampler(len(train_set), opts.seed)
-        loader_kw = dict(num_workers=opts.workers, persistent_workers=False)
+        # pinned host memory lets the tasks' non_blocking copies overlap the GPU; workers are not
+        # persistent because each epoch reseeds them (exact resume)
+        loader_kw = dict(num_workers=loader_workers(opts.workers, device), persistent_workers=False,
+                         pin_memory=device.type == "cuda")
         train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size,
                                   **loader_kw)
         val_subset = Subset(val_set, range(min(opts.val_samples, len(val_set))))
@@ -183,8 +202,9 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
             t0, loss_sum, seen = time.time(), 0.0, 0
             bar = _progress(train_loader, f"epoch {epoch + 1}/{opts.epochs}", opts.progress)
             for k, batch in enumerate(bar):
-                pred, target = _step(task, model, batch, device)
-                loss = loss_fn(pred, target)
+                with _autocast(device, amp):
+                    pred, target = _step(task, model, batch, device)
+                loss = loss_fn(pred.float(), target.float())
                 if not torch.isfinite(loss):
                     order = list(sampler)  # the epoch's order is a function of (seed, epoch): name the samples
                     rows = order[k * batch_size:(k + 1) * batch_size]
@@ -192,8 +212,9 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
                                              f"(train samples {rows[:16]}{' …' if len(rows) > 16 else ''}); the data "
                                              f"files were scanned finite, so lower gen_lr or check the data scales")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()  # scale/step/update are plain backward/step when disabled
+                scaler.step(optimizer)
+                scaler.update()
                 loss_sum += loss.item() * pred.shape[0]
                 seen += pred.shape[0]
                 if opts.progress:
@@ -201,7 +222,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
             if scheduler is not None:
                 scheduler.step()
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
-            row.update(evaluate(task, val_loader, device, loss_fn))
+            row.update(evaluate(task, val_loader, device, loss_fn, amp))
             row.update(lr=optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
             if task.scalars is not None:
                 row.update(task.scalars(model))
@@ -212,6 +233,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
                 ckpt_io.save_atomic(_checkpoint(task, config, model, best_metrics, epoch + 1), out / BEST)
             state = _checkpoint(task, config, model, best_metrics, epoch + 1)
             state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
+                         grad_scaler=scaler.state_dict() if scaler.is_enabled() else None,
                          best_value=best_value, history=history, metric=metric, mode=mode)
             ckpt_io.save_atomic(state, last_path)
             atomic_write_csv(out / METRICS_CSV, history)

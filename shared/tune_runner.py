@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,7 @@ from .atomic import atomic_write_csv, atomic_write_json
 from .training import BEST, CONFIG_JSON, LAST
 
 TRIALS_DIR = "trials"
+RESOURCES_JSON = "resources.json"  # in each trial folder: the CPUs/GPUs Ray gave it and the device it used
 
 
 def trial_out_dir(out_root: str | Path) -> Path:
@@ -50,12 +52,32 @@ def init_ray(address: str | None, num_cpus: int | None = None):
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        # "local": a new Ray of this process, even when a `ray start` cluster runs on the machine
+        # (a bare ray.init() would join that one, and refuse num_cpus)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+def gpu_share(requested: float | None, flag: str) -> float:
+    """GPUs per trial (or export worker) on the running Ray cluster: ``requested``, or by default 1
+    when a node has a GPU and else 0.  More than the largest node has is refused at once — Ray would
+    otherwise keep the request pending forever."""
+    import ray
+
+    nodes = [n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    most, total = max(nodes, default=0.0), sum(nodes)
+    if requested is None:
+        return 1.0 if most >= 1 else 0.0
+    if requested < 0:
+        raise ValueError(f"{flag} must be ≥ 0, got {requested:g}")
+    if requested > most:
+        raise ValueError(f"{flag} {requested:g}: the Ray cluster has {total:g} GPU(s) ({most:g} on its largest "
+                         f"node), so no trial could ever start; ask for at most {most:g}")
+    return float(requested)
 
 
 def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: str | Path, name: str, metric: str,
              mode: str, num_samples: int, epochs: int, max_concurrent: int | None = None, cpus_per_trial: float = 1,
-             resume: bool = False, searcher: str = "optuna", ray_address: str | None = None, seed: int = 0,
+             gpus_per_trial: float = 0, resume: bool = False, searcher: str = "optuna", ray_address: str | None = None, seed: int = 0,
              loggers: list[str] | None = None):
     """Run (or with ``resume`` continue) a Tune experiment stored under ``OUT/ray/<name>``."""
     from ray import tune
@@ -65,7 +87,7 @@ def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: s
     storage = out_dir / "ray"
     exp_path = storage / name
     init_ray(ray_address)
-    resources = tune.with_resources(trainable, {"cpu": cpus_per_trial})
+    resources = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     if resume and tune.Tuner.can_restore(str(exp_path)):
         print(f"[tune] restoring {exp_path}")
         tuner = tune.Tuner.restore(str(exp_path), resources, resume_unfinished=True, resume_errored=True)
@@ -136,31 +158,54 @@ def logger_callbacks(names: list[str] | None, out_dir: Path, name: str):
 
 def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[dict, Path, Callable], None]) -> dict:
     """``--tune`` for a phase's entry point: every trial trains with ``fit_trial(config, trial_dir,
-    report)`` using ``--cpus-per-trial`` torch threads; the best trial's best.pt lands in OUT."""
+    report)`` using ``--cpus-per-trial`` torch threads and ``--gpus-per-trial`` GPUs (Ray makes the
+    assigned ones the trial's only visible devices, so ``--device auto`` finds them); the best
+    trial's best.pt lands in OUT."""
     import torch
 
+    from .device import resolve_device
     from .metrics import metric_and_mode
 
     metric, mode = metric_and_mode(args.metric, args.mode)
     threads = max(1, int(args.cpus_per_trial))
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise ValueError(f"--gpus-per-trial must be ≥ 0, got {args.gpus_per_trial:g}")
+    if ":" in str(args.device):
+        raise ValueError(f"--device {args.device}: Ray assigns each trial its GPU(s); use --device auto (or cuda)")
+    init_ray(args.ray_address)
+    gpus = gpu_share(args.gpus_per_trial, "--gpus-per-trial")
+    if gpus == 0 and str(args.device).lower() == "cuda":
+        raise ValueError("--device cuda with 0 GPUs per trial: Ray hides the GPUs from a trial that asks for none; "
+                         "pass --gpus-per-trial")
+    resources = {"cpu": args.cpus_per_trial, "gpu": gpus}
+    print(f"[{name}] tune: {args.cpus_per_trial:g} CPU(s) and {gpus:g} GPU(s) per trial")
 
     def trial(config):
+        import ray
+
         torch.set_num_threads(threads)
-        fit_trial(config, trial_out_dir(out), report_to_tune)
+        trial_dir = trial_out_dir(out)
+        atomic_write_json(trial_dir / RESOURCES_JSON, {
+            **resources, "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "device": str(resolve_device(args.device)), "torch_threads": threads, "started": time.time()})
+        fit_trial(config, trial_dir, report_to_tune)
 
     results = run_tune(trial, space, out_dir=out, name=name, metric=metric, mode=mode,
                        num_samples=args.num_samples, epochs=args.epochs, max_concurrent=args.max_concurrent,
-                       cpus_per_trial=args.cpus_per_trial, resume=args.resume, searcher=args.searcher,
-                       ray_address=args.ray_address, seed=args.seed, loggers=parse_loggers(args.logger))
-    summary = collect_results(results, out, metric, mode)
+                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus, resume=args.resume,
+                       searcher=args.searcher, ray_address=args.ray_address, seed=args.seed,
+                       loggers=parse_loggers(args.logger))
+    summary = collect_results(results, out, metric, mode, resources)
     print(f"[{name}] tune: best trial {summary['best_trial']} {metric}={summary[metric]:.4f} "
           f"(epoch {summary['best_epoch']}) of "
           f"{summary['n_trials']} trials -> {out / BEST}, {out / 'trials.csv'}")
     return summary
 
 
-def collect_results(results, out_dir: str | Path, metric: str, mode: str) -> dict:
-    """Copy the best trial's best.pt to OUT/best.pt; write OUT/trials.csv and the tuning curve."""
+def collect_results(results, out_dir: str | Path, metric: str, mode: str, resources: dict | None = None) -> dict:
+    """Copy the best trial's best.pt to OUT/best.pt; write OUT/trials.csv (with each trial's device and
+    GPU ids), OUT/tune_summary.json (with the per-trial ``resources``) and the tuning curve."""
     out_dir = Path(out_dir).resolve()
     errors = [r.error for r in results if r.error is not None]
     ok = [r for r in results if r.metrics and metric in r.metrics]
@@ -178,8 +223,10 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str) -> dic
             continue
         hist = r.metrics_dataframe
         best_value = (hist[metric].max() if mode == "max" else hist[metric].min()) if metric in hist else None
+        used = _trial_resources(out_dir, r)
         rows.append({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("training_iteration"),
                      f"best_{metric}": best_value, "error": "yes" if r.error else "",
+                     "device": used.get("device", ""), "gpu_ids": " ".join(used.get("gpu_ids", [])),
                      **{f"config/{k}": json.dumps(v) if isinstance(v, (list, dict)) else v
                         for k, v in _trained_config(out_dir, r).items()}})
     rows.sort(key=lambda row: (row[f"best_{metric}"] is None, -(row[f"best_{metric}"] or 0) if mode == "max"
@@ -191,10 +238,16 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str) -> dic
     idx = hist[metric].idxmax() if mode == "max" else hist[metric].idxmin()
     summary = {"best_trial": trial_id, metric: float(hist[metric][idx]),
                "best_epoch": int(hist["training_iteration"][idx]), "n_trials": len(rows),
-               "n_errored": len(errors), "best_config": _trained_config(out_dir, best)}
+               "n_errored": len(errors), "resources_per_trial": resources,
+               "best_config": _trained_config(out_dir, best)}
     atomic_write_json(out_dir / "tune_summary.json", summary, default=str)
     atomic_write_json(out_dir / "best_config.json", summary["best_config"])  # `--config` takes it as is
     return summary
+
+
+def _trial_resources(out_dir: Path, result) -> dict:
+    path = out_dir / TRIALS_DIR / str((result.metrics or {}).get("trial_id")) / RESOURCES_JSON
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _trained_config(out_dir: Path, result) -> dict:

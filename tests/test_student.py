@@ -148,6 +148,11 @@ def test_train_cli_writes_student_pt_and_evaluate_writes_reports(tiny_data, tiny
     assert (out / "feature_scales.png").stat().st_size > 5_000
     assert "scale_dec144" in (out / "metrics.csv").read_text().splitlines()[0]
     assert abs(summary["calibration"]["c"] - 1.0) < 0.05 and "fitted" in summary["calibration"]["source"]
+    lesions = summary["lesions"]  # the synthetic data knows its lesions: CRC per lesion, BV
+    n = sum(1 for _ in csv.DictReader(open(ev / "per_lesion.csv")))
+    assert n == lesions["n"]["hot"] + lesions["n"]["cold"] > 0
+    assert set(lesions["statistics"]["mlem"]) >= {"crc_hot", "bv"} and lesions["statistics"]["mlem"]["bv"]["n"] == n
+    assert (ev / "crc_vs_size.png").stat().st_size > 10_000
     rows = list(csv.DictReader(open(ev / "per_sample.csv")))
     assert len(rows) == 3 * 8 and {r["method"] for r in rows} == {"student", "fbp", "mlem"}
     assert (ev / "comparison.png").stat().st_size > 10_000 and (ev / "box_plots.png").stat().st_size > 5_000

@@ -6,6 +6,8 @@ Layout, per split (``train``, ``val``, ``test``; any split listed in dataset.jso
     {split}-actMap.npy     (N, 1, H, W)  activity of the centre plane
     {split}-attenMap.npy   (N, 1, H, W)  μ in 1/cm
     {split}-attenSino.npy  (N, 1, R, A)  optional: line integrals of μ (present in all splits or none)
+    {split}-lesionMap.npy  (N, 1, H, W)  optional: lesion labels, 0 = none, j = lesion j (known truth of
+                                         synthetic data: contrast recovery per lesion; all splits or none)
 
 ``dataset.json`` keys: format_version (1), geometry (ParallelGeometry.to_dict()), splits
 ({name: N}), sino_channels, units ({kind: str}), scales ({kind: float}, suggested multiplicative
@@ -34,10 +36,11 @@ from .scan import scan_rows
 
 FORMAT_VERSION = 1
 META_NAME = "dataset.json"
-KINDS = ("actSino", "actMap", "attenMap", "attenSino")
+KINDS = ("actSino", "actMap", "attenMap", "attenSino", "lesionMap")
 SINO_KINDS = ("actSino", "attenSino")
 REQUIRED_KINDS = ("actSino", "actMap", "attenMap")
-NONNEGATIVE_KINDS = ("actMap", "attenMap")  # physical quantities; sinograms may be corrected/negative
+OPTIONAL_KINDS = ("attenSino", "lesionMap")  # each present in all splits or in none
+NONNEGATIVE_KINDS = ("actMap", "attenMap", "lesionMap")  # physical quantities; sinograms may be corrected/negative
 DEFAULT_FILES = {k: "{split}-" + k + ".npy" for k in KINDS}
 REQUIRED_KEYS = ("format_version", "geometry", "splits", "sino_channels", "units", "scales")
 OPTIONAL_KEYS = ("files", "extra", "calibration")
@@ -50,12 +53,13 @@ class DataError(ValueError):
 
 
 class SplitArrays(NamedTuple):
-    """The (memory-mapped) arrays of one split; ``attenSino`` is None when the dataset has none."""
+    """The (memory-mapped) arrays of one split; an optional kind is None when the dataset has none."""
 
     actSino: np.ndarray
     actMap: np.ndarray
     attenMap: np.ndarray
     attenSino: np.ndarray | None
+    lesionMap: np.ndarray | None
     n: int
 
 
@@ -184,12 +188,14 @@ class Dataset:
         self.calibration = meta.get("calibration")  # None: not declared (frozenflow check-data fits it)
         self._fingerprint = None
         self._arrays = {name: self._open_split(name, check_finite) for name in self.splits}
-        has_atten = {name: self._arrays[name].attenSino is not None for name in self.splits}
-        if any(has_atten.values()) and not all(has_atten.values()):
-            name = next(n for n, h in has_atten.items() if not h)
-            raise DataError(f"{self.path(name, 'attenSino')}: missing, but other splits have attenSino "
-                            "(it must be present in all splits or none)")
-        self.has_atten_sino = all(has_atten.values())
+        for kind in OPTIONAL_KINDS:
+            have = {name: getattr(self._arrays[name], kind) is not None for name in self.splits}
+            if any(have.values()) and not all(have.values()):
+                name = next(n for n, h in have.items() if not h)
+                raise DataError(f"{self.path(name, kind)}: missing, but other splits have {kind} "
+                                "(it must be present in all splits or none)")
+        self.has_atten_sino = self._arrays[self.splits[0]].attenSino is not None
+        self.has_lesions = self._arrays[self.splits[0]].lesionMap is not None
 
     # ---------------------------------------------------------------- files
     def path(self, split: str, kind: str) -> Path:
@@ -270,7 +276,8 @@ class Dataset:
         sizes = ", ".join(f"{s}={n}" for s, n in self.meta["splits"].items())
         g = self.geometry
         return (f"Dataset({str(self.root)!r}, {sizes}, image {g.image_size}, sino {g.n_radial}x{g.n_angles}"
-                f"x{self.sino_channels}ch, attenSino={'yes' if self.has_atten_sino else 'no'})")
+                f"x{self.sino_channels}ch, attenSino={'yes' if self.has_atten_sino else 'no'}"
+                f"{', lesions' if self.has_lesions else ''})")
 
 
 def read_rows(arr: np.ndarray, start: int, stop: int) -> np.ndarray:

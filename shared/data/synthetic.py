@@ -41,7 +41,8 @@ MU_MAX = 0.16
 UNITS = {"actSino": "counts",
          "actMap": "expected counts per cm of ray path (E[actSino] = exp(-P attenMap) * P actMap)",
          "attenMap": "1/cm (linear attenuation at 511 keV)",
-         "attenSino": "1 (line integral of mu, P attenMap)"}
+         "attenSino": "1 (line integral of mu, P attenMap)",
+         "lesionMap": "label: 0 = no lesion, j = lesion slot j (1-4 hot, 5-6 cold); pixels at least half lesion"}
 SPLITS = ("train", "val", "test")
 CHUNK = 64  # phantoms rendered and projected per batch
 
@@ -133,6 +134,16 @@ class _Canvas:
         cov = (0.5 - (rho - 1) / grad.clamp_min(1e-6)).clamp(0, 1)
         return cov * self._t(on)[:, None, None], r0, c0, on
 
+    def full(self, cover) -> torch.Tensor:
+        """The coverage of ``cover`` as a whole image [B, size, size] (patches placed)."""
+        cov, r0, c0, on = cover
+        if r0 is None:
+            return cov
+        out, P = torch.zeros_like(self.mu), cov.shape[-1]
+        for i in np.flatnonzero(on):
+            out[i, r0[i]:r0[i] + P, c0[i]:c0[i] + P] = cov[i]
+        return out
+
     def paint(self, cover, mu=None, act=None, act_factor=None):
         """Blend the values (scalar or per sample) in with the coverage; act_factor scales instead."""
         cov, r0, c0, on = cover
@@ -155,8 +166,10 @@ class _Canvas:
             img.mul_(1 - cov).add_(cov * val)
 
 
-def _render(p: dict, size: int, pixel_mm: float, plane: int, psf_sigma_px: float, slice_mm: float):
-    """μ-map and (PSF-smoothed, relative) activity of one plane for all phantoms in p.
+def _render(p: dict, size: int, pixel_mm: float, plane: int, psf_sigma_px: float, slice_mm: float,
+            lesion_bin=None):
+    """μ-map and (PSF-smoothed, relative) activity of one plane for all phantoms in p, and with
+    ``lesion_bin`` (fine coverage → coarse coverage) the lesion label map [B, n, n] of the plane.
 
     Lengths in p are in pixels of this grid; planes are ``slice_mm`` apart.
     """
@@ -194,6 +207,7 @@ def _render(p: dict, size: int, pixel_mm: float, plane: int, psf_sigma_px: float
     # cold ones scale the local activity down (necrosis/cyst); μ is unchanged
     dz = plane * slice_mm - p["les_z_mm"]
     r_px = np.sqrt(np.clip(p["les_r_mm"] ** 2 - dz ** 2, 0, None)) / pixel_mm
+    labels = None
     for j in range(r_px.shape[1]):
         on = p["les_on"][:, j] & (r_px[:, j] > 0.5)
         cov = cv.cover(p["les_rho"][:, j] * np.cos(p["les_ang"][:, j]), p["les_rho"][:, j] * np.sin(p["les_ang"][:, j]),
@@ -202,7 +216,11 @@ def _render(p: dict, size: int, pixel_mm: float, plane: int, psf_sigma_px: float
             cv.paint(cov, act=p["les_val"][:, j])
         else:
             cv.paint(cov, act_factor=p["les_val"][:, j])
-    return cv.mu, _gaussian_blur(cv.act, psf_sigma_px)
+        if lesion_bin is not None:  # a later lesion is painted over an earlier one: so is its label
+            inside = lesion_bin(cv.full(cov)[:, None])[:, 0] >= LESION_COVERAGE
+            labels = torch.where(inside, float(j + 1), 0.0 if labels is None else labels)
+    blurred = _gaussian_blur(cv.act, psf_sigma_px)
+    return (cv.mu, blurred) if lesion_bin is None else (cv.mu, blurred, labels)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -240,6 +258,7 @@ def _torch_threads(n: int):
         torch.set_num_threads(old)
 
 
+LESION_COVERAGE = 0.5  # a dataset pixel belongs to a lesion when at least this fraction of it is lesion
 PIXEL_KEYS = ("a", "b", "cx", "cy")  # parameters in pixels; everything else is relative or in mm
 
 
@@ -257,11 +276,15 @@ def _make_split(seq: np.random.SeedSequence, n, g, acq, counts, channels, psf_fw
     out = {"actSino": np.empty((n, channels, *g.sino_shape), np.float32),
            "actMap": np.empty((n, 1, *g.image_shape), np.float32),
            "attenMap": np.empty((n, 1, *g.image_shape), np.float32),
-           "attenSino": np.empty((n, 1, *g.sino_shape), np.float32)}
+           "attenSino": np.empty((n, 1, *g.sino_shape), np.float32),
+           "lesionMap": np.empty((n, 1, *g.image_shape), np.float32)}
     for s in range(0, n, CHUNK):
         p = {k: v[s:s + CHUNK] for k, v in p_all.items()}
         B = p["a"].shape[0]
-        mus, acts = zip(*(_render(p, fine.image_size, fine.pixel_mm, pl, psf_sigma_px, g.pixel_mm) for pl in planes))
+        rendered = [_render(p, fine.image_size, fine.pixel_mm, pl, psf_sigma_px, g.pixel_mm,
+                            acq.bin_image if pl == 0 else None) for pl in planes]
+        mus, acts = [r[0] for r in rendered], [r[1] for r in rendered]
+        out["lesionMap"][s:s + B, 0] = rendered[c][2].numpy()
         mu, act = torch.stack(mus, 1), torch.stack(acts, 1)  # [B, planes, kN, kN]
         with _torch_threads(PROJECTION_THREADS):
             lam, att_sino = acq.acquire(mu, act)
