@@ -273,10 +273,10 @@ def main(argv=None) -> int:
     n = args.n or (32 if args.small else 128)
     repeats = args.repeats or (2 if args.small else 3)
     rss_repeats = 2 if args.small else 3
-    configs = [{"label": "none, unsharded (default)", "codec": "none", "shard_size": None}]
+    configs = [{"label": "none, shard 64 (default)", "codec": "none", "shard_size": 64}]
     if not args.small:
-        configs += [{"label": "lz4, unsharded", "codec": "lz4", "shard_size": None},
-                    {"label": "none, shard 64", "codec": "none", "shard_size": 64}]
+        configs += [{"label": "lz4, shard 64", "codec": "lz4", "shard_size": 64},
+                    {"label": "none, unsharded", "codec": "none", "shard_size": None}]
     tmp = None
     workdir = Path(args.workdir) if args.workdir else Path(tmp := tempfile.mkdtemp(prefix="bench_export_"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,14 @@
     python -m benchmarks.bench_store_size [--small] [--workdir DIR] [--ckpt best.pt --data DIR]
 
 Exports the train split of N samples (128, or 32 with ``--small``) with the export CLI for
-dtype float16 / float32 × codec none / lz4 / zstd (unsharded, plus float16 with ``--shard-size 64``
-for the none and lz4 codecs) and reports, per sample:
+dtype float16 / float32 × codec none / lz4 / zstd (the default shards of 64 samples, plus float16
+unsharded, ``--shard-size 0``, for the none and lz4 codecs) and reports, per sample:
 
 * ``payload_kb``: decoded size (values × itemsize);
 * ``stored_kb``: bytes of the tap arrays' chunk/shard files (apparent size; metadata excluded);
 * ``on_disk_kb``: allocated blocks of those files (``st_blocks``; small chunk files round up to the block);
-* ``ratio``: payload / stored (compression ratio); ``vs_f16_none``: stored / stored of float16+none.
+* ``ratio``: payload / stored (compression ratio); ``vs_f16_none``: stored / stored of float16+none;
+* ``files_per_64``: data files of the split per 64 samples (all taps).
 
 By default the teacher is the benchmark's 1-epoch teacher (tuned default config, default
 geometry).  Untrained features compress differently from trained ones: pass ``--ckpt`` and
@@ -28,13 +29,13 @@ from pathlib import Path
 from benchmarks.bench_export import bench_dataset, bench_teacher, export_cli
 from benchmarks.common import environment, print_table, write_results
 
-CONFIGS = [(dtype, codec, 0) for dtype in ("float16", "float32") for codec in ("none", "lz4", "zstd")] + \
-          [("float16", "none", 64), ("float16", "lz4", 64)]
+CONFIGS = [(dtype, codec, 64) for dtype in ("float16", "float32") for codec in ("none", "lz4", "zstd")] + \
+          [("float16", "none", 0), ("float16", "lz4", 0)]
 
 
-def tap_file_bytes(store: Path, split: str, taps) -> tuple[int, int]:
-    """(apparent bytes, allocated bytes) of the data files of the given tap arrays."""
-    apparent = allocated = 0
+def tap_file_bytes(store: Path, split: str, taps) -> tuple[int, int, int]:
+    """(apparent bytes, allocated bytes, number of files) of the data files of the given tap arrays."""
+    apparent = allocated = count = 0
     for tap in taps:
         for dirpath, _, files in os.walk(Path(store) / split / tap):
             for f in files:
@@ -43,7 +44,8 @@ def tap_file_bytes(store: Path, split: str, taps) -> tuple[int, int]:
                 st = os.stat(os.path.join(dirpath, f))
                 apparent += st.st_size
                 allocated += st.st_blocks * 512
-    return apparent, allocated
+                count += 1
+    return apparent, allocated, count
 
 
 def main(argv=None) -> int:
@@ -77,16 +79,17 @@ def main(argv=None) -> int:
             root = zarr.open_group(str(store), mode="r")
             taps, N = root.attrs["taps"], root.attrs["splits"]["train"]["n"]
             payload = sum(root["train"][t].nbytes for t in taps)
-            apparent, allocated = tap_file_bytes(store, "train", taps)
+            apparent, allocated, files = tap_file_bytes(store, "train", taps)
             rows.append({"dtype": dtype, "codec": codec, "shard": shard or "-", "samples": N,
                          "payload_kb": payload / N / 1024, "stored_kb": apparent / N / 1024,
                          "on_disk_kb": allocated / N / 1024, "ratio": payload / apparent,
+                         "files_per_64": files / N * 64,
                          "export_wall_s": wall})
             print(f"[bench_store_size] {dtype} {codec} shard {shard or '-'}: {apparent / N / 1024:.0f} KiB/sample",
                   flush=True)
             if not args.keep_stores:
                 shutil.rmtree(store, ignore_errors=True)
-        base = next(r["stored_kb"] for r in rows if (r["dtype"], r["codec"], r["shard"]) == ("float16", "none", "-"))
+        base = next(r["stored_kb"] for r in rows if (r["dtype"], r["codec"], r["shard"]) == ("float16", "none", 64))
         for r in rows:
             r["vs_f16_none"] = r["stored_kb"] / base
         print_table(rows, title=f"Store size per sample ({rows[0]['samples']} samples; KiB)", floatfmt=".4g")

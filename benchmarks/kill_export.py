@@ -7,7 +7,7 @@ the reference.  Each round starts the export CLI into a fresh path, kills it (SI
 instant between process start and the reference's duration — so imports, store creation, split
 creation, writing and finalisation are all hit — reruns the *same* command (no --overwrite), and
 requires: exit 0, ``verify --full`` clean (every chunk's checksum), every array byte-identical to
-the reference, no ``*.partial`` files.  Results: benchmarks/results/kills.json.
+the reference, no ``*.partial`` or ``*.__lock`` temp files.  Results: benchmarks/results/kills.json.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from benchmarks.common import environment, write_results
 
 def _export_cmd(teacher, data, store):
     return [sys.executable, "-m", "feature_store.export", "--ckpt", str(teacher), "--data", str(data), "--out",
-            str(store), "--range-size", "2", "--batch-size", "2", "--quiet", "--threads", "1"]
+            str(store), "--shard-size", "2", "--batch-size", "2", "--quiet", "--threads", "1"]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         verify = subprocess.run([sys.executable, "-m", "feature_store.verify", "--features", str(store), "--full"],
                                 capture_output=True, text=True)
         ok = (rerun.returncode == 0 and verify.returncode == 0 and _same(store, ref)
-              and not list(store.rglob("*.partial")))
+              and not list(store.rglob("*.partial")) and not list(store.rglob("*.__lock")))
         rounds.append({"kill_after_s": round(delay, 3), "finished_before_kill": finished_first,
                        "store_at_kill": state, "survived": ok,
                        "error": "" if rerun.returncode == 0 else rerun.stderr.strip().splitlines()[-1]})

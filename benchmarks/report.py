@@ -1,7 +1,8 @@
-"""Collect the benchmarks' result files into one table: benchmarks/results/latest.{json,md}.
+"""Collect every benchmark's results file into one table: benchmarks/results/latest.{json,md}.
 
-``python -m benchmarks.report [--suffix _small]`` reads projector, export, reader, checksum and store_size
-results (each written by its own benchmark) and keeps the headline ratios with their targets.
+``python -m benchmarks.report`` reads ``benchmarks/results/*.json``; of a benchmark's full run
+(``reader.json``) and small run (``reader_small.json``) the newer one counts.  Each row names the
+file it came from, so every figure in README can be traced to a file.
 """
 from __future__ import annotations
 
@@ -12,57 +13,92 @@ from .common import RESULTS_DIR, environment, markdown_table
 
 
 def _load(name):
-    path = RESULTS_DIR / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """The newer of ``name.json`` and ``name_small.json`` (with its file name), or None."""
+    found = []
+    for stem in (name, f"{name}_small"):
+        path = RESULTS_DIR / f"{stem}.json"
+        if path.exists():
+            found.append((json.loads(path.read_text()), path.name))
+    return max(found, key=lambda f: f[0].get("created_utc", "")) if found else (None, None)
 
 
-def figures(suffix: str) -> list[dict]:
+def _row(label, value, target="", met="", source=None, doc=None):
+    return {"figure": label, "value": value, "target": target, "met": met,
+            "measured": (doc or {}).get("created_utc", "")[:10], "file": source or ""}
+
+
+def figures() -> list[dict]:
     rows = []
-    p = _load("projector" + suffix) or _load("projector")
+    p, f = _load("projector")
     if p:
         r = p["results"]
         for key, label in (("ours_vs_skimage", "projector: ours / skimage radon (batch 32)"),
                            ("ours_vs_astra_direct", "projector: ours / astra direct CPU (batch 32)")):
-            rows.append({"figure": label, "value": r["ratios"][key], "target": f">= {r['targets'][key]['target']:g}",
-                         "met": r["targets"][key]["met"], "measured": p["created_utc"]})
-    e = _load("export" + suffix)
+            rows.append(_row(label, r["ratios"][key], f">= {r['targets'][key]['target']:g}",
+                             r["targets"][key]["met"], f, p))
+    e, f = _load("engines")
     if e:
-        r = e["results"]
-        t = r["throughput"][0]
-        rows.append({"figure": f"export / teacher inference alone ({t['config']})", "value": t["ratio"],
-                     "target": f">= {t['target']:g}", "met": t["meets_target"], "measured": e["created_utc"]})
-        m = r["memory"][-1]
-        rows.append({"figure": f"export peak RSS growth, N -> {m['samples']} samples", "value": m["rss_growth"],
-                     "target": "few %", "met": m["meets_target"], "measured": e["created_utc"]})
-    rd = _load("reader" + suffix)
+        by = {(x["op"], x["layout"], x["engine"]): x for x in e["results"]["rows"]}
+        for op, engine, label in (("write", "tensorstore", "store write / raw write of the same bytes (shipped: tensorstore, shard 64)"),
+                                  ("write", "zarr-python", "store write / raw write (zarr-python, shard 64)"),
+                                  ("read", "tensorstore batched", "batch read / raw memmap (shipped: tensorstore, shard 64)"),
+                                  ("read", "zarr-python per sample", "batch read / raw memmap (zarr-python per sample, shard 64)")):
+            x = by.get((op, "shard 64", engine))
+            if x:
+                target = ">= 0.5" if "shipped" in label else ""
+                rows.append(_row(label, x["vs_raw"], target, x["vs_raw"] >= 0.5 if target else "", f, e))
+    x, f = _load("export")
+    if x:
+        t = x["results"]["throughput"][0]
+        rows.append(_row(f"export / teacher inference alone ({t['config']})", t["ratio"], f">= {t['target']:g}",
+                         t["meets_target"], f, x))
+        m = x["results"]["memory"][-1]
+        rows.append(_row(f"export peak RSS growth, N -> {m['samples']} samples", m["rss_growth"], "few %",
+                         m["meets_target"], f, x))
+    rd, f = _load("reader")
     if rd:
-        r = rd["results"]
-        rows.append({"figure": "reader / raw npy memmap (default store, 2 workers)",
-                     "value": r["target"]["default_2_workers_vs_raw"], "target": f">= {r['target']['target_vs_raw']:g}",
-                     "met": r["target"]["default_2_workers_vs_raw"] >= r["target"]["target_vs_raw"],
-                     "measured": rd["created_utc"]})
-    c = _load("checksum" + suffix) or _load("checksum")
+        v = rd["results"]["target"]
+        for key, label in (("default_0_workers_vs_raw", "reader / raw npy memmap (default store, 0 workers)"),
+                           ("default_2_workers_vs_raw", "reader / raw npy memmap (default store, 2 workers)"),
+                           ("lz4_0_workers_vs_raw", "reader / raw npy memmap (lz4 store, 0 workers)"),
+                           ("lz4_2_workers_vs_raw", "reader / raw npy memmap (lz4 store, 2 workers)")):
+            if key in v:
+                rows.append(_row(label, v[key], f">= {v['target_vs_raw']:g}", v[key] >= v["target_vs_raw"], f, rd))
+    c, f = _load("checksum")
     if c:
-        for row in c["results"]["rows"]:
-            if row["source"].startswith("zarr + crc32c"):
-                rows.append({"figure": f"store {row['op']} with crc32c / without (per-sample chunks)",
-                             "value": row["vs_no_checksum"], "target": "", "met": "", "measured": c["created_utc"]})
-    s = _load("store_size" + suffix)
+        for r in c["results"]["rows"]:
+            if r["source"].startswith("zarr + crc32c"):
+                rows.append(_row(f"store {r['op']} with crc32c / without (per-sample chunks)", r["vs_no_checksum"],
+                                 source=f, doc=c))
+    s, f = _load("store_size")
     if s:
-        for row in s["results"]["rows"]:
-            if row["dtype"] == "float16" and row["shard"] in ("-", None, 0) and row["codec"] in ("none", "lz4"):
-                rows.append({"figure": f"store KiB/sample float16 {row['codec']}", "value": row["stored_kb"],
-                             "target": "", "met": "", "measured": s["created_utc"]})
+        for r in s["results"]["rows"]:
+            if r["dtype"] == "float16" and r["shard"] == 64:
+                rows.append(_row(f"store KiB/sample float16 {r['codec']} (shard 64)", r["stored_kb"], source=f, doc=s))
+                if r["codec"] == "none" and "files_per_64" in r:
+                    rows.append(_row("data files per 64 samples per split (default store)", r["files_per_64"],
+                                     "<= 6", r["files_per_64"] <= 6, f, s))
+    g, f = _load("gpu_memory")
+    if g:
+        for r in g["results"]["rows"]:
+            if r["batch"] == 256 and r["precision"] == "fp32":
+                est = max(r["saved_GiB"], r["cpu_peak_GiB"] or 0)
+                rows.append(_row(f"training memory at batch 256, S=288, {r['model']} (GiB, CPU estimate)", est,
+                                 "fits 24 GB", r["fits_24GB_with_margin"], f, g))
+    k, f = _load("kills")
+    if k:
+        r = k["results"]
+        rows.append(_row(f"export killed {r['kills_injected']} times: resumed byte-identical",
+                         f"{r['survived']}/{r['rounds']}", "all", r["survived"] == r["rounds"], f, k))
     return rows
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--suffix", default="_small", help="result-file suffix to prefer (\"\" for the full runs)")
-    args = ap.parse_args(argv)
-    rows = figures(args.suffix)
+    ap.parse_args(argv)
+    rows = figures()
     env = environment()
-    table = markdown_table(rows, ["figure", "value", "target", "met", "measured"])
+    table = markdown_table(rows, ["figure", "value", "target", "met", "measured", "file"])
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "latest.json").write_text(json.dumps({"environment": env, "figures": rows}, indent=1))
     import torch

@@ -26,7 +26,12 @@ from shared.device import DEVICE_HELP, resolve_device
 from shared.frozen import load_frozen
 
 from . import layout as L
+from .engine import ENGINE_HELP, ENGINES, SplitArrays, resolve_engine
 from .manifest import IDENTITY_KEYS, open_store
+
+
+DEFAULT_SHARD = 64  # one file per tap per 64 samples: a 50,000-slice split is ~4,700 files, not 300,000
+DEFAULT_RANGE = 32  # unsharded stores: samples per resumable unit
 
 
 @dataclasses.dataclass
@@ -38,12 +43,13 @@ class ExportSpec:
     splits: list[str] = dataclasses.field(default_factory=lambda: ["train", "val", "test"])
     dtype: str = "float16"
     codec: str = "none"
-    shard_size: int | None = None
-    range_size: int = 32
+    shard_size: int | None = DEFAULT_SHARD  # samples per shard file; None/0: one chunk file per sample
+    range_size: int | None = None  # unsharded only: samples per resumable unit (default 32)
     variants: str = "none"
     batch_size: int = 16
     device: str = "auto"
     threads: int | None = None  # torch threads per worker; float results depend on it (last bits)
+    engine: str = "auto"  # how chunks are written (feature_store.engine)
 
     def __post_init__(self):
         if self.dtype not in L.DTYPES:
@@ -53,7 +59,12 @@ class ExportSpec:
             raise L.StoreError(f"--variants must be one of {list(L.VARIANTS)}, got {self.variants!r}")
         L.compressors(self.codec)
         if self.shard_size:
+            if self.range_size not in (None, self.shard_size):
+                raise L.StoreError("--range-size applies only with --shard-size 0: a sharded store's resumable "
+                                   "unit is its shard")
             self.range_size = self.shard_size  # one writer owns whole shards
+        else:
+            self.shard_size, self.range_size = None, self.range_size or DEFAULT_RANGE
         if self.range_size < 1 or self.batch_size < 1:
             raise L.StoreError("--range-size and --batch-size must be positive")
         if not self.splits:
@@ -61,6 +72,7 @@ class ExportSpec:
         if self.threads is not None and self.threads < 1:
             raise L.StoreError(f"--threads must be ≥ 1, got {self.threads}")
         resolve_device(self.device)  # a bad device fails here, before the store is created
+        resolve_engine(self.engine, self.store)
 
     @property
     def taps(self) -> list[str]:
@@ -141,7 +153,8 @@ class RangeWriter:
         self.device = resolve_device(spec.device)
         self.teacher = load_frozen(spec.ckpt, kind="teacher", direction="IS", device=self.device)
         self.data = open_dataset(spec.data, check_finite=False)  # checked in prepare()
-        self.root = L.open_root(spec.store, mode="r+")
+        self.root = L.open_root(spec.store, mode="r+")  # metadata and done flags: zarr-python
+        self._arrays = {}  # split → engine.SplitArrays (chunk bytes)
         self.V = L.VARIANTS[spec.variants]
         self.dtype = np.dtype(spec.dtype)
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="export-read")
@@ -180,9 +193,11 @@ class RangeWriter:
         return out
 
     def _write(self, split, s0, s1, arrays):
-        g = self.root[split]
+        if split not in self._arrays:
+            self._arrays[split] = SplitArrays(self.spec.store, split, self.spec.taps, self.spec.engine, write=True,
+                                              threads=self.spec.threads or 2)
         for name, a in arrays.items():
-            g[name][s0:s1] = a
+            self._arrays[split].write(name, s0, a)
         return sum(a.nbytes for a in arrays.values())
 
     def _flag(self, split, r, writes):
@@ -231,6 +246,8 @@ class RangeWriter:
     def close(self):
         self._reader.shutdown()
         self._writer.shutdown()
+        for a in self._arrays.values():
+            a.close()
 
 
 def export_ranges(spec: ExportSpec, items: list[tuple[str, int]], progress: bool = True) -> int:
@@ -340,8 +357,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="train,val,test", help="comma list of splits to export")
     p.add_argument("--dtype", default="float16", choices=list(L.DTYPES), help="stored dtype")
     p.add_argument("--codec", default="none", choices=list(L.CODECS), help="none/lz4 for local disks, zstd for network")
-    p.add_argument("--shard-size", type=int, default=0, help="samples per shard (0 = unsharded)")
-    p.add_argument("--range-size", type=int, default=32, help="samples per resumable unit (unsharded)")
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD,
+                   help="samples per shard: one file per tap per shard, the resumable unit (0 = one chunk file per sample)")
+    p.add_argument("--range-size", type=int,
+                   help=f"only with --shard-size 0: samples per resumable unit (default {DEFAULT_RANGE})")
+    p.add_argument("--engine", default="auto", choices=list(ENGINES), help=ENGINE_HELP)
     p.add_argument("--variants", default="none", choices=list(L.VARIANTS),
                    help="flips: also store the teacher's features of the 3 Radon-symmetric flips (for --augment)")
     p.add_argument("--batch-size", type=int, default=16, help="μ-maps per teacher forward pass")
@@ -366,7 +386,7 @@ def main(argv=None) -> int:
         raise ValueError("--gpus-per-worker applies only to Ray workers (--ray-workers N or --ray-address)")
     spec = ExportSpec(ckpt=args.ckpt, data=args.data, store=args.out, levels=L.parse_levels(args.levels),
                       splits=[s for s in args.splits.split(",") if s], dtype=args.dtype, codec=args.codec,
-                      shard_size=args.shard_size or None, range_size=args.range_size, variants=args.variants,
+                      shard_size=args.shard_size, range_size=args.range_size, engine=args.engine, variants=args.variants,
                       batch_size=args.batch_size, device=args.device.strip().lower(), threads=args.threads)
     t0 = time.time()
     quick_check(open_dataset(spec.data))  # mirrored or mis-scaled data would give misaligned features

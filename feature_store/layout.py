@@ -178,12 +178,14 @@ def done_flags(root: zarr.Group, split: str) -> np.ndarray:
 
 
 def remove_orphans(store: str | Path) -> int:
-    """Delete ``*.partial`` temp files a killed writer left behind (local stores only)."""
+    """Delete the temp files a killed writer left behind: zarr-python's ``*.partial`` and
+    tensorstore's ``*.__lock`` (local stores only)."""
     path = local_path(store)
     if path is None or not path.exists():
         return 0
     n = 0
-    for p in path.rglob("*.partial"):
-        p.unlink(missing_ok=True)
-        n += 1
+    for pattern in ("*.partial", "*.__lock"):
+        for p in path.rglob(pattern):
+            p.unlink(missing_ok=True)
+            n += 1
     return n

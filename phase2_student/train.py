@@ -70,6 +70,9 @@ def parser():
     p.add_argument("--ckpt", help="teacher checkpoint (best.pt): refuse a store not made by this teacher")
     p.add_argument("--inject", help="levels to inject, e.g. 144,36,9, or 'none' for the plain baseline "
                                     "(default: inject_levels of the config)")
+    p.add_argument("--block-shuffle", action="store_true",
+                   help="shuffle the store's shards, then the samples within windows of 4 shards, so a batch reads "
+                        "from few shard files (large stores on slow disks); needs a sharded store")
     p.add_argument("--freeze-scales", action="store_true", help="control: feature scales fixed at 0")
     p.add_argument("--shuffle-features", action="store_true", help="control: another sample's features")
     p.add_argument("--atten-channel", action="store_true",
@@ -89,8 +92,15 @@ def main(argv=None) -> int:
     data = open_dataset(args.data)  # validate first: bad input fails before anything is written
     if args.ckpt and not args.features:
         raise ValueError("--ckpt: checks the store's teacher, so it needs --features STORE")
+    if args.block_shuffle and not args.features:
+        raise ValueError("--block-shuffle: shuffles a feature store's shards, so it needs --features STORE")
+    shuffle_block = 0
     if args.features:
         store = open_store(args.features)  # a missing/foreign store fails here with its own message
+        if args.block_shuffle:
+            if not store.shard_size:
+                raise ValueError(f"--block-shuffle: {args.features} is not sharded (exported with --shard-size 0)")
+            shuffle_block = int(store.shard_size)
         if args.ckpt:
             sha = ckpt_io.sha256_file(args.ckpt) if Path(args.ckpt).is_file() else None
             if sha is None:
@@ -109,7 +119,7 @@ def main(argv=None) -> int:
     if args.tune and overrides.get("inject_levels") == []:  # the plain baseline: no directions to tune
         overrides.update(inject_enc_to_dec=False, inject_dec_to_enc=False)
     features = args.features if args.features is None or "://" in args.features else str(Path(args.features).resolve())
-    options = fit_options(args, StudentOptions, features=features)
+    options = fit_options(args, StudentOptions, features=features, shuffle_block=shuffle_block)
     if run_training(args, "student", fit, options, overrides, trial_config=_one_direction_at_least) is None:
         return 0  # --print-config
     out = Path(args.out).resolve()

@@ -66,12 +66,13 @@ class FitOptions:
     # ssim by default: a blank image matches the background window for window and can score well
     mode: str | None = None  # "max" | "min"; default from the metric
     val_samples: int = 64
+    shuffle_block: int = 0  # >0: block shuffle in blocks of this many samples (EpochSampler)
     augment: bool = False  # random Radon-symmetric flips
     progress: bool = True
     report: Callable[[dict, Path], None] | None = None  # called after each epoch's checkpoint
 
     def __post_init__(self):
-        for name, low in (("epochs", 1), ("val_samples", 1), ("workers", 0)):
+        for name, low in (("epochs", 1), ("val_samples", 1), ("workers", 0), ("shuffle_block", 0)):
             value = getattr(self, name)
             if name == "workers" and value is None:
                 continue
@@ -82,14 +83,26 @@ class FitOptions:
 
 
 class EpochSampler(Sampler):
-    """A shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches."""
+    """A shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches.
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    With ``block`` > 0 the shuffle is by blocks: the blocks of ``block`` consecutive samples (a
+    feature store's shards) are shuffled, then the samples within each window of ``window``
+    consecutive blocks of that order, so a batch touches at most ``window`` shard files.
+    """
+
+    def __init__(self, n: int, seed: int, block: int = 0, window: int = 4):
+        self.n, self.seed, self.epoch, self.block, self.window = n, seed, 0, block, window
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        if not self.block:
+            return iter(torch.randperm(self.n, generator=g).tolist())
+        starts = torch.arange(0, self.n, self.block)[torch.randperm(-(-self.n // self.block), generator=g)]
+        order = []
+        for w in range(0, len(starts), self.window):
+            members = torch.cat([torch.arange(s, min(s + self.block, self.n)) for s in starts[w:w + self.window].tolist()])
+            order += members[torch.randperm(len(members), generator=g)].tolist()
+        return iter(order)
 
     def __len__(self):
         return self.n
@@ -185,11 +198,13 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
         atomic_write_json(out / CONFIG_JSON, config)  # the resolved config this run trains (also in best.pt)
         write_provenance(out)
         batch_size = tc.batch_size
-        sampler = EpochSampler(len(train_set), opts.seed)
+        sampler = EpochSampler(len(train_set), opts.seed, block=opts.shuffle_block)
         # pinned host memory lets the tasks' non_blocking copies overlap the GPU; workers are not
         # persistent because each epoch reseeds them (exact resume)
-        loader_kw = dict(num_workers=loader_workers(opts.workers, device), persistent_workers=False,
-                         pin_memory=device.type == "cuda")
+        workers = loader_workers(opts.workers, device)
+        # forkserver: a forked worker inherits a broken tensorstore runtime (the feature reader's engine)
+        loader_kw = dict(num_workers=workers, persistent_workers=False, pin_memory=device.type == "cuda",
+                         multiprocessing_context="forkserver" if workers else None)
         train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size,
                                   **loader_kw)
         val_subset = Subset(val_set, range(min(opts.val_samples, len(val_set))))

@@ -71,7 +71,7 @@ def tiny_store(tiny_data, tiny_teacher, tmp_path_factory):
 
     store = tmp_path_factory.mktemp("stores") / "features.zarr"
     assert export_main(["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--out", str(store),
-                        "--range-size", "4", "--batch-size", "4", "--quiet"]) == 0
+                        "--shard-size", "4", "--batch-size", "4", "--quiet"]) == 0
     return store
 
 

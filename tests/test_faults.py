@@ -36,7 +36,7 @@ def _kill(proc):
 @pytest.mark.parametrize("when", ["after_first_range", "random_0.4s", "random_1.2s"])
 def test_export_killed_at_several_points_resumes_identically(when, tiny_teacher, tiny_data, tmp_path):
     cmd = [sys.executable, "-m", "feature_store.export", "--ckpt", str(tiny_teacher), "--data", str(tiny_data),
-           "--range-size", "2", "--batch-size", "1", "--quiet", "--splits", "train,val"]
+           "--shard-size", "2", "--batch-size", "1", "--quiet", "--splits", "train,val"]
     store = tmp_path / "k.zarr"
     proc = subprocess.Popen(cmd + ["--out", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if when == "after_first_range":
@@ -52,7 +52,7 @@ def test_export_killed_at_several_points_resumes_identically(when, tiny_teacher,
         assert got.attrs["splits"][split]["status"] == "complete"
         for tap in ref[split].array_keys():
             np.testing.assert_array_equal(np.asarray(got[split][tap][:]), np.asarray(ref[split][tap][:]))
-    assert not list(store.rglob("*.partial"))
+    assert not list(store.rglob("*.partial")) and not list(store.rglob("*.__lock"))
 
 
 def test_teacher_killed_mid_training_resumes_to_the_same_weights(tiny_data, tmp_path):

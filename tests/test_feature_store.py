@@ -23,7 +23,7 @@ TAPS = ["enc144", "dec144", "enc36", "dec36", "enc9", "dec9"]
 
 def _export(teacher, data, store, *extra):
     return run_main(export_main, ["--ckpt", str(teacher), "--data", str(data), "--out", str(store),
-                                  "--range-size", "4", "--batch-size", "4", "--quiet", *extra])
+                                  "--shard-size", "4", "--batch-size", "4", "--quiet", *extra])
 
 
 def _arrays(store, split="train"):
@@ -45,7 +45,10 @@ def test_layout_and_metadata(tiny_store, tiny_teacher, tiny_data):
     C, H, W = teacher.tap_shapes()["enc144"]
     assert arr.shape == (24, C, H, W) and arr.chunks == (1, C, H, W) and str(arr.dtype) == "float16"
     assert np.isnan(arr.fill_value)
-    assert [c.to_dict()["name"] for c in arr.metadata.codecs][-1] == "crc32c"  # every chunk carries a checksum
+    assert arr.shards == (4, C, H, W)  # tiny_store: --shard-size 4
+    sharding = arr.metadata.codecs[0].to_dict()
+    assert sharding["name"] == "sharding_indexed"
+    assert [c["name"] for c in sharding["configuration"]["codecs"]][-1] == "crc32c"  # every chunk carries a checksum
     assert arr.metadata.dimension_names == ("sample", "c144", "y144", "x144")
     stats = arr.attrs["stats"]
     data = np.asarray(arr[:], dtype=np.float64)
@@ -98,7 +101,7 @@ def test_kill_and_resume_gives_identical_arrays(tiny_store, tiny_data, tmp_path)
     teacher_path = next(p for p in tiny_store.parent.parent.glob("tiny_teacher*/best.pt"))
     store = tmp_path / "killed.zarr"
     cmd = [sys.executable, "-m", "feature_store.export", "--ckpt", str(teacher_path), "--data", str(tiny_data),
-           "--out", str(store), "--range-size", "2", "--batch-size", "1", "--splits", "train", "--quiet"]
+           "--out", str(store), "--shard-size", "2", "--batch-size", "1", "--splits", "train", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     flags = None

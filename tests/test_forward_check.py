@@ -156,7 +156,7 @@ def test_binding_the_chain_teacher_store_student(tiny_data, tiny_store, tiny_tea
     fit_teacher(tiny_teacher_config(), tiny_data, other, TeacherOptions(epochs=1, seed=9, progress=False))
     other_store = tmp_path / "other.zarr"
     assert run_main(export_main, ["--ckpt", str(other / "best.pt"), "--data", str(tiny_data), "--out",
-                                  str(other_store), "--range-size", "4", "--quiet"]) == 0
+                                  str(other_store), "--shard-size", "4", "--quiet"]) == 0
     cfg = tmp_path / "s.json"
     cfg.write_text(json.dumps(tiny_student_config(inject_levels=[9])))
     base = ["--data", str(tiny_data), "--config", str(cfg), "--epochs", "1", "--quiet"]

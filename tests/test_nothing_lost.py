@@ -28,7 +28,7 @@ from tests.test_bad_inputs import _fails_cleanly
 
 
 def _export(teacher, data, store, *extra):
-    return ["--ckpt", str(teacher), "--data", str(data), "--out", str(store), "--range-size", "4",
+    return ["--ckpt", str(teacher), "--data", str(data), "--out", str(store), "--shard-size", "4",
             "--batch-size", "4", "--quiet", *extra]
 
 
@@ -142,9 +142,9 @@ def _chunk(store, split, tap, i):
 
 
 @pytest.mark.parametrize("damage", ["zeroed", "random", "truncated", "deleted"])
-def test_damaged_chunk_is_named_on_read(damage, tiny_store, tmp_path, capsys):
-    store = tmp_path / "s.zarr"
-    shutil.copytree(tiny_store, store)
+def test_damaged_chunk_is_named_on_read(damage, tiny_teacher, tiny_data, tmp_path, capsys):
+    store = tmp_path / "s.zarr"  # one chunk file per sample (damage inside a shard: tests/test_store_engine.py)
+    assert run_main(export_main, _export(tiny_teacher, tiny_data, store, "--shard-size", "0", "--splits", "train")) == 0
     chunk = _chunk(store, "train", "dec36", 5)
     raw = chunk.read_bytes()
     if damage == "zeroed":

@@ -35,7 +35,7 @@ def _arrays(store, split):
 
 
 def test_export_on_ray_workers_equals_single_process(ray_cluster, tiny_teacher, tiny_data, tmp_path):
-    common = ["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--range-size", "4", "--batch-size", "4",
+    common = ["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--shard-size", "4", "--batch-size", "4",
               "--quiet"]
     r = subprocess.run([sys.executable, "-m", "feature_store.export", *common, "--out", str(tmp_path / "ray.zarr"),
                         "--ray-address", "auto", "--ray-workers", "2"], capture_output=True, text=True, env=ray_cluster)
@@ -69,7 +69,7 @@ def test_student_tune_against_the_cluster(ray_cluster, tiny_store, tiny_data, tm
 def test_store_urls(scheme, tiny_teacher, tiny_data, tiny_store, tmp_path):
     url = f"file://{tmp_path}/u.zarr" if scheme == "file" else f"memory://frozenflow-test-{os.getpid()}/u.zarr"
     args = ["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--out", url, "--splits", "val",
-            "--range-size", "4", "--batch-size", "4", "--quiet"]
+            "--shard-size", "4", "--batch-size", "4", "--quiet"]
     assert run_main(export_main, args) == 0
     assert run_main(export_main, args) == 0  # idempotent through the URL too
     ds = FeatureStoreDataset(url, "val")
