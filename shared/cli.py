@@ -91,8 +91,9 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
                         "the Ray cluster has a GPU, else 0; more than one node has is refused at once")
     p.add_argument("--searcher", choices=["optuna", "random"], default="optuna", help="tune: search algorithm")
     p.add_argument("--ray-address", help="tune: connect to a running Ray cluster (e.g. auto)")
-    p.add_argument("--logger", help="tune: comma list of tensorboard, csv, mlflow (default: Ray's CSV, JSON and "
-                                    "TensorBoard); single runs always write metrics.csv and TensorBoard scalars")
+    p.add_argument("--logger", help="tune: comma list of tensorboard, csv, mlflow; Ray always writes CSV, JSON and "
+                                    "TensorBoard records, mlflow adds an MLflow run per trial (needs the mlflow "
+                                    "package); single runs always write metrics.csv and TensorBoard scalars")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

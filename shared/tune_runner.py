@@ -134,9 +134,14 @@ def parse_loggers(text: str | None) -> list[str] | None:
 
 
 def logger_callbacks(names: list[str] | None, out_dir: Path, name: str):
-    """Ray Tune logger callbacks for ``--logger`` (None: Ray's defaults, CSV + JSON + TensorBoard)."""
+    """Ray Tune logger callbacks for ``--logger``.  Ray adds its CSV, JSON and TensorBoard loggers
+    to whatever is asked for (it restores experiments from those records), so ``mlflow`` is the
+    one name that adds something; asking for the others says so."""
     if names is None:
         return None
+    if set(names) & {"tensorboard", "csv"}:
+        print("[tune] --logger: Ray Tune writes CSV, JSON and TensorBoard records of every trial in any case "
+              "(OUT/ray/<name>/trial_*); --logger mlflow adds an MLflow run per trial")
     from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
     callbacks = []
@@ -172,6 +177,14 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
         raise ValueError(f"--gpus-per-trial must be ≥ 0, got {args.gpus_per_trial:g}")
     if ":" in str(args.device):
         raise ValueError(f"--device {args.device}: Ray assigns each trial its GPU(s); use --device auto (or cuda)")
+    import ray
+
+    if args.gpus_per_trial and not args.ray_address and not ray.is_initialized():
+        # the local Ray about to start gets the GPUs torch sees: refuse before spending its start-up time
+        local = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if args.gpus_per_trial > local:
+            raise ValueError(f"--gpus-per-trial {args.gpus_per_trial:g}: the Ray cluster has {local} GPU(s) (a local "
+                             f"Ray on this machine, where torch sees {local}), so no trial could ever start")
     init_ray(args.ray_address)
     gpus = gpu_share(args.gpus_per_trial, "--gpus-per-trial")
     if gpus == 0 and str(args.device).lower() == "cuda":

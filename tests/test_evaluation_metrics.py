@@ -119,3 +119,28 @@ def test_runs_table_shows_best_epochs_and_what_differs(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert "gen_lr" in out[0] and "batch_size" not in out[0]
     assert f"| {tmp_path / 'a'} | 3 | 2 | 0.4000 |" in out[2] and f"| {tmp_path / 'b'} | 3 | 3 | 0.3000 |" in out[3]
+
+
+def test_tune_loggers_map_to_ray_callbacks(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
+
+    from shared.tune_runner import logger_callbacks, parse_loggers
+
+    assert parse_loggers(None) is None and parse_loggers("tensorboard,csv") == ["tensorboard", "csv"]
+    with pytest.raises(ValueError, match="--logger must be a comma list"):
+        parse_loggers("wandb")
+    cbs = logger_callbacks(["tensorboard", "csv"], tmp_path, "t")
+    assert [type(c) for c in cbs] == [TBXLoggerCallback, CSVLoggerCallback]
+    assert "writes CSV, JSON and TensorBoard records" in capsys.readouterr().out
+    real_import = builtins.__import__
+
+    def no_mlflow(name, *a, **k):
+        if name == "mlflow":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_mlflow)
+    with pytest.raises(ValueError, match="needs the mlflow package"):
+        logger_callbacks(["mlflow"], tmp_path, "t")
