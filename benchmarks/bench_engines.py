@@ -12,7 +12,8 @@ are a real teacher's scale of random numbers (incompressible: the codec-none cas
   the same arrays (one file per tap per 64 samples) with ``fsync``-free writes, as zarr's;
 * read — random batches (``--batch`` samples drawn without replacement) of all taps; per engine
   ``per sample`` (one call per sample and tap, through a thread pool of 2, what the reader did) and
-  ``batched`` (one call per tap per batch); baseline: a ``.npy`` memmap per tap, ``m[sorted idx]``.
+  ``batched`` (one call per tap per batch; for tensorstore the shipped ``SplitArrays.read_taps``,
+  all taps in flight at once); baseline: a ``.npy`` memmap per tap, ``m[sorted idx]``.
 
 The page cache is warm for reads (the stores were just written): this is the CPU cost of the
 engines, not of the disk.  Results: ``benchmarks/results/engines.json``.
@@ -46,7 +47,7 @@ def _zarr_arrays(path: Path, n: int, shard: int):
 
     from feature_store.layout import compressors
 
-    g = zarr.open_group(str(path), mode="w")
+    g = zarr.open_group(str(path), mode="w").require_group("train")
     return {t: g.create_array(t, shape=(n, *s), chunks=(1, *s), shards=(shard, *s) if shard else None,
                               dtype="float16", fill_value=np.nan, compressors=compressors("none"))
             for t, s in TAPS.items()}
@@ -76,16 +77,17 @@ def write_zarr(path: Path, data, shard: int, engine: str) -> None:
 
 
 def write_tensorstore(path: Path, data, shard: int) -> None:
-    """Create the arrays with zarr-python (identical metadata) and write them through tensorstore."""
+    """The shipped path: arrays created by zarr-python, a shard of every tap per call through
+    ``feature_store.engine`` (tensorstore)."""
+    from feature_store.engine import SplitArrays
+
     n = len(next(iter(data.values())))
     _zarr_pipeline("zarr")
     _zarr_arrays(path, n, shard)
-    arrays = _ts_open(path)
+    arrays = SplitArrays(path, "train", list(TAPS), "tensorstore", write=True)
     step = shard or 1
-    for t, a in arrays.items():
-        futures = [a[s:s + step].write(data[t][s:s + step]) for s in range(0, n, step)]
-        for f in futures:
-            f.result()
+    for s in range(0, n, step):
+        arrays.write(s, {t: a[s:s + step] for t, a in data.items()})
 
 
 def write_raw(path: Path, data, shard: int) -> None:
@@ -97,27 +99,21 @@ def write_raw(path: Path, data, shard: int) -> None:
             np.save(path / f"{t}_{s}.npy", a[s:s + step])
 
 
-def _ts_open(path: Path) -> dict:
-    import tensorstore as ts
-
-    ctx = ts.Context({"cache_pool": {"total_bytes_limit": 0}})
-    return {t: ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / t)}},
-                       open=True, read=True, write=True, context=ctx).result() for t in TAPS}
-
-
 def readers(path: Path, raw: Path, engine: str, pool: ThreadPoolExecutor):
     """{label: read(indices) -> {tap: array}} for one store."""
     import zarr
 
     out = {}
     if engine == "tensorstore":
-        arrays = _ts_open(path)
-        out["tensorstore batched"] = lambda idx: {t: a[np.sort(idx)].read().result() for t, a in arrays.items()}
+        from feature_store.engine import SplitArrays
+
+        shipped = SplitArrays(path, "train", list(TAPS), "tensorstore")
+        out["tensorstore batched"] = shipped.read_taps  # what FeatureStoreDataset.__getitems__ calls
         out["tensorstore per sample"] = lambda idx: {t: np.stack(list(pool.map(
-            lambda i, a=a: a[int(i)].read().result(), idx))) for t, a in arrays.items()}
+            lambda i, t=t: shipped.read(t, [i])[0], idx))) for t in TAPS}
     else:
         _zarr_pipeline(engine)
-        g = zarr.open_group(str(path), mode="r")
+        g = zarr.open_group(str(path), mode="r")["train"]
         arrays = {t: g[t] for t in TAPS}
         out[f"{engine} batched"] = lambda idx: {t: a.get_orthogonal_selection((np.sort(idx),))
                                                 for t, a in arrays.items()}

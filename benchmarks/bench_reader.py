@@ -96,7 +96,8 @@ def loader_rate(make_ds, workers: int, epochs: int) -> float:
     so no reader state opened in this process is inherited by forked workers)."""
     ds = make_ds()
     dl = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
-                    generator=torch.Generator().manual_seed(0))
+                    generator=torch.Generator().manual_seed(0),  # forkserver, as training: tensorstore and fork
+                    multiprocessing_context="forkserver" if workers else None)
     for _ in dl:  # warm-up: start workers, open stores
         pass
     t0 = time.perf_counter()

@@ -196,8 +196,7 @@ class RangeWriter:
         if split not in self._arrays:
             self._arrays[split] = SplitArrays(self.spec.store, split, self.spec.taps, self.spec.engine, write=True,
                                               threads=self.spec.threads or 2)
-        for name, a in arrays.items():
-            self._arrays[split].write(name, s0, a)
+        self._arrays[split].write(s0, arrays)
         return sum(a.nbytes for a in arrays.values())
 
     def _flag(self, split, r, writes):

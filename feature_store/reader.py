@@ -1,8 +1,8 @@
 """Stream stored teacher features into PyTorch.
 
 ``FeatureStoreDataset(store, split, taps)[i]`` → ``{tap: float32 tensor}``; ``__getitems__(indices)``
-reads a whole batch with one engine call per tap (``feature_store.engine``: tensorstore for local
-stores when installed, else zarr-python one sample at a time on a thread pool).  The store is
+reads a whole batch with one engine call per tap, all taps in flight at once (``feature_store.engine``:
+tensorstore for local stores when installed, else zarr-python one sample at a time on a thread pool).  The store is
 opened read-only and lazily in each process (handles are dropped when the dataset is pickled into
 DataLoader workers or Ray trials).  Every read is checked: a chunk whose checksum fails or that
 does not decode, and a sample that is not finite (a deleted chunk reads as NaN), is an error
@@ -72,12 +72,12 @@ class FeatureStoreDataset(Dataset):
         variants = [v for _, v in pairs] if self.n_variants > 1 else None
         keys = pairs if self.n_variants > 1 else samples
         out = [{} for _ in pairs]
+        try:
+            blocks = arrays.read_taps(samples, variants)
+        except ValueError:  # a checksum or decoding failure somewhere in the batch: find and name it
+            blocks = {tap: np.stack([self._read_one(arrays, tap, k) for k in keys]) for tap in self.taps}
         for tap in self.taps:
-            try:
-                block = arrays.read(tap, samples, variants)
-            except ValueError:  # a checksum or decoding failure somewhere in the batch: find and name it
-                block = np.stack([self._read_one(arrays, tap, k) for k in keys])
-            x = torch.from_numpy(np.asarray(block, dtype=np.float32))
+            x = torch.from_numpy(np.asarray(blocks[tap], dtype=np.float32))
             finite = torch.isfinite(x).flatten(1).all(1)
             if not bool(finite.all()):  # export refuses non-finite features: NaN here is a missing chunk
                 k = keys[int((~finite).nonzero()[0, 0])]
