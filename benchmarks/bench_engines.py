@@ -12,8 +12,9 @@ are a real teacher's scale of random numbers (incompressible: the codec-none cas
   the same arrays (one file per tap per 64 samples) with ``fsync``-free writes, as zarr's;
 * read — random batches (``--batch`` samples drawn without replacement) of all taps; per engine
   ``per sample`` (one call per sample and tap, through a thread pool of 2, what the reader did) and
-  ``batched`` (one call per tap per batch; for tensorstore the shipped ``SplitArrays.read_taps``,
-  all taps in flight at once); baseline: a ``.npy`` memmap per tap, ``m[sorted idx]``.
+  ``batched`` (one call per tap per batch; for tensorstore ``SplitArrays.read_taps``, all taps in
+  flight at once), and ``shard files`` — the shipped reader of uncompressed shards, which maps the
+  shard files and checks each chunk's crc32c itself; baseline: a ``.npy`` memmap per tap, ``m[sorted idx]``.
 
 The page cache is warm for reads (the stores were just written): this is the CPU cost of the
 engines, not of the disk.  Results: ``benchmarks/results/engines.json``.
@@ -108,7 +109,10 @@ def readers(path: Path, raw: Path, engine: str, pool: ThreadPoolExecutor):
         from feature_store.engine import SplitArrays
 
         shipped = SplitArrays(path, "train", list(TAPS), "tensorstore")
-        out["tensorstore batched"] = shipped.read_taps  # what FeatureStoreDataset.__getitems__ calls
+        out["tensorstore batched"] = shipped.read_taps
+        direct = SplitArrays(path, "train", list(TAPS))  # auto: what FeatureStoreDataset.__getitems__ calls
+        if direct.engine == "shard files":
+            out["shard files batched (shipped)"] = direct.read_taps
         out["tensorstore per sample"] = lambda idx: {t: np.stack(list(pool.map(
             lambda i, t=t: shipped.read(t, [i])[0], idx))) for t in TAPS}
     else:

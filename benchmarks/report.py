@@ -41,7 +41,8 @@ def figures() -> list[dict]:
         by = {(x["op"], x["layout"], x["engine"]): x for x in e["results"]["rows"]}
         for op, engine, label in (("write", "tensorstore", "store write / raw write of the same bytes (shipped: tensorstore, shard 64)"),
                                   ("write", "zarr-python", "store write / raw write (zarr-python, shard 64)"),
-                                  ("read", "tensorstore batched", "batch read / raw memmap (shipped: tensorstore, shard 64)"),
+                                  ("read", "shard files batched (shipped)", "batch read / raw memmap (shipped: shard files, shard 64)"),
+                                  ("read", "tensorstore batched", "batch read / raw memmap (tensorstore, shard 64)"),
                                   ("read", "zarr-python per sample", "batch read / raw memmap (zarr-python per sample, shard 64)")):
             x = by.get((op, "shard 64", engine))
             if x:

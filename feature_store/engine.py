@@ -9,8 +9,11 @@ an order of magnitude slower than tensorstore's on this layout.
 """
 from __future__ import annotations
 
+import json
+import mmap
 import os
 import warnings
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -57,19 +60,27 @@ def resolve_engine(name: str, store) -> str:
 
 
 class SplitArrays:
-    """The tap arrays of one split, opened with one engine: ``write(tap, start, values)`` and
-    ``read(tap, samples, variants)`` (a batch; rows in the order asked)."""
+    """The tap arrays of one split, opened with one engine: ``write(start, {tap: rows})`` and
+    ``read(tap, samples, variants)`` / ``read_taps(samples, variants)`` (a batch; rows in the
+    order asked).  With ``engine="auto"``, reads of the plain layout (uncompressed shards, local)
+    go straight to the shard files (:class:`ShardFiles`, engine ``"shard files"``)."""
 
     def __init__(self, store, split: str, taps, engine: str = "auto", write: bool = False, threads: int = 2):
         self.store, self.split, self.taps = str(store), split, list(taps)
         self.engine = resolve_engine(engine, store)
+        self._zarr = _zarr_arrays(store, split, taps, write)
+        self._pool, self._direct = None, None
+        local = L.local_path(store)
+        if engine == "auto" and not write and local is not None:
+            direct = {t: ShardFiles.open(local / split / t) for t in taps}
+            if all(direct.values()):
+                self._direct, self.engine = direct, "shard files"
+                return
         if self.engine == "tensorstore" and not _tensorstore_usable_here():
             warnings.warn("this process was forked from one that used tensorstore, which cannot run here; reading "
                           "with zarr-python (slower). Start DataLoader workers with multiprocessing_context="
                           "'forkserver' or 'spawn' to keep tensorstore", RuntimeWarning, stacklevel=3)
             self.engine = "zarr"
-        self._zarr = _zarr_arrays(store, split, taps, write)
-        self._pool = None
         if self.engine == "tensorstore":
             global _TS_PID
             _TS_PID = os.getpid()
@@ -99,6 +110,8 @@ class SplitArrays:
 
     def read_taps(self, samples, variants=None) -> dict[str, np.ndarray]:
         """``read`` for every tap (tensorstore: all taps' reads in flight at once)."""
+        if self._direct is not None:
+            return {t: self.read(t, samples, variants) for t in self.taps}
         if self.engine != "tensorstore":
             return {t: self.read(t, samples, variants) for t in self.taps}
         pending = {t: self._ts_read(t, samples, variants) for t in self.taps}
@@ -109,6 +122,8 @@ class SplitArrays:
 
         Raises ValueError when a chunk's checksum does not match or it does not decode."""
         samples = np.asarray(samples, dtype=np.int64)
+        if self._direct is not None:
+            return self._direct[tap].read(samples, variants)
         if self.engine == "tensorstore":
             return self._ts_read(tap, samples, variants)()
         arr = self._zarr[tap]
@@ -134,8 +149,112 @@ class SplitArrays:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+        for reader in (self._direct or {}).values():
+            reader.close()
 
 
 def _zarr_arrays(store, split, taps, write: bool) -> dict:
     root = L.open_root(store, mode="r+" if write else "r")
     return {t: root[split][t] for t in taps}
+
+
+class ShardFiles:
+    """Samples of an uncompressed sharded tap array read straight from its shard files.
+
+    The layout the export writes with ``--codec none`` is simple enough to read without a codec
+    pipeline: each shard file holds its chunks' raw little-endian bytes, each followed by a crc32c,
+    and an index of (offset, nbytes) pairs with its own crc32c (Zarr v3 ``sharding_indexed``).  A
+    batch is then a memory-mapped slice and a hardware crc32c per sample, about the cost of reading a
+    raw ``.npy`` memmap.  Any other layout (compressed, unsharded) is left to the engines.
+    """
+
+    EMPTY = 2 ** 64 - 1
+    MAX_OPEN = 32
+
+    def __init__(self, folder, meta: dict):
+        sharding = meta["codecs"][0]["configuration"]
+        self.folder = folder
+        self.dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+        self.shard = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        self.chunk = tuple(sharding["chunk_shape"])
+        self.per_shard = tuple(s // c for s, c in zip(self.shard, self.chunk))
+        self.n_chunks = int(np.prod(self.per_shard))
+        self.index_at_end = sharding.get("index_location", "end") == "end"
+        self._maps = OrderedDict()
+
+    @classmethod
+    def open(cls, folder):
+        """A reader for the array in ``folder``, or None when its layout is not the plain one."""
+        try:
+            meta = json.loads((folder / "zarr.json").read_text())
+            codecs = meta["codecs"]
+            if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
+                return None
+            conf = codecs[0]["configuration"]
+            plain = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
+            lead = len(meta["shape"]) - 3
+            if (conf["codecs"] != plain or conf.get("index_codecs") != plain
+                    or meta["chunk_key_encoding"] != {"name": "default", "configuration": {"separator": "/"}}
+                    or any(c != 1 for c in conf["chunk_shape"][:lead])
+                    or list(conf["chunk_shape"][lead:]) != list(meta["shape"][lead:])):
+                return None
+            return cls(folder, meta)
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
+
+    def _shard(self, key: tuple):
+        """(bytes of the shard file as a read-only uint8 array over its memory map, index [n_chunks, 2])
+        of the shard at grid position ``key``, None when absent.  At most MAX_OPEN stay mapped (each
+        holds a file descriptor), least recently used first out; a map closes when its array goes."""
+        if key in self._maps:
+            self._maps.move_to_end(key)
+            return self._maps[key]
+        while len(self._maps) >= self.MAX_OPEN:
+            self._maps.popitem(last=False)
+        path = self.folder / "c" / "/".join(str(k) for k in key + (0, 0, 0))
+        got = None
+        if path.exists():
+            with open(path, "rb") as f:
+                data = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), dtype=np.uint8)
+            size = self.n_chunks * 16 + 4
+            raw = data[-size:] if self.index_at_end else data[:size]
+            if len(raw) < size or _crc32c(raw) != CRC32C_RESIDUE:
+                raise ValueError(f"{path}: shard index does not match its crc32c (truncated or damaged)")
+            got = (data, raw[:-4].view("<u8").reshape(self.n_chunks, 2))
+        self._maps[key] = got
+        return got
+
+    def read(self, samples, variants=None) -> np.ndarray:
+        """Rows ``samples`` (with ``variants`` on a flips store; without: every variant of each)."""
+        samples = np.asarray(samples, dtype=np.int64)
+        n_var = self.per_shard[1] if len(self.shard) == 5 else 1
+        if variants is None and n_var > 1:
+            return np.stack([self.read(samples, np.full(len(samples), v)) for v in range(n_var)], axis=1)
+        variants = np.zeros(len(samples), np.int64) if variants is None else np.asarray(variants, np.int64)
+        out = np.empty((len(samples), *self.chunk[-3:]), dtype=self.dtype)
+        flat = out.reshape(len(samples), -1)
+        for k, (i, v) in enumerate(zip(samples.tolist(), variants.tolist())):
+            key = (i // self.shard[0],) + ((0,) if n_var > 1 else ())
+            got = self._shard(key)
+            off, n = (self.EMPTY, self.EMPTY) if got is None else got[1][(i % self.shard[0]) * n_var + v].tolist()
+            if off == self.EMPTY:
+                out[k] = np.nan  # never written: the fill value
+                continue
+            chunk = got[0][off:off + n]  # a view of the map: checked and copied once
+            if len(chunk) != n or _crc32c(chunk) != CRC32C_RESIDUE:  # data + its crc32c: one pass
+                raise ValueError(f"{self.folder}: chunk of sample {i} does not match its crc32c")
+            flat[k] = chunk[:-4].view(self.dtype)
+        return out
+
+    def close(self) -> None:
+        self._maps.clear()
+
+
+CRC32C_RESIDUE = 0x48674BC7  # crc32c of any data followed by its own little-endian crc32c
+
+
+def _crc32c(data) -> int:
+    """crc32c of bytes or a read-only uint8 array (no copy)."""
+    import google_crc32c  # zarr's own crc32c (hardware-accelerated C)
+
+    return google_crc32c.value(data)

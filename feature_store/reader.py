@@ -40,16 +40,23 @@ class FeatureStoreDataset(Dataset):
         self.n = self.manifest.require(split, taps=taps, **expect).n
         self.taps = list(taps) if taps is not None else self.manifest.taps
         self.n_variants = self.manifest.n_variants
-        self.engine = resolve_engine(engine, self.store)
+        resolve_engine(engine, self.store)  # an engine that cannot run here is refused now, not in a worker
+        self.engine_request = engine
         self._arrays, self._pid = None, None  # opened lazily, per process
 
     def __len__(self):
         return self.n
 
+    @property
+    def engine(self) -> str:
+        """What reads this process's samples: ``shard files``, ``tensorstore`` or ``zarr``."""
+        return self._open().engine
+
     def _open(self) -> SplitArrays:
         # a forked DataLoader worker inherits the handles but not their threads: reopen per process
         if self._arrays is None or self._pid != os.getpid():
-            self._arrays = SplitArrays(self.store, self.split, self.taps, self.engine, threads=reader_threads(self.threads))
+            self._arrays = SplitArrays(self.store, self.split, self.taps, self.engine_request,
+                                       threads=reader_threads(self.threads))
             self._pid = os.getpid()
         return self._arrays
 

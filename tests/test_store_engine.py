@@ -1,5 +1,6 @@
-"""The store at the I/O limit: shards by default, one engine call per tap per batch (tensorstore,
-zarr-python when it is missing), both engines writing and reading the same Zarr, block shuffle."""
+"""The store at the I/O limit: shards by default, one engine call per tap per batch (plain shards
+read straight from their files, tensorstore, zarr-python when it is missing), every path writing and
+reading the same Zarr, damage named on every path, block shuffle."""
 import math
 
 import numpy as np
@@ -47,8 +48,9 @@ def test_both_engines_write_and_read_the_same_store(tiny_teacher, tiny_data, tmp
     assert all(np.array_equal(ref[t], got[t]) for t in ref)  # zarr-python reads tensorstore's shards
     idx = [7, 2, 2, 19, 0]  # unsorted, repeated, across shards: rows come back in the order asked
     for store in stores.values():
-        for engine in ("zarr", "tensorstore"):
+        for engine in ("zarr", "tensorstore", "auto"):
             ds = FeatureStoreDataset(store, "train", engine=engine)
+            assert ds.engine == {"auto": "shard files"}.get(engine, engine)  # auto: plain shards read directly
             batch = ds.__getitems__(idx)
             for tap in ds.taps:
                 assert np.array_equal(np.stack([b[tap].numpy() for b in batch]), ref[tap][idx].astype(np.float32))
@@ -57,10 +59,11 @@ def test_both_engines_write_and_read_the_same_store(tiny_teacher, tiny_data, tmp
 def test_without_tensorstore_everything_falls_back_to_zarr_python(tiny_store, monkeypatch):
     monkeypatch.setattr(E, "_tensorstore", lambda: None)
     assert E.resolve_engine("auto", tiny_store) == "zarr"
+    assert FeatureStoreDataset(tiny_store, "train", engine="zarr").engine == "zarr"
     with pytest.raises(StoreError, match="tensorstore package is not installed"):
         E.resolve_engine("tensorstore", tiny_store)
     ds = FeatureStoreDataset(tiny_store, "train")
-    assert ds.engine == "zarr" and set(ds.get(3)) == set(ds.taps)
+    assert ds.engine == "shard files" and set(ds.get(3)) == set(ds.taps)  # plain shards need no engine
     monkeypatch.undo()
     assert E.resolve_engine("auto", "memory://s.zarr") == "zarr"  # URLs: zarr-python (fsspec)
     with pytest.raises(StoreError, match="must be one of"):
@@ -77,7 +80,7 @@ def _inner_chunk(store, split, tap, i, shard):
     return path, int(off), int(n)
 
 
-@pytest.mark.parametrize("engine", ["tensorstore", "zarr"])
+@pytest.mark.parametrize("engine", ["auto", "tensorstore", "zarr"])
 def test_a_damaged_chunk_inside_a_shard_is_named(engine, tiny_store, tmp_path, capsys):
     import shutil
 
