@@ -39,7 +39,8 @@ def figures() -> list[dict]:
     e, f = _load("engines")
     if e:
         by = {(x["op"], x["layout"], x["engine"]): x for x in e["results"]["rows"]}
-        for op, engine, label in (("write", "tensorstore", "store write / raw write of the same bytes (shipped: tensorstore, shard 64)"),
+        for op, engine, label in (("write", "shard files (shipped)", "store write / raw write of the same bytes (shipped: shard files, shard 64)"),
+                                  ("write", "tensorstore", "store write / raw write (tensorstore, shard 64)"),
                                   ("write", "zarr-python", "store write / raw write (zarr-python, shard 64)"),
                                   ("read", "shard files batched (shipped)", "batch read / raw memmap (shipped: shard files, shard 64)"),
                                   ("read", "tensorstore batched", "batch read / raw memmap (tensorstore, shard 64)"),

@@ -71,7 +71,7 @@ class SplitArrays:
         self._zarr = _zarr_arrays(store, split, taps, write)
         self._pool, self._direct = None, None
         local = L.local_path(store)
-        if engine == "auto" and not write and local is not None:
+        if engine == "auto" and local is not None:
             direct = {t: ShardFiles.open(local / split / t) for t in taps}
             if all(direct.values()):
                 self._direct, self.engine = direct, "shard files"
@@ -100,6 +100,14 @@ class SplitArrays:
 
     def write(self, start: int, values: dict[str, np.ndarray]) -> None:
         """Rows ``start …`` of every tap in ``values`` (tensorstore: all taps at once)."""
+        if self._direct is not None:
+            n = self._zarr[self.taps[0]].shape[0]
+            for t, v in values.items():
+                if self._direct[t].can_write(start, len(v), n):
+                    self._direct[t].write(start, v)
+                else:  # not one whole shard: through zarr-python, which reads, merges and rewrites it
+                    self._zarr[t][start:start + len(v)] = v
+            return
         if self.engine == "tensorstore":
             pending = [self._ts[t][start:start + len(v)].write(v) for t, v in values.items()]
             for f in pending:
@@ -159,7 +167,8 @@ def _zarr_arrays(store, split, taps, write: bool) -> dict:
 
 
 class ShardFiles:
-    """Samples of an uncompressed sharded tap array read straight from its shard files.
+    """Samples of an uncompressed sharded tap array read (and whole shards written) straight from
+    (to) its shard files.
 
     The layout the export writes with ``--codec none`` is simple enough to read without a codec
     pipeline: each shard file holds its chunks' raw little-endian bytes, each followed by a crc32c,
@@ -245,6 +254,37 @@ class ShardFiles:
                 raise ValueError(f"{self.folder}: chunk of sample {i} does not match its crc32c")
             flat[k] = chunk[:-4].view(self.dtype)
         return out
+
+    def can_write(self, start: int, rows: int, n: int) -> bool:
+        """Whether ``rows`` rows at ``start`` are exactly one shard (the last one may be short)."""
+        return start % self.shard[0] == 0 and rows == min(self.shard[0], n - start)
+
+    def write(self, start: int, values: np.ndarray) -> int:
+        """Write one whole shard (see ``can_write``): chunks with their crc32c, then the index and its
+        crc32c, into a temporary file renamed into place, so a reader or a killed writer never sees
+        half a shard.  Returns the bytes written."""
+        n_var = self.per_shard[1] if len(self.shard) == 5 else 1
+        flat = np.ascontiguousarray(values, dtype=self.dtype).reshape(len(values) * n_var, -1).view(np.uint8)
+        index = np.full((self.n_chunks, 2), self.EMPTY, dtype="<u8")
+        size = self.n_chunks * 16 + 4
+        offset = 0 if self.index_at_end else size
+        parts = []
+        for j, chunk in enumerate(flat):
+            parts += [chunk, _crc32c(chunk).to_bytes(4, "little")]
+            index[j] = (offset, chunk.nbytes + 4)
+            offset += chunk.nbytes + 4
+        head = [index.tobytes(), _crc32c(index.view(np.uint8)).to_bytes(4, "little")]
+        parts = parts + head if self.index_at_end else head + parts
+        key = (start // self.shard[0],) + ((0,) if n_var > 1 else ()) + (0, 0, 0)
+        path = self.folder / "c" / "/".join(str(k) for k in key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        with open(tmp, "wb") as f:
+            for part in parts:
+                f.write(part)
+        os.replace(tmp, path)
+        self._maps.pop(key[:len(key) - 3], None)
+        return offset + (size if self.index_at_end else 0)
 
     def close(self) -> None:
         self._maps.clear()

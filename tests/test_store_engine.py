@@ -37,15 +37,16 @@ def test_default_export_writes_one_file_per_tap_per_64_samples(tiny_teacher, tin
         assert len(files) == len(m.taps) * math.ceil(state.n / 64)  # 6 data files per 64 samples per split
 
 
-def test_both_engines_write_and_read_the_same_store(tiny_teacher, tiny_data, tmp_path):
+def test_every_engine_writes_and_reads_the_same_store(tiny_teacher, tiny_data, tmp_path):
     stores = {}
-    for engine in ("zarr", "tensorstore"):
+    for engine in ("zarr", "tensorstore", "auto"):  # auto: whole plain shards written straight to their files
         stores[engine] = tmp_path / f"{engine}.zarr"
         assert run_main(export_main, _export(tiny_teacher, tiny_data, stores[engine], "--engine", engine,
                                              "--shard-size", "8", "--splits", "train")) == 0
     ref = _arrays(stores["zarr"], "train")
-    got = _arrays(stores["tensorstore"], "train")
-    assert all(np.array_equal(ref[t], got[t]) for t in ref)  # zarr-python reads tensorstore's shards
+    for engine in ("tensorstore", "auto"):
+        got = _arrays(stores[engine], "train")
+        assert all(np.array_equal(ref[t], got[t]) for t in ref), engine  # zarr-python reads their shards
     idx = [7, 2, 2, 19, 0]  # unsorted, repeated, across shards: rows come back in the order asked
     for store in stores.values():
         for engine in ("zarr", "tensorstore", "auto"):
