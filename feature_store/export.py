@@ -174,22 +174,21 @@ class RangeWriter:
         out = {}
         for name in self.spec.taps:
             t = taps[name].float()
-            finite = torch.isfinite(t).flatten(1).all(1)
-            if not bool(finite.all()):  # the data scan makes this rare: a teacher that overflows
-                i = s0 + int((~finite).nonzero()[0, 0]) // self.V
-                raise L.StoreError(f"{self.spec.store}: teacher output {name} for {split} sample {i} is not finite "
-                                   f"(its attenMap row {i} is finite: the teacher itself overflows); nothing of it "
-                                   f"was stored")
-            if self.dtype == np.float16:  # range check and conversion in torch: threaded, on the device
-                big = t.abs().flatten(1).amax(1)
-                if bool((big >= L.FLOAT16_MAX).any()):
-                    i = s0 + int((big >= L.FLOAT16_MAX).nonzero()[0, 0]) // self.V
-                    raise L.StoreError(f"{self.spec.store}: {split} tap {name} sample {i} has |x| = "
-                                       f"{float(big.max()):g}, outside float16 range (65504); rerun with "
-                                       f"--dtype float32")
-                t = t.half()
-            t = t.cpu().numpy()
-            out[name] = t.reshape(-1, self.V, *t.shape[1:]) if self.V > 1 else t
+            # float16: convert first (|x| ≥ 65520 becomes ±inf) and check the half-size result once
+            h = t.half() if self.dtype == np.float16 else t
+            bad = ~torch.isfinite(h).flatten(1).all(1)
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                i = s0 + row // self.V
+                if not bool(torch.isfinite(t[row]).all()):  # the data scan makes this rare: a teacher that overflows
+                    raise L.StoreError(f"{self.spec.store}: teacher output {name} for {split} sample {i} is not finite "
+                                       f"(its attenMap row {i} is finite: the teacher itself overflows); nothing of "
+                                       f"it was stored")
+                raise L.StoreError(f"{self.spec.store}: {split} tap {name} sample {i} has |x| = "
+                                   f"{float(t[row].abs().max()):g}, outside float16 range (65504); rerun with "
+                                   f"--dtype float32")
+            h = h.cpu().numpy()
+            out[name] = h.reshape(-1, self.V, *h.shape[1:]) if self.V > 1 else h
         return out
 
     def _write(self, split, s0, s1, arrays):

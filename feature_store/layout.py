@@ -28,7 +28,6 @@ DONE = "_done"
 DTYPES = ("float16", "float32")
 CODECS = ("none", "lz4", "zstd")
 VARIANTS = {"none": 1, "flips": 4}
-FLOAT16_MAX = 65504.0
 
 
 class StoreError(ValueError):
