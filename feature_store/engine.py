@@ -1,11 +1,12 @@
-"""How the chunk bytes of a feature store move: tensorstore (C++, threaded, one call per tap for a
-whole batch or shard) for local stores when it is installed, else zarr-python.
+"""How the chunk bytes of a feature store move: plain shards (uncompressed, local) straight to and
+from their files (:class:`ShardFiles`), everything else through tensorstore (C++, threaded, one call
+per tap for a whole batch or shard) for local stores when it is installed, else zarr-python.
 
 The metadata (groups, array definitions, attributes, done flags) is always written by zarr-python,
-and both engines read and write the same Zarr v3 chunks — a store written by one is read by the
-other, by dask and by xarray unchanged.  Measured against raw bytes in
-``benchmarks/bench_engines.py`` (docs/DESIGN.md §5): zarr-python's sharded writes and reads are
-an order of magnitude slower than tensorstore's on this layout.
+and every path reads and writes the same Zarr v3 chunks — a store written by one is read by the
+others, by dask and by xarray unchanged.  Measured against raw bytes in
+``benchmarks/bench_engines.py`` (docs/DESIGN.md §5): on this layout zarr-python is an order of
+magnitude slower than tensorstore, and the direct shard path about 3-4x faster again at reading.
 """
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from shared.atomic import atomic_write
+
 from . import layout as L
 
 ENGINES = ("auto", "tensorstore", "zarr")
 READ_CACHE_BYTES = 32 << 20  # per reading process (see SplitArrays)
-ENGINE_HELP = ("how chunks are read and written: tensorstore (C++, for local stores), zarr (zarr-python), "
-               "auto = tensorstore when installed and the store is a local folder")
+ENGINE_HELP = ("how chunks are read and written: auto = whole uncompressed shards straight to/from their files, "
+               "everything else through tensorstore (local stores, when installed) or zarr-python; tensorstore; "
+               "zarr (zarr-python only)")
 
 
 def _tensorstore():
@@ -261,8 +265,8 @@ class ShardFiles:
 
     def write(self, start: int, values: np.ndarray) -> int:
         """Write one whole shard (see ``can_write``): chunks with their crc32c, then the index and its
-        crc32c, into a temporary file renamed into place, so a reader or a killed writer never sees
-        half a shard.  Returns the bytes written."""
+        crc32c, atomically (shared.atomic: a temp file renamed into place), so a reader or a killed
+        writer never sees half a shard.  Returns the bytes written."""
         n_var = self.per_shard[1] if len(self.shard) == 5 else 1
         flat = np.ascontiguousarray(values, dtype=self.dtype).reshape(len(values) * n_var, -1).view(np.uint8)
         index = np.full((self.n_chunks, 2), self.EMPTY, dtype="<u8")
@@ -277,12 +281,8 @@ class ShardFiles:
         parts = parts + head if self.index_at_end else head + parts
         key = (start // self.shard[0],) + ((0,) if n_var > 1 else ()) + (0, 0, 0)
         path = self.folder / "c" / "/".join(str(k) for k in key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-        os.replace(tmp, path)
+        # no fsync: like zarr-python's chunks; a machine crash shows up in the checksums (verify --full)
+        atomic_write(path, lambda f: [f.write(part) for part in parts], durable=False)
         self._maps.pop(key[:len(key) - 3], None)
         return offset + (size if self.index_at_end else 0)
 

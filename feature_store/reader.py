@@ -84,8 +84,9 @@ class FeatureStoreDataset(Dataset):
         except ValueError:  # a checksum or decoding failure somewhere in the batch: find and name it
             blocks = {tap: np.stack([self._read_one(arrays, tap, k) for k in keys]) for tap in self.taps}
         for tap in self.taps:
-            x = torch.from_numpy(np.asarray(blocks[tap], dtype=np.float32))
-            finite = torch.isfinite(x).flatten(1).all(1)
+            raw = torch.from_numpy(np.ascontiguousarray(blocks[tap]))
+            finite = torch.isfinite(raw).flatten(1).all(1)  # on the stored dtype: half the bytes of float32
+            x = raw.float()
             if not bool(finite.all()):  # export refuses non-finite features: NaN here is a missing chunk
                 k = keys[int((~finite).nonzero()[0, 0])]
                 raise L.StoreError(f"{self._where(tap, k)}: not finite (a deleted chunk reads as NaN); re-export the store")
