@@ -89,10 +89,10 @@ class SplitArrays:
             global _TS_PID
             _TS_PID = os.getpid()
             ts = _tensorstore()
-            # a small cache keeps the shard indices (else every batch re-reads and re-checks them); a
-            # reader opens a complete split, which never changes, so cached entries need no re-check
-            # no fsync per file: like zarr-python and the raw baseline (a killed process loses nothing
-            # written; after a machine crash `frozenflow verify --full` finds what the disk lost)
+            # A small cache keeps the shard indices (else every batch re-reads and re-checks them); a
+            # reader opens a complete split, which never changes, so cached entries need no re-check.
+            # No fsync per file, like zarr-python and the raw baseline: a killed process loses nothing
+            # written, and after a machine crash `frozenflow verify --full` finds what the disk lost.
             ctx = ts.Context({"cache_pool": {"total_bytes_limit": 0 if write else READ_CACHE_BYTES},
                               "data_copy_concurrency": {"limit": max(1, threads)}, "file_io_sync": False})
             root = L.local_path(store)
@@ -122,9 +122,7 @@ class SplitArrays:
 
     def read_taps(self, samples, variants=None) -> dict[str, np.ndarray]:
         """``read`` for every tap (tensorstore: all taps' reads in flight at once)."""
-        if self._direct is not None:
-            return {t: self.read(t, samples, variants) for t in self.taps}
-        if self.engine != "tensorstore":
+        if self._direct is not None or self.engine != "tensorstore":
             return {t: self.read(t, samples, variants) for t in self.taps}
         pending = {t: self._ts_read(t, samples, variants) for t in self.taps}
         return {t: finish() for t, finish in pending.items()}
