@@ -24,6 +24,7 @@ import sys
 import torch
 
 from benchmarks.common import environment, print_table, write_results
+from shared.device import autocast
 
 GiB = 2 ** 30
 BATCHES = (32, 64, 128, 256)
@@ -55,7 +56,7 @@ def _step_bytes(model, make_batch, batch: int, amp: torch.dtype | None) -> int:
     x, extra = make_batch(batch)
     model.zero_grad(set_to_none=True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-            torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+            autocast("cpu", amp):
         out = model(x, **extra)
     out.float().square().mean().backward()
     return total[0]

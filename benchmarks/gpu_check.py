@@ -123,7 +123,7 @@ def run(out: Path, n_train: int, batch: int, amp: str, epochs: int, tiny: bool) 
 def _batch_256(device, amp, teacher_cfg, student_cfg, manifest) -> list[dict]:
     from phase2_student.task import build_student
     from shared.config.construct_dictionaries import merge_teacher_keys
-    from shared.device import resolve_amp
+    from shared.device import autocast, resolve_amp
     from shared.generator import Generator
 
     dtype = resolve_amp(amp, device)
@@ -139,7 +139,7 @@ def _batch_256(device, amp, teacher_cfg, student_cfg, manifest) -> list[dict]:
         opt = torch.optim.Adam(model.parameters())
         _reset(device)
         x, kw = make(256)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, dtype):
             y = model(x, **kw)
         y.float().square().mean().backward()
         opt.step()

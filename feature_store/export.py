@@ -287,15 +287,9 @@ def export_with_ray(spec: ExportSpec, items, workers: int, address: str | None,
     resolves itself (``auto``: the GPU Ray assigned it, if any)."""
     import ray
 
-    from shared.tune_runner import gpu_share, init_ray
+    from shared.tune_runner import ray_gpu_share
 
-    if ":" in spec.device:
-        raise ValueError(f"--device {spec.device}: Ray assigns each worker its GPU; use --device auto (or cuda)")
-    init_ray(address)
-    n_gpu = gpu_share(gpus_per_worker, "--gpus-per-worker")
-    if n_gpu == 0 and spec.device == "cuda":
-        raise ValueError("--device cuda with 0 GPUs per worker: Ray hides the GPUs from a worker that asks for "
-                         "none; pass --gpus-per-worker")
+    n_gpu = ray_gpu_share(gpus_per_worker, "--gpus-per-worker", spec.device, address, "worker")
     print(f"[export] {workers} Ray worker(s), {spec.threads or 1} CPU(s) and {n_gpu:g} GPU(s) each")
     task = ray.remote(num_cpus=spec.threads or 1, num_gpus=n_gpu)(export_ranges)
     groups = [items[k::workers] for k in range(workers) if items[k::workers]]

@@ -1,8 +1,8 @@
 """Stream stored teacher features into PyTorch.
 
 ``FeatureStoreDataset(store, split, taps)[i]`` → ``{tap: float32 tensor}``; ``__getitems__(indices)``
-reads a whole batch with one engine call per tap, all taps in flight at once (``feature_store.engine``:
-tensorstore for local stores when installed, else zarr-python one sample at a time on a thread pool).  The store is
+reads a whole batch with one call per tap (``feature_store.engine``: uncompressed shards straight from
+their files, else tensorstore with all taps in flight, else zarr-python one sample at a time).  The store is
 opened read-only and lazily in each process (handles are dropped when the dataset is pickled into
 DataLoader workers or Ray trials).  Every read is checked: a chunk whose checksum fails or that
 does not decode, and a sample that is not finite (a deleted chunk reads as NaN), is an error

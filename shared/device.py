@@ -49,6 +49,12 @@ def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if name == "bf16" else torch.float16
 
 
+def autocast(device: torch.device | str, dtype: torch.dtype | None):
+    """Mixed precision for a forward pass in ``dtype`` (from ``resolve_amp``); a no-op with None."""
+    kind = device.type if isinstance(device, torch.device) else str(device)
+    return torch.autocast(kind, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 WORKERS_HELP = ("DataLoader worker processes; default: 0 on CPU (the cores compute), on CUDA min(8, torch "
                 "threads − 1) so loading overlaps the GPU")
 

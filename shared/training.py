@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from . import checkpoint as ckpt_io
 from .atomic import atomic_write, atomic_write_csv, atomic_write_json
 from .config.schema import TrainConfig
-from .device import loader_workers, resolve_amp, resolve_device
+from .device import autocast, loader_workers, resolve_amp, resolve_device
 from .losses import get_loss
 from .metrics import all_metrics, metric_and_mode
 
@@ -131,17 +131,12 @@ def _step(task: Task, model, batch, device):
     return pred, target
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    """Mixed precision for the forward pass (a no-op with dtype None)."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
 @torch.no_grad()
 def evaluate(task: Task, loader, device, loss_fn, amp: torch.dtype | None = None) -> dict[str, float]:
     task.model.eval()
     sums, n = {}, 0
     for batch in loader:
-        with _autocast(device, amp):
+        with autocast(device, amp):
             pred, target = _step(task, task.model, batch, device)
         pred, target = pred.float(), target.float()  # metrics in full precision
         values = all_metrics(pred, target)
@@ -217,7 +212,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
             t0, loss_sum, seen = time.time(), 0.0, 0
             bar = _progress(train_loader, f"epoch {epoch + 1}/{opts.epochs}", opts.progress)
             for k, batch in enumerate(bar):
-                with _autocast(device, amp):
+                with autocast(device, amp):
                     pred, target = _step(task, model, batch, device)
                 loss = loss_fn(pred.float(), target.float())
                 if not torch.isfinite(loss):

@@ -57,22 +57,35 @@ def init_ray(address: str | None, num_cpus: int | None = None):
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
 
-def gpu_share(requested: float | None, flag: str) -> float:
-    """GPUs per trial (or export worker) on the running Ray cluster: ``requested``, or by default 1
-    when a node has a GPU and else 0.  More than the largest node has is refused at once — Ray would
-    otherwise keep the request pending forever."""
+def ray_gpu_share(requested: float | None, flag: str, device: str, address: str | None, unit: str) -> float:
+    """Start (or join) Ray and return the GPUs each ``unit`` (trial or export worker) asks for:
+    ``requested``, or by default 1 when a node has a GPU and else 0.  Refused at once, each with one
+    line: a negative share, ``--device cuda:N`` (Ray assigns the GPU), more GPUs than the largest node
+    has (Ray would keep the request pending forever; for a local Ray this is checked against the GPUs
+    torch sees, before Ray's start-up time is spent), and ``--device cuda`` with no GPU share."""
     import ray
+    import torch
 
+    if requested is not None and requested < 0:
+        raise ValueError(f"{flag} must be ≥ 0, got {requested:g}")
+    if ":" in str(device):
+        raise ValueError(f"--device {device}: Ray assigns each {unit} its GPU(s); use --device auto (or cuda)")
+    if requested and not address and not ray.is_initialized():  # the local Ray gets the GPUs torch sees
+        local = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if requested > local:
+            raise ValueError(f"{flag} {requested:g}: the Ray cluster has {local} GPU(s) (a local Ray on this machine, "
+                             f"where torch sees {local}), so no {unit} could ever start")
+    init_ray(address)
     nodes = [n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")]
     most, total = max(nodes, default=0.0), sum(nodes)
-    if requested is None:
-        return 1.0 if most >= 1 else 0.0
-    if requested < 0:
-        raise ValueError(f"{flag} must be ≥ 0, got {requested:g}")
-    if requested > most:
+    gpus = (1.0 if most >= 1 else 0.0) if requested is None else float(requested)
+    if gpus > most:
         raise ValueError(f"{flag} {requested:g}: the Ray cluster has {total:g} GPU(s) ({most:g} on its largest "
-                         f"node), so no trial could ever start; ask for at most {most:g}")
-    return float(requested)
+                         f"node), so no {unit} could ever start; ask for at most {most:g}")
+    if gpus == 0 and str(device).lower() == "cuda":
+        raise ValueError(f"--device cuda with 0 GPUs per {unit}: Ray hides the GPUs from a {unit} that asks for "
+                         f"none; pass {flag}")
+    return gpus
 
 
 def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: str | Path, name: str, metric: str,
@@ -173,23 +186,7 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
 
     metric, mode = metric_and_mode(args.metric, args.mode)
     threads = max(1, int(args.cpus_per_trial))
-    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
-        raise ValueError(f"--gpus-per-trial must be ≥ 0, got {args.gpus_per_trial:g}")
-    if ":" in str(args.device):
-        raise ValueError(f"--device {args.device}: Ray assigns each trial its GPU(s); use --device auto (or cuda)")
-    import ray
-
-    if args.gpus_per_trial and not args.ray_address and not ray.is_initialized():
-        # the local Ray about to start gets the GPUs torch sees: refuse before spending its start-up time
-        local = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if args.gpus_per_trial > local:
-            raise ValueError(f"--gpus-per-trial {args.gpus_per_trial:g}: the Ray cluster has {local} GPU(s) (a local "
-                             f"Ray on this machine, where torch sees {local}), so no trial could ever start")
-    init_ray(args.ray_address)
-    gpus = gpu_share(args.gpus_per_trial, "--gpus-per-trial")
-    if gpus == 0 and str(args.device).lower() == "cuda":
-        raise ValueError("--device cuda with 0 GPUs per trial: Ray hides the GPUs from a trial that asks for none; "
-                         "pass --gpus-per-trial")
+    gpus = ray_gpu_share(args.gpus_per_trial, "--gpus-per-trial", args.device, args.ray_address, "trial")
     resources = {"cpu": args.cpus_per_trial, "gpu": gpus}
     print(f"[{name}] tune: {args.cpus_per_trial:g} CPU(s) and {gpus:g} GPU(s) per trial")
 
