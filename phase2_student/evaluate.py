@@ -27,7 +27,7 @@ from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device
 from shared.lesion_metrics import format_lesions
 from shared.metrics import METRICS, masked_metrics
-from shared.tables import markdown_table
+from shared.tables import markdown_table, paired_lines
 
 from .task import load_student, student_datasets
 
@@ -223,13 +223,11 @@ def main(argv=None) -> int:
     summary = evaluate(args.student, data, args.split, args.out, args.features, args.device, methods,
                        baseline_split=None if args.baseline_defaults else "val", plain_path=args.plain)
     print(format_table(summary))
-    for name, by_metric in summary["paired"].items():
-        d = by_metric["nrmse"]
-        print(f"[evaluate] {name}: NRMSE difference {d['mean_diff']:+.4f} (95 % CI {d['ci95'][0]:+.4f} … "
-              f"{d['ci95'][1]:+.4f}, paired t p = {d['p_t']:.2g}, Wilcoxon p = {d['p_wilcoxon']:.2g})")
     lesions = summary.get("lesions", {}).get("statistics")
     if lesions:
         print(format_lesions(summary["lesions"]))
+    for line in paired_lines(summary):
+        print(f"[evaluate] {line}")
     print(f"[evaluate] -> {Path(args.out) / 'summary.json'}, per_sample.csv, comparison.png, box_plots.png"
           + (", per_lesion.csv, crc_vs_size.png" if lesions else ""))
     return 0

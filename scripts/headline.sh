@@ -2,7 +2,9 @@
 # The headline experiment at equal budget (README "Headline experiment"): finer-grid synthetic data
 # with 4096 training samples; injected (all levels) vs plain student, 2 seeds each, the same epochs;
 # the three controls at 1 seed; FBP and MLEM; paired tests and contrast recovery on the test split.
-# Every stage resumes, so an interrupted run continues where it stopped.  ~2 h on 2 CPU cores.
+# Every stage resumes, so an interrupted run continues where it stopped.  ~1.5 h on 2 quiet CPU cores
+# (4 teacher epochs of ~175 s, 21 student epochs of 135-195 s, data, export and evaluation).
+# Tables: python -m shared.summary --demo "$HEADLINE_OUT" (the last step; benchmarks/results/headline.md).
 #   HEADLINE_OUT=runs/headline  N_TRAIN=4096  STUDENT_EPOCHS=3  ./scripts/headline.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/pipeline_common.sh"
@@ -28,6 +30,12 @@ common=(--data "$OUT/data" --features "$OUT/features.zarr" --out "$OUT/ablation"
 "$FF" ablate "${common[@]}" --variants all,none,control_scales_0,control_shuffled,control_atten_sino --seeds 0,1 --report-only
 
 stage "5/5 evaluate: injected vs plain (seed 0), FBP, MLEM; paired tests, CIs, contrast recovery -> $OUT/evaluation"
-"$FF" evaluate --student "$OUT/ablation/runs/all/seed0/student.pt" --features "$OUT/features.zarr" \
-    --plain "$OUT/ablation/runs/none/seed0/student.pt" --data "$OUT/data" --split test --out "$OUT/evaluation"
+[ -f "$OUT/evaluation/summary.json" ] || "$FF" evaluate --student "$OUT/ablation/runs/all/seed0/student.pt" \
+    --features "$OUT/features.zarr" --plain "$OUT/ablation/runs/none/seed0/student.pt" --data "$OUT/data" \
+    --split test --out "$OUT/evaluation"
+# the same pairing at seed 1 (students only): is the injection effect the same with other initial weights?
+[ -f "$OUT/evaluation_seed1/summary.json" ] || "$FF" evaluate --student "$OUT/ablation/runs/all/seed1/student.pt" \
+    --features "$OUT/features.zarr" --plain "$OUT/ablation/runs/none/seed1/student.pt" --data "$OUT/data" \
+    --split test --out "$OUT/evaluation_seed1" --methods student
+"$PY" -m shared.summary --demo "$OUT"
 echo "headline finished in $(( $(date +%s) - t0 )) s: $OUT/ablation/ablation.md, $OUT/evaluation/summary.json"

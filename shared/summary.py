@@ -1,4 +1,4 @@
-"""Print what a demo run produced: data, projector, both Generators, and each stage's metrics."""
+"""Print what a demo (or headline) run produced: data, projector, both Generators, and each stage's metrics."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,7 @@ from .config.construct_dictionaries import load_config
 from .data.dataset_io import open_dataset
 from .generator import Generator
 from .projector import Projector
-from .tables import markdown_table
+from .tables import markdown_table, paired_lines
 
 
 def describe_generators(data) -> list[str]:
@@ -42,7 +42,7 @@ def describe_projector(data) -> list[str]:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--demo", required=True, help="demo output folder (runs/demo)")
+    p.add_argument("--demo", required=True, help="output folder of scripts/demo.sh or scripts/headline.sh (runs/demo)")
     args = p.parse_args(argv)
     root = Path(args.demo)
     data = open_dataset(root / "data")
@@ -63,6 +63,15 @@ def main(argv=None):
     if lesions:
         print("\n== lesions: contrast recovery (1 = true contrast) and background variability, mean [95 % CI]")
         print(lesions)
+    for path in sorted(root.glob("evaluation*/summary.json")):
+        pairs = paired_lines(json.loads(path.read_text()))
+        if pairs:
+            print(f"\n== paired differences, {path.parent.name} (student = injected; mean [95 % CI], paired t and Wilcoxon)")
+            print("\n".join(pairs))
+    ablation = root / "ablation" / "ablation.md"
+    if ablation.exists():
+        print(f"\n== ablation (mean ± std over seeds): {ablation}")
+        print(ablation.read_text().strip())
 
 
 def test_table(root: Path) -> str:

@@ -5,8 +5,9 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from phase2_student.evaluate import per_sample_metrics, statistics
+from phase2_student.evaluate import paired, per_sample_metrics, statistics
 from shared.metrics import HIGHER_IS_BETTER, masked_metrics, psnr, ssim
+from shared.tables import paired_lines
 from shared.training import FitOptions
 
 
@@ -59,6 +60,19 @@ def test_statistics_confidence_interval():
     s = statistics(v)
     half = 3.182446305284263 * np.std(v, ddof=1) / 2  # t(0.975, 3 dof) · s / √n
     assert s["mean"] == 2.5 and s["n"] == 4 and s["ci95"] == pytest.approx([2.5 - half, 2.5 + half])
+
+
+def test_paired_lines_report_the_paired_numbers_over_samples_and_lesions():
+    a, b = np.array([0.30, 0.32, 0.29, 0.35]), np.array([0.36, 0.37, 0.36, 0.38])
+    d = paired(a, b)
+    summary = {"paired": {"student - plain": {"nrmse": d, "ssim": paired(b, a)}},
+               "lesions": {"paired": {"student - mlem": {"crc_hot": paired(b, a)}}}}
+    lines = paired_lines(summary)
+    assert len(lines) == 2  # NRMSE over samples (SSIM is not a line), hot CRC over lesions
+    assert lines[0].startswith("student - plain: NRMSE difference -0.0525 (95 % CI ")
+    assert f"{d['ci95'][0]:+.4f} … {d['ci95'][1]:+.4f}" in lines[0] and f"p = {d['p_t']:.2g}" in lines[0]
+    assert lines[0].endswith("over samples)")
+    assert lines[1].startswith("student - mlem: hot CRC difference +0.0525") and lines[1].endswith("over lesions)")
 
 
 def _scalars(folder):
