@@ -6,7 +6,7 @@ The metadata (groups, array definitions, attributes, done flags) is always writt
 and every path reads and writes the same Zarr v3 chunks — a store written by one is read by the
 others, by dask and by xarray unchanged.  Measured against raw bytes in
 ``benchmarks/bench_engines.py`` (docs/DESIGN.md §5): on this layout zarr-python is an order of
-magnitude slower than tensorstore, and the direct shard path about 3-4x faster again at reading.
+magnitude slower than tensorstore, and the direct shard path faster again (results/engines.json).
 """
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ class SplitArrays:
             direct = {t: ShardFiles.open(local / split / t) for t in taps}
             if all(direct.values()):
                 self._direct, self.engine = direct, "shard files"
-                # writes go one tap per thread (file writes release the GIL: 0.42 -> 0.71x raw on 2 cores,
-                # bench_engines); reads stay serial, threads did not speed them up (memory-bound, GIL)
+                # writes go one tap per thread (file writes release the GIL: 0.42 -> 0.61x raw on 2 cores,
+                # benchmarks/results/engines.json); reads stay serial: threads did not speed them up
                 self._pool = ThreadPoolExecutor(threads, thread_name_prefix="features") if write and threads > 1 else None
                 return
         if self.engine == "tensorstore" and not _tensorstore_usable_here():
