@@ -32,13 +32,14 @@ GPU_BYTES, MARGIN = 24 * 10 ** 9, 1.25
 
 
 def _models():
-    from phase2_student.injection import InjectedGenerator
+    from phase2_student.injection import build_student
     from shared.config.construct_dictionaries import load_config
-    from shared.generator import Generator
+    from shared.model import load_spec
+    from shared.model.network import build
 
-    teacher = Generator(load_config("teacher"), "IS")
-    shapes = teacher.tap_shapes()
-    student = InjectedGenerator(load_config("student"), shapes)  # tuned student, all levels, crosswise
+    teacher = build(load_spec("builtin"), load_config("teacher"), "IS")
+    shapes = teacher.tap_shapes
+    student = build_student(load_config("student"), load_spec("builtin"), shapes)  # tuned, all levels, crosswise
     return teacher, student, shapes
 
 

@@ -121,17 +121,18 @@ def run(out: Path, n_train: int, batch: int, amp: str, epochs: int, tiny: bool) 
 
 
 def _batch_256(device, amp, teacher_cfg, student_cfg, manifest) -> list[dict]:
-    from phase2_student.task import build_student
+    from phase2_student.task import student_network
     from shared.config.construct_dictionaries import merge_teacher_keys
     from shared.device import autocast, resolve_amp
-    from shared.generator import Generator
+    from shared.model import load_spec
+    from shared.model.network import build
 
     dtype = resolve_amp(amp, device)
     rows = []
     S, N = student_cfg["gen_sino_size"], student_cfg["gen_image_size"]
     for name, model, make in (
-            ("teacher", Generator(teacher_cfg, "IS"), lambda b: (torch.rand(b, 1, N, N, device=device), {})),
-            ("student", build_student(merge_teacher_keys({**student_cfg, "inject_levels": [144, 36, 9]},
+            ("teacher", build(load_spec("builtin"), teacher_cfg, "IS"), lambda b: (torch.rand(b, 1, N, N, device=device), {})),
+            ("student", student_network(merge_teacher_keys({**student_cfg, "inject_levels": [144, 36, 9]},
                                                          manifest.teacher_config, manifest.path), manifest),
              lambda b: (torch.rand(b, 1, S, S, device=device),
                         {"features": {t: torch.rand(b, *s, device=device) for t, s in manifest.tap_shapes.items()}}))):

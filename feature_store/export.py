@@ -96,6 +96,10 @@ def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[
     data = open_dataset(spec.data)
     for split in spec.splits:
         data.split(split)  # unknown split → DataError naming dataset.json
+    missing = [t for t in spec.taps if t not in teacher.tap_shapes]
+    if missing:
+        raise L.StoreError(f"--levels {','.join(map(str, spec.levels))} needs tap(s) {missing}, which the teacher's "
+                           f"model spec ({teacher.spec.source}) does not declare; it has {sorted(teacher.tap_shapes)}")
     want = _identity(spec, teacher, data)
     kind, detail = L.existing_kind(spec.store)
     if kind == "foreign":
@@ -121,8 +125,9 @@ def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[
         if kind == "damaged":
             log(f"[export] --overwrite: replacing {spec.store} ({detail})")
         root = L.create_root(spec.store, {**want, "teacher_config": teacher.config, "teacher_metrics": teacher.metrics,
+                                          "teacher_model": teacher.meta.get("model"),
                                           "geometry": data.geometry.to_dict(), "created": _now(), "splits": {}})
-    shapes = teacher.tap_shapes()
+    shapes = teacher.tap_shapes
     splits_state = dict(root.attrs.get("splits", {}))  # raw attrs: this is the writer's own record
     todo = []
     for split in spec.splits:
@@ -170,7 +175,9 @@ class RangeWriter:
 
     @torch.inference_mode()
     def _compute(self, mu: torch.Tensor, split: str, s0: int) -> dict[str, np.ndarray]:
-        _, taps = self.teacher.forward_taps(mu.to(self.device) * self.teacher.input_scale)
+        # the output is not stored: the pass stops once the last tap is computed
+        _, taps = self.teacher.forward_taps(mu.to(self.device) * self.teacher.input_scale, taps=self.spec.taps,
+                                            need_output=False)
         out = {}
         for name in self.spec.taps:
             t = taps[name].float()

@@ -75,7 +75,7 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
         arrays = SplitArrays(store, split, taps)
         for tap in taps:
             arr = root[split][tap]
-            expect = teacher.tap_shapes()[tap] if teacher is not None else tuple(arr.shape[-3:])
+            expect = teacher.tap_shapes[tap] if teacher is not None else tuple(arr.shape[-3:])
             lead = (n, V) if V > 1 else (n,)
             check(tuple(arr.shape) == lead + tuple(expect) and str(arr.dtype) == dtype,
                   f"{split}/{tap}: shape {tuple(arr.shape)} dtype {arr.dtype}")
@@ -115,7 +115,7 @@ def _recompute(root, split, taps, teacher, dataset, picks, V, dtype, check):
     worst = 0.0
     for v in range(V):
         x = flip_image(mu, v).to(next(teacher.parameters()).device)
-        _, live = teacher.forward_taps(x * teacher.input_scale)
+        _, live = teacher.forward_taps(x * teacher.input_scale, taps=list(taps), need_output=False)
         live = {t: x.cpu() for t, x in live.items()}
         for tap in taps:
             for k, i in enumerate(picks):

@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "make-data": ("shared.data.synthetic", "write the built-in synthetic dataset"),
     "check-data": ("shared.data.check", "read every row of a dataset folder and report faults"),
+    "inspect-model": ("shared.model.inspect", "every module path of a network with its output shape (for a spec)"),
     "train-teacher": ("phase1_teacher.train", "train (or --tune) the attenuation teacher"),
     "export": ("feature_store.export", "run the frozen teacher once and store its features (Zarr)"),
     "verify": ("feature_store.verify", "check a feature store against its teacher and dataset"),

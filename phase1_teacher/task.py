@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from shared.generator import Generator
+from shared.model import ModelSpec, load_spec
+from shared.model.network import build, record
 from shared.projector import Projector, crop_sinogram, pad_sinogram
 from shared.training import Task
 
@@ -19,20 +20,24 @@ class OnTheFlyTarget:
             return pad_sinogram(self.projector.forward(mu), self.size, self.pad_mode)
 
 
-def teacher_task(config: dict, data, *, use_stored_sino: bool = False, projector: Projector | None = None,
-                 pad_mode: str = "sino") -> Task:
-    """``data`` is an opened dataset (shared.data.dataset_io.Dataset): geometry, scales, fingerprint."""
+def teacher_task(config: dict, data, *, spec: ModelSpec | None = None, use_stored_sino: bool = False,
+                 projector: Projector | None = None, pad_mode: str = "sino") -> Task:
+    """``data`` is an opened dataset (shared.data.dataset_io.Dataset): geometry, scales, fingerprint.
+
+    The network (``spec``, default the built-in Generator) sees the μ-map zero-padded to S×S and
+    returns an S×S sinogram, of which the loss sees the real R×A block."""
     g = data.geometry
-    model = Generator(config, "IS")
+    model = build(spec or load_spec("builtin"), config, "IS")
     S = model.size
     if config["gen_image_size"] != g.image_size:
         raise ValueError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
                          f"{g.image_size} (geometry.image_size in {data.root}/dataset.json)")
-    if model.out_channels != 1:
-        raise ValueError(f"config gen_sino_channels={config['gen_sino_channels']}: the teacher predicts the one-plane "
-                         f"attenuation sinogram, so its config needs gen_sino_channels=1 (the student's follows the data)")
     if g.n_radial > S or g.n_angles > S:
         raise ValueError(f"config gen_sino_size={S} is smaller than the sinogram {g.n_radial}x{g.n_angles}")
+    if model.out_shape != (1, S, S):
+        raise ValueError(f"the teacher predicts the one-plane attenuation sinogram [1, {S}, {S}], but the IS model "
+                         f"outputs {list(model.out_shape)} (gen_sino_channels={config.get('gen_sino_channels')}; the "
+                         f"student's follows the data)")
     mu_scale = float(data.scales.get("attenMap", 1.0))
     sino_scale = float(data.scales.get("attenSino", 1.0))
     target_of = None if use_stored_sino else OnTheFlyTarget(projector or Projector(g), S, pad_mode)
@@ -59,5 +64,5 @@ def teacher_task(config: dict, data, *, use_stored_sino: bool = False, projector
                    shared_columns=[[0], [1, 2], [3]], row_labels=[f"val #{int(i)}" for i in batch["index"][:4]])
 
     meta = {"data_fingerprint": data.fingerprint(), "geometry": g.to_dict(), "scales": dict(data.scales),
-            "pad_mode": pad_mode, "direction": "IS", "input_scale": mu_scale, "target": "stored" if use_stored_sino else "projected"}
+            "pad_mode": pad_mode, "direction": "IS", "model": record(model), "input_scale": mu_scale, "target": "stored" if use_stored_sino else "projected"}
     return Task(model=model, step=step, kind="teacher", meta=meta, preview=preview)

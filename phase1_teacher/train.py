@@ -19,6 +19,8 @@ from shared.config.schema import canonical, check_task_config
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.entry import run_training
+from shared.model import load_spec
+from shared.model.network import report_model
 from shared.training import FitOptions, train
 
 from .data import MuMapDataset
@@ -35,9 +37,11 @@ def fit(config: dict, data, out: str | Path, options: TeacherOptions | None = No
     options = options or TeacherOptions()
     data = as_dataset(data)
     config = canonical(config)  # the user's vocabulary → the stored form
-    check_task_config(config, "teacher")
+    spec = load_spec(options.model)
+    check_task_config(config, "teacher", builtin=spec.builtin)
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
-    task = teacher_task(config, data, use_stored_sino=options.use_stored_sino)
+    task = teacher_task(config, data, spec=spec, use_stored_sino=options.use_stored_sino)
+    report_model(task.model, config, "teacher", options.progress)
     train_set = MuMapDataset(data, "train", options.use_stored_sino, augment=options.augment)
     val_set = MuMapDataset(data, "val", options.use_stored_sino)
     return train(task, config, train_set, val_set, out, options)

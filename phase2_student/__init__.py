@@ -6,7 +6,7 @@ rebuilds it; ``CONTROLS`` are the ablation controls as config overrides.
 import importlib
 
 _EXPORTS = {"fit": ".train", "StudentOptions": ".train", "CONTROLS": ".train", "load_student": ".task",
-            "InjectedGenerator": ".injection", "FeatureInjector": ".injection"}
+            "build_student": ".injection", "student_network": ".task"}
 __all__ = list(_EXPORTS)
 
 

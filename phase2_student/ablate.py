@@ -22,6 +22,7 @@ from shared.config.construct_dictionaries import load_config
 from shared.config.schema import InjectionConfig, check_override_keys
 from shared.data.dataset_io import open_dataset
 from shared.device import DEVICE_HELP
+from shared.model import load_spec
 from shared.tables import markdown_table
 
 from .evaluate import baseline_recons, per_sample_metrics, predict
@@ -53,11 +54,12 @@ def run_variant(name: str, seed: int, args, out: Path, overrides: dict) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     print(f"[ablate] {name} seed {seed}")
-    config = load_config("student", args.config, {**overrides, **VARIANTS[name]})
+    config = load_config("student", args.config, {**overrides, **VARIANTS[name]},
+                         builtin=load_spec(args.model).builtin)
     injects = bool(InjectionConfig.from_flat(config).plan)
     if injects and not args.features:
         raise ValueError(f"--features: variant {name!r} injects teacher features; pass the store")
-    options = StudentOptions(epochs=args.epochs, device=args.device, seed=seed, resume=True,
+    options = StudentOptions(epochs=args.epochs, device=args.device, seed=seed, resume=True, model=args.model,
                              val_samples=args.val_samples, progress=False, features=args.features if injects else None)
     fit(config, args.data, run, options)
     student = load_student(run / STUDENT)
@@ -109,6 +111,8 @@ def parser():
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds; every variant runs with each")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variants to run")
     p.add_argument("--config", help="student config JSON (default: the tuned student.json)")
+    p.add_argument("--model", default="builtin", metavar="SPEC",
+                   help="the student network: builtin or a model spec file (README 'Your own Generator')")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every variant; repeatable")
     p.add_argument("--split", default="test", help="split the variants are scored on")
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
     if bad:
         raise ValueError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
     overrides = parse_overrides(args.set)
-    check_override_keys(overrides, "student")
+    check_override_keys(overrides, "student", load_spec(args.model).builtin)  # a bad spec fails here
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     out = Path(args.out)
     open_dataset(args.data)

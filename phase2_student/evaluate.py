@@ -41,7 +41,7 @@ def predict(student, data, split: str, store_path=None, batch_size: int = 16, de
     store = None
     if student.plan:
         if not store_path:
-            raise StoreError(f"this student injects {student.teacher_taps}; pass --features STORE")
+            raise StoreError(f"this student injects {sorted(set(student.plan.values()))}; pass --features STORE")
         store = open_store(store_path)
         if store.teacher_sha256 != meta["teacher_sha256"]:
             raise StoreError(f"{store_path}: made by teacher {str(store.teacher_sha256)[:12]}…, but "

@@ -11,13 +11,17 @@ import numpy as np
 from feature_store import StoreError, StoreManifest
 from shared import checkpoint as ckpt_io
 from shared.config.schema import InjectionConfig
+from shared.model import ModelSpec, load_spec
+from shared.model.network import Network, record
+from shared.model.restore import rebuild
 from shared.training import Task
 
 from .data import StudentDataset
-from .injection import InjectedGenerator
+from .injection import build_student
 
 
-def build_student(config: dict, store: StoreManifest | None) -> InjectedGenerator:
+def student_network(config: dict, store: StoreManifest | None, spec: ModelSpec | None = None) -> Network:
+    """The student for ``config`` with the features of ``store`` (needed when the config injects)."""
     inj = InjectionConfig.from_flat(config)
     needed = sorted(set(inj.plan.values()))
     if needed and store is None:
@@ -28,7 +32,8 @@ def build_student(config: dict, store: StoreManifest | None) -> InjectedGenerato
         raise StoreError(f"{store.path}: missing tap(s) {missing} needed by inject_levels "
                          f"{list(inj.inject_levels)} (store levels {store.levels}); re-export with --levels "
                          f"including them")
-    return InjectedGenerator(config, shapes)
+    teacher_paths = (store.attrs.get("teacher_model") or {}).get("taps", {}) if store else {}
+    return build_student(config, spec or load_spec("builtin"), shapes, teacher_paths)
 
 
 def student_datasets(config: dict, data, store: StoreManifest | None, splits=("train", "val"), augment=False,
@@ -48,8 +53,8 @@ def student_datasets(config: dict, data, store: StoreManifest | None, splits=("t
                            feature_permutation=perm.get(s), atten_channel=inj.atten_channel) for s in splits]
 
 
-def student_task(config: dict, data, store: StoreManifest | None) -> Task:
-    model = build_student(config, store)
+def student_task(config: dict, data, store: StoreManifest | None, spec: ModelSpec | None = None) -> Task:
+    model = student_network(config, store, spec)
     if config["gen_image_size"] != data.geometry.image_size:
         raise ValueError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
                          f"{data.geometry.image_size} (geometry.image_size in {data.root}/dataset.json)")
@@ -71,36 +76,35 @@ def student_task(config: dict, data, store: StoreManifest | None) -> Task:
         image_grid(rows, ["activity sinogram (padded)", "true activity", "student"], path,
                    shared_columns=[[0], [1, 2]], cmap="hot")
 
-    inj = model.injection
+    inj = InjectionConfig.from_flat(config)
     extra = []
     if model.plan and inj.feature_scale_trainable:
         extra.append({"params": model.feature_scale_parameters(), "lr_mult": inj.feature_scale_lr_mult,
                       "name": "feature_scales"})
     uses_store = bool(store and model.plan)
     meta = {"direction": "SI", "data_fingerprint": data.fingerprint(), "scales": dict(data.scales),
-            "plan": model.plan, "teacher_shapes": {t: list(s) for t, s in model.teacher_shapes.items()},
+            "plan": model.plan, "teacher_shapes": {t: list(s) for t, s in getattr(model, "feature_shapes", {}).items()},
+            "model": record(model),
             "teacher_sha256": store.teacher_sha256 if uses_store else None,
             "store_fingerprint": store.fingerprint if uses_store else None,
             "controls": {"shuffle_features": inj.shuffle_features, "atten_channel": inj.atten_channel},
             "input_scale": float(data.scales.get("actSino", 1.0)),
             "output_scale": float(data.scales.get("actMap", 1.0))}
     def scalars(model):  # the thing the experiments are about: how much of each feature is used
-        return {f"scale_{s}": float(p.detach().abs().mean()) for s, p in model.injector.scales.items()}
+        return {f"scale_{s}": float(p.detach().abs().mean()) for s, p in model.scales.items()}
 
     return Task(model=model, step=step, kind="student", meta=meta, extra_param_groups=extra, preview=preview,
                 scalars=scalars if model.plan else None)
 
 
-def load_student(path: str | Path, device="cpu") -> InjectedGenerator:
+def load_student(path: str | Path, device="cpu") -> Network:
     """A trained student from ``student.pt`` alone (eval mode, frozen), with ``.meta`` and ``.config``."""
     ckpt = ckpt_io.load(path, kind="student")
     meta = ckpt.get("meta", {})
     shapes = {t: tuple(s) for t, s in meta.get("teacher_shapes", {}).items()}
-    try:
-        model = InjectedGenerator(ckpt["config"], shapes)
-        model.load_state_dict(ckpt["model"])
-    except (ValueError, RuntimeError, KeyError) as e:
-        raise ckpt_io.CheckpointError(f"{path}: does not rebuild the student: {str(e).splitlines()[0]}") from None
+    inj = InjectionConfig.from_flat(ckpt["config"])
+    model = rebuild(ckpt, path, "SI", atten_channel=inj.atten_channel, plan=inj.plan, feature_shapes=shapes,
+                    scale_init=inj.feature_scale_init, scale_trainable=inj.feature_scale_trainable)
     model.eval().requires_grad_(False).to(device)
     model.config, model.meta, model.metrics = ckpt["config"], meta, ckpt.get("metrics", {})
     model.sha256, model.path = ckpt_io.sha256_file(path), str(path)

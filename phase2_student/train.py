@@ -24,6 +24,8 @@ from shared.config.schema import InjectionConfig, canonical, check_task_config, 
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.entry import run_training
+from shared.model import load_spec
+from shared.model.network import report_model
 from shared.training import BEST, FitOptions, train
 
 from .task import student_datasets, student_task
@@ -50,13 +52,15 @@ def fit(config: dict, data, out: str | Path, options: StudentOptions | None = No
     manifest = open_store(options.features) if options.features else None
     if manifest is not None:  # the experiment's one dict: the teacher's IS_ keys join the student's
         config = merge_teacher_keys(config, manifest.teacher_config, manifest.path)
-    check_task_config(config, "student")
+    spec = load_spec(options.model)
+    check_task_config(config, "student", builtin=spec.builtin)
     plan = InjectionConfig.from_flat(config).plan
     store = manifest if plan else None
     if options.progress:
         print(f"[student] injection: {', '.join(f'teacher {t} -> student {s}' for s, t in plan.items()) or 'none'}")
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
-    task = student_task(config, data, store)
+    task = student_task(config, data, store, spec)
+    report_model(task.model, config, "student", options.progress)
     train_set, val_set = student_datasets(config, data, store, augment=options.augment, seed=options.seed)
     best = train(task, config, train_set, val_set, out, options)
     ckpt_io.save_atomic(ckpt_io.load(Path(out) / BEST, kind="student"), Path(out) / STUDENT)

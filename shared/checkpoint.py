@@ -9,7 +9,7 @@ import torch
 
 from .atomic import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta['model'] records the model spec (shared.model)
 
 
 class CheckpointError(ValueError):
@@ -41,7 +41,8 @@ def load(path: str | Path, kind: str | None = None) -> dict:
         raise CheckpointError(f"{path}: not a FrozenFlow checkpoint (no format_version)")
     if ckpt["format_version"] != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format_version {ckpt['format_version']} is not supported "
-                              f"(this FrozenFlow reads version {FORMAT_VERSION})")
+                              f"(this FrozenFlow reads version {FORMAT_VERSION}; "
+                              f"version 1 predates model specs: retrain)")
     if kind is not None and ckpt.get("kind") != kind:
         raise CheckpointError(f"{path}: expected a {kind} checkpoint, found kind={ckpt.get('kind')!r}")
     return ckpt

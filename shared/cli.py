@@ -61,6 +61,9 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
     p.add_argument("--epochs", type=int, default=10, help="epochs (per trial when tuning)")
     p.add_argument("--config", help="resolved config JSON to train (default: shared/config/tuned/<task>.json); "
                                     "not with --tune, which samples the search space")
+    p.add_argument("--model", default="builtin", metavar="SPEC",
+                   help="the network: builtin (FrozenFlow's Generator) or a JSON/YAML spec naming your class, its "
+                        "taps and receivers (README 'Your own Generator'; frozenflow inspect-model helps write one)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (with --tune: pin it in the search space); repeatable")
     p.add_argument("--batch-size", type=int, help="shorthand for --set batch_size=N")
@@ -117,4 +120,4 @@ def fit_options(args, cls=None, **extra):
     return cls(epochs=args.epochs, device=args.device, workers=args.workers, amp=args.amp, seed=args.seed,
                resume=args.resume,
                metric=args.metric, mode=args.mode, val_samples=args.val_samples, augment=args.augment,
-               progress=not args.quiet, **extra)
+               model=args.model, progress=not args.quiet, **extra)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from .config.construct_dictionaries import load_config, search_space
-from .config.schema import ALIAS_TARGETS, check_override_keys, check_task_config
+from .config.schema import ALIAS_TARGETS, check_override_keys, check_task_config, frozenflow_keys
+from .model import load_spec
 from .config.space_files import describe, read_space
 from .training import BEST, FitOptions
 
@@ -23,7 +24,8 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
                  trial_config: Callable[[dict], dict] | None = None) -> dict:
     """Train ``task`` with the flags in ``args``; returns the best metrics (or the tune summary)."""
     out = Path(args.out).resolve()
-    check_override_keys(overrides, task)
+    builtin = load_spec(options.model).builtin
+    check_override_keys(overrides, task, builtin)
     if args.search_space and not args.tune:
         raise ValueError("--search-space applies only with --tune (a single run trains --config or the tuned JSON)")
     if args.gpus_per_trial is not None and not args.tune:
@@ -32,9 +34,9 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
         raise ValueError("--logger applies only with --tune (a single run always writes metrics.csv, train.log "
                          "and TensorBoard scalars)")
     if args.tune:
-        return _tune(args, task, fit, options, overrides, out, trial_config or (lambda c: c))
-    config = load_config(task, args.config, overrides)
-    check_task_config(config, task)
+        return _tune(args, task, fit, options, overrides, out, trial_config or (lambda c: c), builtin)
+    config = load_config(task, args.config, overrides, builtin=builtin)
+    check_task_config(config, task, builtin)
     if args.print_config:
         print(json.dumps(config, indent=2))
         return None
@@ -44,7 +46,7 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
     return best
 
 
-def _tune(args, task, fit, options, overrides, out, trial_config):
+def _tune(args, task, fit, options, overrides, out, trial_config, builtin):
     from .tune_runner import tune_from_cli
 
     from .tune_runner import parse_loggers
@@ -54,9 +56,12 @@ def _tune(args, task, fit, options, overrides, out, trial_config):
                          "pin keys with --set KEY=VALUE")
     parse_loggers(args.logger)  # a bad name fails before Ray starts
     space = search_space(task)
+    if not builtin:  # a user's class: FrozenFlow samples its own keys, the user's file the model's
+        own = frozenflow_keys(task)
+        space = {k: v for k, v in space.items() if k in own}
     if args.search_space:  # the user's file replaces the entries it names (their words accepted)
         user = read_space(args.search_space)
-        check_override_keys(user, task)
+        check_override_keys(user, task, builtin)
         for alias, target in ALIAS_TARGETS.items():
             if alias in user:
                 space.pop(target, None)

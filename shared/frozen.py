@@ -1,4 +1,4 @@
-"""Rebuild a frozen Generator from a checkpoint alone (eval mode, no gradients, identified by sha256).
+"""A frozen network (eval mode, no gradients, identified by sha256) from its checkpoint alone.
 
 Lives in shared/ because both the teacher phase and the feature-store export load the teacher,
 and the feature store must not depend on phase1_teacher.
@@ -10,21 +10,17 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt_io
-from .generator import ConfigError, Generator
+from .model.network import Network
+from .model.restore import rebuild
 
 
-def load_frozen(path: str | Path, kind: str, direction: str, device: str | torch.device = "cpu") -> Generator:
-    """Frozen Generator with ``.sha256``, ``.config``, ``.meta``, ``.metrics`` and ``.input_scale``."""
+def load_frozen(path: str | Path, kind: str, direction: str, device: str | torch.device = "cpu") -> Network:
+    """Frozen network with ``.sha256``, ``.config``, ``.meta``, ``.metrics`` and ``.input_scale``."""
     ckpt = ckpt_io.load(path, kind=kind)
     found = ckpt.get("meta", {}).get("direction", direction)
     if found != direction:
         raise ckpt_io.CheckpointError(f"{path}: {kind} checkpoint has direction {found!r}, expected {direction!r}")
-    try:
-        model = Generator(ckpt["config"], direction)
-        model.load_state_dict(ckpt["model"])
-    except (ConfigError, RuntimeError, KeyError) as e:
-        raise ckpt_io.CheckpointError(f"{path}: weights/config do not rebuild a {direction} Generator: "
-                                      f"{str(e).splitlines()[0]}") from None
+    model = rebuild(ckpt, path, direction)
     model.eval().requires_grad_(False).to(device)
     model.sha256 = ckpt_io.sha256_file(path)
     model.config, model.meta, model.metrics = ckpt["config"], ckpt.get("meta", {}), ckpt.get("metrics", {})

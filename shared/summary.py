@@ -12,7 +12,8 @@ from .checkpoint import load
 from .metrics import HIGHER_IS_BETTER
 from .config.construct_dictionaries import load_config
 from .data.dataset_io import open_dataset
-from .generator import Generator
+from .model import load_spec
+from .model.network import build
 from .projector import Projector
 from .tables import markdown_table, paired_lines
 
@@ -20,9 +21,9 @@ from .tables import markdown_table, paired_lines
 def describe_generators(data) -> list[str]:
     lines = []
     for task, direction in (("teacher", "IS"), ("student", "SI")):
-        g = Generator(load_config(task), direction)
-        n = sum(p.numel() for p in g.parameters())
-        taps = ", ".join(f"{k} {c}x{h}x{w}" for k, (c, h, w) in g.tap_shapes().items())
+        g = build(load_spec("builtin"), load_config(task), direction)
+        n = g.parameter_count()
+        taps = ", ".join(f"{k} {c}x{h}x{w}" for k, (c, h, w) in g.tap_shapes.items())
         lines.append(f"  {task} Generator({direction}): {n:,} parameters; taps {taps}")
     return lines
 

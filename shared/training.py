@@ -68,6 +68,7 @@ class FitOptions:
     val_samples: int = 64
     shuffle_block: int = 0  # >0: block shuffle in blocks of this many samples (EpochSampler)
     augment: bool = False  # random Radon-symmetric flips
+    model: str = "builtin"  # model spec: builtin or a JSON/YAML spec file (shared.model.load_spec)
     progress: bool = True
     report: Callable[[dict, Path], None] | None = None  # called after each epoch's checkpoint
 
@@ -79,6 +80,11 @@ class FitOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer ≥ {low}, got {value!r}")
         metric_and_mode(self.metric, self.mode)
+        from .model import load_spec
+
+        load_spec(self.model)  # a missing or malformed spec fails before anything is written
+        if self.model != "builtin":  # Ray trials and resumed runs find it from any working directory
+            self.model = str(Path(self.model).resolve())
         resolve_amp(self.amp, resolve_device(self.device))
 
 
@@ -111,14 +117,12 @@ class EpochSampler(Sampler):
 def build_optimizer(task: Task, tc: TrainConfig) -> torch.optim.Optimizer:
     """Adam over the model, its learnable output scale (LR × output_scale_lr_mult) and extra groups."""
     lr, betas = float(tc.gen_lr), (float(tc.gen_b1), float(tc.gen_b2))
-    special = {id(p) for g in task.extra_param_groups for p in g["params"]}
-    scale_params = list(getattr(task.model, "scale_parameters", lambda: [])())
-    special |= {id(p) for p in scale_params}
+    own = getattr(task.model, "param_groups", None)  # a Network's (the class's own groups), then the task's
+    extra = (list(own()) if callable(own) else []) + list(task.extra_param_groups)
+    special = {id(p) for g in extra for p in g["params"]}
     groups = [{"params": [p for p in task.model.parameters() if id(p) not in special and p.requires_grad],
                "lr": lr, "name": "model"}]
-    if scale_params:
-        groups.append({"params": scale_params, "lr": lr * task.model.output_scale_lr_mult, "name": "output_scale"})
-    for g in task.extra_param_groups:
+    for g in extra:
         groups.append({"params": list(g["params"]), "lr": lr * float(g.get("lr_mult", 1.0)), "name": g["name"]})
     return torch.optim.Adam(groups, lr=lr, betas=betas)
 
@@ -322,7 +326,7 @@ def write_provenance(out: Path) -> None:
 
 
 # What a resumed run must share with the run it continues (the epoch budget may grow).
-RESUME_META_KEYS = ("data_fingerprint", "teacher_sha256", "store_fingerprint")
+RESUME_META_KEYS = ("data_fingerprint", "teacher_sha256", "store_fingerprint", "model")
 
 
 def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
@@ -333,7 +337,14 @@ def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
             raise ValueError(f"{path}: config key {key!r} is {config.get(key)!r} here but {old.get(key)!r} in the "
                              f"run being resumed; resume with the same config or choose another --out")
     for key in RESUME_META_KEYS:
-        if state.get("meta", {}).get(key) != meta.get(key):
+        there, here = state.get("meta", {}).get(key), meta.get(key)
+        if key == "model" and there != here:
+            diff = next((f"{k}: {(there or {}).get(k)!r} there, {here.get(k)!r} here" for k in here
+                         if (there or {}).get(k) != here.get(k)),
+                        "")
+            raise ValueError(f"{path}: the model differs from the run being resumed ({diff}); resume with the same "
+                             f"--model or choose another --out")
+        if there != here:
             raise ValueError(f"{path}: {key} differs from the run being resumed ({str(meta.get(key))[:12]}… here, "
                              f"{str(state.get('meta', {}).get(key))[:12]}… there); resume with the same data and "
                              f"features or choose another --out")

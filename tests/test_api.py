@@ -95,7 +95,7 @@ def test_store_manifest(tiny_store, tiny_teacher):
     teacher = load_teacher(tiny_teacher)
     assert set(m.splits) == {"train", "val", "test"} and m.splits["val"].n == 8
     assert all(s.status == "complete" for s in m.splits.values())
-    assert m.tap_shapes == {t: teacher.tap_shapes()[t] for t in m.taps}
+    assert m.tap_shapes == {t: teacher.tap_shapes[t] for t in m.taps}
     assert m.teacher_sha256 == teacher.sha256 and m.teacher_config == teacher.config
     assert len(m.fingerprint) == 64 and m.fingerprint == open_store(tiny_store).fingerprint
     with pytest.raises(StoreError, match="has no split 'extra'"):

@@ -77,10 +77,10 @@ def test_teacher_killed_mid_training_resumes_to_the_same_weights(tiny_data, tmp_
 
 def test_checkpoint_write_killed_keeps_the_previous_good_file(tmp_path):
     target = tmp_path / "ck.pt"
-    ckpt_io.save_atomic({"format_version": 1, "kind": "teacher", "n": -1}, target)
+    ckpt_io.save_atomic({"format_version": ckpt_io.FORMAT_VERSION, "kind": "teacher", "n": -1}, target)
     code = ("import sys, torch; from shared.checkpoint import save_atomic\n"
             "for i in range(10**6):\n"
-            "    save_atomic({'format_version': 1, 'kind': 'teacher', 'n': i, 'w': torch.randn(2_000_000)}, sys.argv[1])\n")
+            "    save_atomic({'format_version': 2, 'kind': 'teacher', 'n': i, 'w': torch.randn(2_000_000)}, sys.argv[1])\n")
     for delay in (0.3, 0.7, 1.1):
         proc = subprocess.Popen([sys.executable, "-c", code, str(target)])
         time.sleep(delay)

@@ -42,7 +42,7 @@ def test_layout_and_metadata(tiny_store, tiny_teacher, tiny_data):
     assert {s: v["status"] for s, v in a["splits"].items()} == {"train": "complete", "val": "complete",
                                                                 "test": "complete"}
     arr = root["train"]["enc144"]
-    C, H, W = teacher.tap_shapes()["enc144"]
+    C, H, W = teacher.tap_shapes["enc144"]
     assert arr.shape == (24, C, H, W) and arr.chunks == (1, C, H, W) and str(arr.dtype) == "float16"
     assert np.isnan(arr.fill_value)
     assert arr.shards == (4, C, H, W)  # tiny_store: --shard-size 4
@@ -134,7 +134,7 @@ def test_reader_returns_float32_and_refuses_mismatches(tiny_store, tiny_teacher,
     teacher = load_teacher(tiny_teacher)
     ds = FeatureStoreDataset(tiny_store, "val", ["enc36", "dec144"], teacher_sha256=teacher.sha256,
                              dataset_fingerprint=open_dataset(tiny_data).fingerprint(), n=8,
-                             tap_shapes={"enc36": teacher.tap_shapes()["enc36"]})
+                             tap_shapes={"enc36": teacher.tap_shapes["enc36"]})
     item = ds[3]
     assert set(item) == {"enc36", "dec144"} and item["enc36"].dtype == torch.float32
     assert torch.equal(item["dec144"], torch.from_numpy(_arrays(tiny_store, "val")["dec144"][3].astype(np.float32)))

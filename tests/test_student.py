@@ -11,17 +11,19 @@ import torch
 from feature_store.layout import StoreError
 from phase2_student.evaluate import main as evaluate_main
 from feature_store import open_store
-from phase2_student.injection import InjectedGenerator
+from phase2_student.injection import build_student
 from shared.config.schema import ConfigError, InjectionConfig, TrainConfig, parse_inject
 from phase2_student.task import load_student, student_datasets, student_task
 from phase2_student.train import main as student_main
 from shared.cli import run_main
 from shared.data.dataset_io import open_dataset
-from shared.generator import Generator
+from shared.model import ModelError, load_spec
+from shared.model.network import build
 from shared.training import build_optimizer
 from tests.conftest import tiny_student_config, tiny_teacher_config
 
-TEACHER_SHAPES = Generator(tiny_teacher_config(), "IS").tap_shapes()
+BUILTIN = load_spec("builtin")
+TEACHER_SHAPES = build(BUILTIN, tiny_teacher_config(), "IS").tap_shapes
 
 
 def _features(batch=2):
@@ -31,17 +33,17 @@ def _features(batch=2):
 @pytest.mark.parametrize("directions", [(True, True), (True, False), (False, True)])
 def test_every_level_and_direction_combination(directions):
     torch.manual_seed(0)
-    plain = Generator(tiny_student_config(), "SI")
+    plain = build(BUILTIN, tiny_student_config(), "SI")
     n_plain = sum(p.numel() for p in plain.parameters())
     for r in range(1, 4):
         for levels in itertools.combinations([144, 36, 9], r):
             c = tiny_student_config(inject_levels=list(levels), inject_enc_to_dec=directions[0],
                                     inject_dec_to_enc=directions[1])
-            s = InjectedGenerator(c, TEACHER_SHAPES)
+            s = build_student(c, BUILTIN, TEACHER_SHAPES)
             want = {**({f"dec{lv}": f"enc{lv}" for lv in levels} if directions[0] else {}),
                     **({f"enc{lv}": f"dec{lv}" for lv in levels} if directions[1] else {})}
             assert s.plan == want
-            assert s.extra_channels == {st: TEACHER_SHAPES[tt][0] for st, tt in want.items()}
+            assert {st: m.in_channels for st, m in s.side.items()} == {st: TEACHER_SHAPES[tt][0] for st, tt in want.items()}
             assert s(torch.randn(2, 1, 64, 64), _features()).shape == (2, 1, 32, 32)
             n_scales = sum(TEACHER_SHAPES[t][0] for t in want.values())
             assert sum(p.numel() for p in s.feature_scale_parameters()) == n_scales
@@ -49,12 +51,12 @@ def test_every_level_and_direction_combination(directions):
 
 
 def test_scales_start_at_init_and_receive_gradients():
-    s = InjectedGenerator(tiny_student_config(inject_levels=[144, 9]), TEACHER_SHAPES)
+    s = build_student(tiny_student_config(inject_levels=[144, 9]), BUILTIN, TEACHER_SHAPES)
     for p in s.feature_scale_parameters():
         assert torch.all(p == 0.1) and p.shape[1:] == (1, 1)
     feats = _features()
     s(torch.randn(2, 1, 64, 64), feats).square().mean().backward()
-    for name, p in s.injector.scales.items():
+    for name, p in s.scales.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert all(f.grad is None and not f.requires_grad for f in feats.values())
 
@@ -62,9 +64,9 @@ def test_scales_start_at_init_and_receive_gradients():
 def test_no_injection_is_exactly_the_plain_generator():
     c = tiny_student_config(inject_levels=[])
     torch.manual_seed(1)
-    plain = Generator(c, "SI")
+    plain = build(BUILTIN, c, "SI")
     torch.manual_seed(1)
-    student = InjectedGenerator(c, TEACHER_SHAPES)
+    student = build_student(c, BUILTIN, TEACHER_SHAPES)
     assert list(student.state_dict()) == list(plain.state_dict())
     assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in plain.parameters())
     x = torch.randn(2, 1, 64, 64)
@@ -80,10 +82,10 @@ def test_no_injection_is_exactly_the_plain_generator():
 
 
 def test_spatial_and_channel_mismatch_name_both_shapes():
-    with pytest.raises(ValueError, match=r"\(8, 8, 8\).*dec36 tap is \(\d+, 16, 16\)"):
-        InjectedGenerator(tiny_student_config(gen_sino_size=128, inject_levels=[36]),
-                          {**TEACHER_SHAPES, "enc36": (8, 8, 8), "dec36": (8, 8, 8)})
-    s = InjectedGenerator(tiny_student_config(inject_levels=[9]), TEACHER_SHAPES)
+    with pytest.raises(ModelError, match=r"teacher enc36 is 8×8 but student receiver dec36 \(decoder.2.head.0\) takes 16×16"):
+        build_student(tiny_student_config(gen_sino_size=128, inject_levels=[36]), BUILTIN,
+                      {**TEACHER_SHAPES, "enc36": (8, 8, 8), "dec36": (8, 8, 8)})
+    s = build_student(tiny_student_config(inject_levels=[9]), BUILTIN, TEACHER_SHAPES)
     feats = _features()
     feats["enc9"] = torch.randn(2, TEACHER_SHAPES["enc9"][0] + 1, 2, 2)
     with pytest.raises(ValueError, match=r"features\['enc9'\] has shape"):

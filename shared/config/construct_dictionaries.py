@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import search_spaces as sp
-from .schema import ConfigError, canonical, teacher_keys
+from .schema import ConfigError, canonical, frozenflow_keys
 
 TASKS = ("teacher", "student")
 
@@ -54,23 +54,36 @@ def tuned_path(task: str) -> Path:
     return Path(str(resources.files("shared.config") / "tuned" / f"{task}.json"))
 
 
-def load_config(task: str, path: str | Path | None = None, overrides: dict | None = None) -> dict:
+def load_config(task: str, path: str | Path | None = None, overrides: dict | None = None,
+                builtin: bool = True) -> dict:
     """The tuned JSON for a task (or a user's file), with overrides; keys must exist already.
 
+    With a user's class (``builtin=False``) the user's file is laid over FrozenFlow's own tuned keys
+    (sizes, training, injection): the built-in Generator's architecture keys are not theirs.
     File and overrides may use the user's vocabulary (``schema.canonical``); the result is canonical.
     """
+    config = _read_json(Path(path) if path and builtin else tuned_path(task))
+    if not builtin:
+        own = frozenflow_keys(task)
+        config = {k: v for k, v in config.items() if k in own}
+        if path:
+            config.update(_read_json(Path(path)))
     path = Path(path) if path else tuned_path(task)
+    config = canonical(config)
+    for key, value in canonical(overrides or {}).items():
+        if key not in config:
+            raise ValueError(f"{path}: override for unknown key {key!r}")
+        config[key] = value
+    return config
+
+
+def _read_json(path: Path) -> dict:
     try:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: cannot read config JSON ({e})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object of config keys")
-    config = canonical(config)
-    for key, value in canonical(overrides or {}).items():
-        if key not in config:
-            raise ValueError(f"{path}: override for unknown key {key!r}")
-        config[key] = value
     return config
 
 
@@ -82,9 +95,7 @@ def merge_teacher_keys(config: dict, teacher_config: dict, where: str) -> dict:
     is refused: the teacher is fixed (``where`` names the store or checkpoint it came from).
     """
     merged = dict(config)
-    for key in sorted(teacher_keys()):
-        if key not in teacher_config:
-            continue
+    for key in sorted(k for k in teacher_config if k.startswith("IS_")):  # the built-in's or a user class's
         if key in config and config[key] != teacher_config[key]:
             raise ConfigError(f"config key {key!r}={config[key]!r}, but the teacher of {where} was trained with "
                               f"{teacher_config[key]!r}; IS_ keys describe the teacher and come from it")

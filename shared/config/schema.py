@@ -284,10 +284,29 @@ class InjectionConfig(_Flat):
 
 
 TASKS = ("teacher", "student")
+# The sizes FrozenFlow pads and crops to (shared.model.network.build); every model gets them too.
+SIZE_KEYS = ("gen_sino_size", "gen_image_size", "gen_sino_channels", "gen_image_channels")
+
+
+def frozenflow_keys(task: str) -> set[str]:
+    """The keys FrozenFlow itself consumes (sizes, training, injection); a user's class owns the rest."""
+    keys = set(SIZE_KEYS) | set(TrainConfig.flat_keys())
+    return keys | set(InjectionConfig.flat_keys()) if task == "student" else keys
+
+
+def check_sizes(config: dict) -> None:
+    for key in SIZE_KEYS:
+        if key not in config:
+            raise ConfigError(f"config is missing key {key!r} (FrozenFlow pads and crops to it)")
+        if not _is_int(config[key]) or config[key] < 1:
+            raise ConfigError(f"config key {key!r}={config[key]!r}: must be a positive integer")
+    if config["gen_image_size"] > config["gen_sino_size"]:
+        raise ConfigError(f"config key 'gen_image_size'={config['gen_image_size']!r}: must not exceed "
+                          f"gen_sino_size={config['gen_sino_size']}")
 
 
 def task_keys(task: str) -> set[str]:
-    """Every key a resolved config of ``task`` may hold."""
+    """Every key a resolved config of ``task`` may hold with the built-in Generator."""
     if task == "teacher":
         return set(GeneratorConfig.flat_keys("IS")) | set(TrainConfig.flat_keys())
     if task == "student":  # plus the teacher's IS_ keys: the one merged dict of an experiment
@@ -301,9 +320,10 @@ def teacher_keys() -> set[str]:
     return {k for k in GeneratorConfig.flat_keys("IS") if k.startswith("IS_")}
 
 
-def check_override_keys(overrides: dict, task: str) -> None:
-    """``--set KEY=…`` keys must be keys of ``task`` or the user's aliases (checked before any file is read)."""
-    unknown = sorted(set(overrides) - task_keys(task) - set(ALIAS_KEYS))
+def check_override_keys(overrides: dict, task: str, builtin: bool = True) -> None:
+    """``--set KEY=…`` keys must be keys of ``task`` or the user's aliases (checked before any file is read);
+    with a user's class (``builtin=False``) any key may be theirs, and ``load_config`` checks it exists."""
+    unknown = sorted(set(overrides) - task_keys(task) - set(ALIAS_KEYS)) if builtin else []
     teacher = sorted(set(overrides) & teacher_keys()) if task == "student" else []
     if teacher:
         raise ConfigError(f"--set {teacher[0]}: IS_ keys describe the teacher and come from its feature store; "
@@ -312,9 +332,18 @@ def check_override_keys(overrides: dict, task: str) -> None:
         raise ConfigError(f"--set {unknown[0]}: not a {task} config key")
 
 
-def check_task_config(config: dict, task: str) -> None:
-    """Parse a resolved config of ``task`` completely; unknown keys are refused (nothing is ignored)."""
-    unknown = sorted(set(config) - task_keys(task))
+def check_task_config(config: dict, task: str, builtin: bool = True) -> None:
+    """Parse a resolved config of ``task`` completely; unknown keys are refused (nothing is ignored).
+
+    With a user's class (``builtin=False``) only FrozenFlow's own keys are parsed here; the rest go to
+    the class's factory, which validates them, and those it never reads are listed once."""
+    if not builtin:
+        check_sizes(config)
+        TrainConfig.from_flat(config)
+        if task == "student":
+            InjectionConfig.from_flat(config)
+        return
+    unknown = sorted(k for k in set(config) - task_keys(task) if not (task == "student" and k.startswith("IS_")))
     if unknown:
         raise ConfigError(f"config key {unknown[0]!r} is not a {task} key"
                           + (f" (also: {', '.join(unknown[1:])})" if unknown[1:] else ""))
@@ -322,7 +351,7 @@ def check_task_config(config: dict, task: str) -> None:
     TrainConfig.from_flat(config)
     if task == "student":
         InjectionConfig.from_flat(config)
-        if teacher_keys() & set(config):  # the teacher's part, when present, is complete and valid
+        if teacher_keys() <= set(config):  # a built-in teacher's part (a user class's IS_ keys are its own)
             GeneratorConfig.from_flat(config, "IS")
 
 
