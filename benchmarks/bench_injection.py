@@ -117,19 +117,24 @@ def measure(batch: int, rounds: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=8, help="the tuned student's batch size")
+    ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args(argv)
+    threads = torch.get_num_threads()
     results = {"quiet": measure(args.batch, args.rounds)}
     print("quiet:", results["quiet"])
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process holds a core
     try:
         time.sleep(1)
         results["one_core_busy"] = measure(args.batch, args.rounds)
+        print("one core busy:", results["one_core_busy"])
+        torch.set_num_threads(1)  # what a trial sharing the machine runs with (--cpus-per-trial 1)
+        results["one_core_busy_1_thread"] = measure(args.batch, args.rounds)
+        print("one core busy, 1 torch thread:", results["one_core_busy_1_thread"])
     finally:
         hog.kill()
-    print("one core busy:", results["one_core_busy"])
-    write_results("injection", results, environment(torch_threads=torch.get_num_threads()))
+        torch.set_num_threads(threads)
+    write_results("injection", results, environment(torch_threads=threads))
     return 0
 
 

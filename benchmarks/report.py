@@ -87,6 +87,14 @@ def figures() -> list[dict]:
                 est = max(r["saved_GiB"], r["cpu_peak_GiB"] or 0)
                 rows.append(_row(f"training memory at batch 256, S=288, {r['model']} (GiB, CPU estimate)", est,
                                  "fits 24 GB", r["fits_24GB_with_margin"], f, g))
+    j, f = _load("injection")
+    if j:
+        for key, label in (("quiet", "quiet"), ("one_core_busy", "one core busy"),
+                           ("one_core_busy_1_thread", "one core busy, 1 torch thread")):
+            if key in j["results"]:
+                r = j["results"][key]["ratio_hooks_to_concat"]
+                rows.append(_row(f"student step, hooks + side convs / widened concat ({label})", r, "<= 1.03",
+                                 r <= 1.03, f, j))
     k, f = _load("kills")
     if k:
         r = k["results"]

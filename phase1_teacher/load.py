@@ -6,9 +6,10 @@ from pathlib import Path
 import torch
 
 from shared.frozen import load_frozen
-from shared.generator import Generator
+from shared.model.network import Network
 
 
-def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """Frozen teacher (eval mode, requires_grad=False) with ``.sha256``, ``.config``, ``.meta``, ``.input_scale``."""
+def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Network:
+    """Frozen teacher network (the class its recorded spec names; eval mode, requires_grad=False) with
+    ``.sha256``, ``.config``, ``.meta``, ``.input_scale``."""
     return load_frozen(path, kind="teacher", direction="IS", device=device)

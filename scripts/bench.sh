@@ -13,4 +13,5 @@ PY="$ROOT/.venv/bin/python"
 "$PY" -m benchmarks.bench_checksum --samples 64 --rounds 3 --name checksum_small
 "$PY" -m benchmarks.bench_store_size --small
 "$PY" -m benchmarks.bench_engines --n 64 --rounds 2 --name engines_small
+"$PY" -m benchmarks.bench_injection --rounds 10
 "$PY" -m benchmarks.report

@@ -1,4 +1,4 @@
-"""The one config-driven U-Net-like Generator, for both directions.
+"""The one config-driven U-Net-like Generator, for both directions (FrozenFlow's built-in model).
 
 ``Generator(config, "SI")`` maps an S×S sinogram to an S×S image, ``Generator(config, "IS")`` an S×S
 image to an S×S sinogram; the tasks pad their inputs to S×S and crop the outputs

@@ -28,6 +28,17 @@ def describe_generators(data) -> list[str]:
     return lines
 
 
+def describe_own_models(root: Path) -> list[str]:
+    """Runs whose network is a user's class (a spec other than builtin): the class and its size."""
+    lines = []
+    for path in sorted(root.glob("*/student.pt")) + sorted(root.glob("*/best.pt")):
+        model = load(path).get("meta", {}).get("model") or {}
+        if model and model.get("source") != "builtin":
+            lines.append(f"  {path.parent.name}: {model['factory'].rsplit('/', 1)[-1]} ({model['source']}): "
+                         f"{model['parameters']:,} parameters")
+    return sorted(set(lines))
+
+
 def describe_projector(data) -> list[str]:
     t0 = time.time()
     P = Projector(data.geometry)
@@ -49,7 +60,7 @@ def main(argv=None):
     data = open_dataset(root / "data")
     print("\n== summary")
     print(f"  data: {data}")
-    for line in describe_projector(data) + describe_generators(data):
+    for line in describe_projector(data) + describe_generators(data) + describe_own_models(root):
         print(line)
     teacher = root / "teacher" / "best.pt"
     if teacher.exists():
@@ -79,17 +90,19 @@ def test_table(root: Path) -> str:
     """Markdown table of the demo's evaluations: students with and without injection, FBP, MLEM."""
     rows = {}
     for folder, rename in (("evaluation", {"student": "student (injection)", "plain": "student (no injection)"}),
-                           ("evaluation_plain", {"student": "student (no injection)"})):  # older demos
+                           ("evaluation_plain", {"student": "student (no injection)"}),  # older demos
+                           ("evaluation_own", {"student": "own Generator (injection)"})):
         path = root / folder / "summary.json"
         if path.exists():
             for method, vals in json.loads(path.read_text())["methods"].items():
-                rows[rename.get(method, method)] = vals
+                if folder != "evaluation_own" or method in rename:  # its plain/FBP/MLEM are the main evaluation's
+                    rows[rename.get(method, method)] = vals
     if not rows:
         return ""
     columns = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ssim_global": "global SSIM", "nrmse": "NRMSE",
                "masked_ssim": "SSIM (body)", "masked_nrmse": "NRMSE (body)"}
     metrics = [k for k in columns if all(k in v for v in rows.values())]
-    order = sorted(rows, key=lambda n: (not n.startswith("student"), n))
+    order = sorted(rows, key=lambda n: (n in ("fbp", "mlem"), not n.startswith("student"), n))  # networks first
     table = markdown_table(["method", *(columns[k] for k in metrics)],
                            [[name, *(rows[name][k] for k in metrics)] for name in order])
     wins = {k: (max if HIGHER_IS_BETTER[k.replace("masked_", "")] else min)(order, key=lambda n: rows[n][k])

@@ -327,6 +327,7 @@ def write_provenance(out: Path) -> None:
 
 # What a resumed run must share with the run it continues (the epoch budget may grow).
 RESUME_META_KEYS = ("data_fingerprint", "teacher_sha256", "store_fingerprint", "model")
+MODEL_IDENTITY = ("factory", "taps", "receivers", "side_init", "parameters")  # of meta["model"]
 
 
 def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
@@ -338,10 +339,10 @@ def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
                              f"run being resumed; resume with the same config or choose another --out")
     for key in RESUME_META_KEYS:
         there, here = state.get("meta", {}).get(key), meta.get(key)
+        if key == "model":  # the same class and maps; an edited comment in the factory file is no reason to stop
+            there, here = ({k: (r or {}).get(k) for k in MODEL_IDENTITY} for r in (there, here))
         if key == "model" and there != here:
-            diff = next((f"{k}: {(there or {}).get(k)!r} there, {here.get(k)!r} here" for k in here
-                         if (there or {}).get(k) != here.get(k)),
-                        "")
+            diff = next(f"{k}: {there[k]!r} there, {here[k]!r} here" for k in MODEL_IDENTITY if there[k] != here[k])
             raise ValueError(f"{path}: the model differs from the run being resumed ({diff}); resume with the same "
                              f"--model or choose another --out")
         if there != here:

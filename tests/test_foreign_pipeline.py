@@ -18,7 +18,7 @@ from phase2_student.train import main as student_main
 from shared import checkpoint as ckpt_io
 from shared.cli import run_main
 from shared.frozen import load_frozen
-from tests.test_model_contract import FOREIGN, monai_config, researcher_config
+from tests.test_model_contract import FOREIGN, OWN, monai_config, researcher_config
 
 TRAIN = {"batch_size": 4, "gen_lr": 3e-3}
 
@@ -66,7 +66,7 @@ def test_monai_unet_as_teacher_and_student(tiny_data, tmp_path):
 
 
 def test_researchers_generator_as_teacher_and_student_and_a_builtin_student_on_its_features(tiny_data, tmp_path):
-    spec = FOREIGN / "researcher_generator.yaml"
+    spec = OWN / "spec.yaml"
     torch.manual_seed(0)
     best, store = _pipeline(tmp_path, tiny_data, spec, researcher_config(), spec, researcher_config(), epochs=2)
     teacher = load_frozen(best, kind="teacher", direction="IS")
@@ -85,11 +85,11 @@ def test_researchers_generator_as_teacher_and_student_and_a_builtin_student_on_i
 
 def test_checkpoints_bind_the_model_spec(tiny_data, tmp_path, capsys):
     """A changed or missing factory is refused by name, and a run resumes only with the same --model."""
-    factory = tmp_path / "mine" / "researcher_generator.py"
+    factory = tmp_path / "mine" / "generator.py"
     factory.parent.mkdir()
-    shutil.copy(FOREIGN / "researcher_generator.py", factory)
+    shutil.copy(OWN / "generator.py", factory)
     spec = tmp_path / "mine" / "spec.yaml"
-    spec.write_text((FOREIGN / "researcher_generator.yaml").read_text())
+    spec.write_text((OWN / "spec.yaml").read_text())
     (tmp_path / "t.json").write_text(json.dumps({**researcher_config(SI_unused=1), **TRAIN}))
     run = tmp_path / "teacher"
     args = ["--data", str(tiny_data), "--out", str(run), "--epochs", "1", "--config", str(tmp_path / "t.json"),
@@ -101,10 +101,30 @@ def test_checkpoints_bind_the_model_spec(tiny_data, tmp_path, capsys):
     other.write_text(spec.read_text().replace("  dec9: neck\n", "", 1))
     assert run_main(teacher_main, [*args[:5], "2", *args[6:9], str(other), "--resume"]) == 1
     assert "the model differs from the run being resumed (taps:" in capsys.readouterr().err
+    factory.write_text(factory.read_text() + "\n# a comment changes the file's hash, not the model\n")
+    assert teacher_main([*args[:5], "2", *args[6:], "--resume", "--quiet"]) == 0  # resumes
+    assert ckpt_io.load(run / "last.pt")["epoch"] == 2
     factory.write_text(factory.read_text().replace("dims = [int(h * mult ** k)", "dims = [1 + int(h * mult ** k)"))
     with pytest.raises(ckpt_io.CheckpointError, match=r"now builds [\d,]+ parameters, the checkpoint holds [\d,]+ "
                                                       r"\(the factory file changed since\)"):
         load_frozen(run / "best.pt", kind="teacher", direction="IS")
     factory.unlink()
-    with pytest.raises(ckpt_io.CheckpointError, match="factory file .*researcher_generator.py not found"):
+    with pytest.raises(ckpt_io.CheckpointError, match="factory file .*generator.py not found"):
         load_frozen(run / "best.pt", kind="teacher", direction="IS")
+
+
+def test_tune_student_samples_the_researchers_own_keys(tiny_data, tiny_store, tmp_path):
+    """Ray trials import the class from the spec's absolute path; its keys come from --set and the space file."""
+    space = tmp_path / "space.yaml"
+    space.write_text("SI_gen_hidden_dim: {choice: [3, 4]}\n")
+    out = tmp_path / "tune"
+    args = ["--data", str(tiny_data), "--features", str(tiny_store), "--out", str(out), "--tune", "--num-samples",
+            "2", "--epochs", "1", "--inject", "144,9", "--search-space", str(space), "--model",
+            str(OWN / "spec.yaml")]
+    for pin in ("gen_sino_size=64", "gen_image_size=32", "SI_gen_mult=1.5", "batch_size=4"):
+        args += ["--set", pin]
+    assert run_main(student_main, args) == 0
+    student = load_student(out / "student.pt")
+    assert student.net.gen_SI is True and student.config["SI_gen_hidden_dim"] in (3, 4)
+    assert sorted(student.side) == ["dec144", "dec9", "enc144", "enc9"]
+    assert "SI_gen_neck" not in student.config  # the built-in's architecture keys are not this class's

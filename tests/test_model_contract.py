@@ -15,7 +15,8 @@ from phase2_student.injection import build_student
 from tests.conftest import small_config, tiny_student_config
 
 FOREIGN = Path(__file__).parent / "foreign_models"
-RESEARCHER = load_spec(str(FOREIGN / "researcher_generator.yaml"))
+OWN = Path(__file__).resolve().parent.parent / "examples" / "own_generator"  # the demo's researcher-style class
+RESEARCHER = load_spec(str(OWN / "spec.yaml"))
 MONAI = load_spec(str(FOREIGN / "monai_unet.yaml"))
 SIZES = {"gen_sino_size": 64, "gen_image_size": 32, "gen_sino_channels": 1, "gen_image_channels": 1}
 
@@ -52,8 +53,7 @@ def test_taps_are_found_by_module_path_at_their_nominal_sizes(spec, config):
 
 
 def test_researcher_class_is_called_as_written_and_refuses_what_it_refuses():
-    from tests.foreign_models.researcher_generator import Generator
-
+    Generator = RESEARCHER.import_factory()
     teacher = build(RESEARCHER, researcher_config(), "IS")
     assert teacher.net.gen_SI is False and build(RESEARCHER, researcher_config(), "SI").net.gen_SI is True
     with pytest.raises(ValueError, match="needs a 64x64 input"):
@@ -131,7 +131,7 @@ def test_side_weights_start_as_the_widened_layer_would():
 def test_wrong_paths_sizes_and_layers_are_refused_by_name(tmp_path):
     def spec(**maps):
         path = tmp_path / "s.json"
-        path.write_text(json.dumps({"factory": f"{FOREIGN / 'researcher_generator.py'}:Generator", **maps}))
+        path.write_text(json.dumps({"factory": f"{OWN / 'generator.py'}:Generator", **maps}))
         return load_spec(str(path))
 
     with pytest.raises(ModelError, match=r"tap enc144: no module 'contract_block.0'.*nearest: contract_blocks.0"):
@@ -176,7 +176,7 @@ def test_the_models_own_errors_name_the_key_and_unread_keys_are_listed():
 def test_inspect_model_lists_paths_shapes_and_checks_the_maps(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps(researcher_config()))
-    assert inspect_main(["--model", str(FOREIGN / "researcher_generator.yaml"), "--config", str(cfg),
+    assert inspect_main(["--model", str(OWN / "spec.yaml"), "--config", str(cfg),
                          "--direction", "IS"]) == 0
     out = capsys.readouterr().out
     n = sum(p.numel() for p in build(RESEARCHER, researcher_config(), "IS").net.parameters())

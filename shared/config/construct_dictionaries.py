@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import search_spaces as sp
-from .schema import ConfigError, canonical, frozenflow_keys
+from .schema import ALIAS_TARGETS, ConfigError, canonical, frozenflow_keys
 
 TASKS = ("teacher", "student")
 
@@ -67,7 +67,11 @@ def load_config(task: str, path: str | Path | None = None, overrides: dict | Non
         own = frozenflow_keys(task)
         config = {k: v for k, v in config.items() if k in own}
         if path:
-            config.update(_read_json(Path(path)))
+            user = _read_json(Path(path))
+            for alias, target in ALIAS_TARGETS.items():  # their batch_base2_exponent replaces the default batch_size
+                if alias in user:
+                    config.pop(target, None)
+            config.update(user)
     path = Path(path) if path else tuned_path(task)
     config = canonical(config)
     for key, value in canonical(overrides or {}).items():

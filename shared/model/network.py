@@ -219,7 +219,9 @@ def report_model(network: Network, config: dict, task: str, show: bool = True) -
     if not show:
         return
     spec = network.spec
-    print(f"[{task}] model {spec.factory} ({spec.source}): {network.parameter_count():,} parameters")
+    extra = sum(p.numel() for p in network.parameters()) - network.parameter_count()
+    print(f"[{task}] model {spec.factory} ({spec.source}): {network.parameter_count():,} parameters"
+          + (f" (+{extra:,} for injection: scales and side convolutions)" if extra else ""))
     unread = unread_keys(network, config, task)
     if unread:
         print(f"[{task}] not read by {spec.factory} (nor by FrozenFlow): {', '.join(unread)}")

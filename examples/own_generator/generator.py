@@ -1,8 +1,9 @@
-"""A researcher's own config-driven U-Net, written as such classes are (tests only; FrozenFlow never edits it).
+"""A researcher's own config-driven U-Net, written as such classes are; FrozenFlow never edits it.
 
 ``Generator(config, gen_SI=True)``: sinogram → image (cropped to ``gen_image_size`` inside the class),
 ``gen_SI=False``: image → sinogram, which demands exactly an S×S input. Module names differ from
 FrozenFlow's (``contract_blocks``, ``neck``, ``expand_blocks``) and the skips are classic concatenations.
+Used by ``scripts/demo.sh`` (stage "your own Generator") and the tests (tests/test_model_contract.py).
 """
 import torch
 import torch.nn as nn
