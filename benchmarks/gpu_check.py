@@ -110,7 +110,7 @@ def run(out: Path, n_train: int, batch: int, amp: str, epochs: int, tiny: bool) 
 
     t0 = time.time()
     evaluate(out / "student" / "student.pt", data, "test", out / "evaluation", str(store),
-             plain_path=out / "student_plain" / "student.pt", baseline_split=None)
+             plain_path=out / "student_plain" / "student.pt", baseline_split=None, overwrite=True)
     rows.append({"stage": "evaluate (student, plain, FBP, MLEM)", "samples_per_s": n_test / (time.time() - t0)})
 
     if device.type == "cuda":  # one step at the largest batch the users' search spaces reach

@@ -58,6 +58,8 @@ class ExportSpec:
         if self.variants not in L.VARIANTS:
             raise L.StoreError(f"--variants must be one of {list(L.VARIANTS)}, got {self.variants!r}")
         L.compressors(self.codec)
+        if self.shard_size is not None and (isinstance(self.shard_size, bool) or self.shard_size < 0):
+            raise L.StoreError(f"--shard-size must be ≥ 0 (0: a file per sample), got {self.shard_size}")
         if self.shard_size:
             if self.range_size not in (None, self.shard_size):
                 raise L.StoreError("--range-size applies only with --shard-size 0: a sharded store's resumable "

@@ -99,9 +99,10 @@ def existing_kind(store: str | Path) -> tuple[str, str]:
     """What is at ``store`` before an export writes there, as (kind, detail).
 
     ``absent`` (nothing, or an empty folder), ``store`` (a feature store: its root metadata names a
-    teacher), ``damaged`` (a Zarr hierarchy whose root metadata is unreadable or has no identity,
-    e.g. a store killed while being created by an older version) or ``foreign`` (anything else: a
-    file, a folder of other things, another Zarr store).  Only the first three may be written.
+    teacher), ``damaged`` (a feature store — a split holds FrozenFlow's ``_done`` flags — whose root
+    metadata is unreadable or has lost its identity) or ``foreign`` (anything else: a file, a folder
+    of other things, another Zarr store, with or without root attributes).  Only the first three may
+    be written; nothing foreign is replaced, even with ``--overwrite``.
     """
     path = local_path(store)
     if path is None:  # remote: ask Zarr
@@ -120,15 +121,16 @@ def existing_kind(store: str | Path) -> tuple[str, str]:
     zarr_like = all(e == "zarr.json" or e.endswith(".partial") or (path / e / "zarr.json").exists() for e in entries)
     if "zarr.json" not in entries:
         return "foreign", "holds " + ", ".join(entries[:4]) + (", …" if len(entries) > 4 else "")
+    ours = zarr_like and any((path / e / DONE / "zarr.json").is_file() for e in entries)  # export's done flags
     try:
         meta = json.loads((path / "zarr.json").read_text())
         attrs = meta.get("attributes") or {}
     except (OSError, ValueError, AttributeError):
-        return ("damaged", "unreadable root zarr.json") if zarr_like else ("foreign", "unreadable zarr.json")
+        return ("damaged", "unreadable root zarr.json") if ours else ("foreign", "unreadable zarr.json")
     if all(k in attrs for k in IDENTITY_MARKERS):
         return "store", ""
-    if not attrs and zarr_like:
-        return "damaged", "root metadata without identity: an interrupted creation"
+    if ours:
+        return "damaged", "root metadata without identity"
     return "foreign", "a Zarr store without a teacher identity"
 
 

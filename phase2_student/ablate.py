@@ -23,6 +23,7 @@ from shared.config.schema import InjectionConfig, check_override_keys
 from shared.data.dataset_io import open_dataset
 from shared.device import DEVICE_HELP
 from shared.model import load_spec
+from shared.outputs import claim
 from shared.tables import markdown_table
 
 from .evaluate import baseline_recons, per_sample_metrics, predict
@@ -130,9 +131,16 @@ def main(argv=None) -> int:
         raise ValueError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
     overrides = parse_overrides(args.set)
     check_override_keys(overrides, "student", load_spec(args.model).builtin)  # a bad spec fails here
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ValueError(f"--seeds must be a comma list of integers, got {args.seeds!r}")
     out = Path(args.out)
     open_dataset(args.data)
+    if not args.report_only:  # an ablation continues its own folder (finished runs are reused), nothing else
+        claim(out, "ablation", continues=True)
     if args.report_only:
         results = {n: [json.loads(f.read_text()) for s in seeds
                        if (f := out / "runs" / n / f"seed{s}" / "result.json").exists()] for n in names}

@@ -27,6 +27,7 @@ from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device
 from shared.lesion_metrics import format_lesions
 from shared.metrics import METRICS, masked_metrics
+from shared.outputs import claim
 from shared.tables import markdown_table, paired_lines
 
 from .task import load_student, student_datasets
@@ -122,9 +123,10 @@ def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out
 
 
 def evaluate(student_path, data_dir, split, out, store_path=None, device="auto", methods=METHODS,
-             baseline_split: str | None = "val", plain_path=None) -> dict:
+             baseline_split: str | None = "val", plain_path=None, overwrite: bool = False) -> dict:
     """Every method on ``split``; ``plain_path`` adds a second (plain, feature-free) student as
-    ``plain`` and the paired comparisons student − plain and student − MLEM."""
+    ``plain`` and the paired comparisons student − plain and student − MLEM. ``out`` follows the output
+    rule (``shared.outputs``), claimed once the students and the store have passed their checks."""
     out = Path(out)
     data = as_dataset(data_dir)
     device = resolve_device(device)
@@ -141,6 +143,7 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
         if plain.plan:
             raise ValueError(f"--plain: {plain_path} injects features; give the plain (no injection) student")
         recons["plain"] = predict(plain, data, split, None, device=device)
+    claim(out, "evaluation", overwrite=overwrite)  # the user's own files there are never replaced
     classical = [m for m in ("fbp", "mlem") if m in methods]
     calibration = None
     if classical:
@@ -204,7 +207,8 @@ def parser():
     p.add_argument("--plain", help="a plain (no injection) student.pt to compare with, paired sample by sample")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="test", help="split to evaluate")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder: new or empty, or an evaluation (replaced with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the evaluation in --out")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods to evaluate")
     p.add_argument("--baseline-defaults", action="store_true",
@@ -216,12 +220,13 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"--methods must be drawn from {list(METHODS)}, got {bad}")
+    if bad or not methods:
+        raise ValueError(f"--methods must be a comma list drawn from {list(METHODS)}, got {args.methods!r}")
     data = open_dataset(args.data)
     quick_check(data)
     summary = evaluate(args.student, data, args.split, args.out, args.features, args.device, methods,
-                       baseline_split=None if args.baseline_defaults else "val", plain_path=args.plain)
+                       baseline_split=None if args.baseline_defaults else "val", plain_path=args.plain,
+                       overwrite=args.overwrite)
     print(format_table(summary))
     lesions = summary.get("lesions", {}).get("statistics")
     if lesions:

@@ -45,10 +45,10 @@ stage "7/7 evaluate on the test split (student, FBP, MLEM) -> $OUT/evaluation"
 # one evaluation: injected and plain student, FBP, MLEM; paired differences with CIs and p-values
 "$FF" evaluate --student "$OUT/student/student.pt" --features "$OUT/features.zarr" \
     --plain "$OUT/student_plain/student.pt" --data "$OUT/data" --split test --out "$OUT/evaluation" \
-    --baseline-defaults
+    --baseline-defaults --overwrite
 "$FF" evaluate --student "$OUT/own_student/student.pt" --features "$OUT/features.zarr" \
     --plain "$OUT/student_plain/student.pt" --data "$OUT/data" --split test --out "$OUT/evaluation_own" \
-    --methods student
+    --methods student --overwrite
 
 "$PY" -m shared.summary --demo "$OUT"
 echo "demo finished in $(( $(date +%s) - t0 )) s. Figures: $OUT/data/montage.png, $OUT/teacher/val_preview.png,"

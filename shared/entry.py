@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Callable
 
-from .config.construct_dictionaries import load_config, search_space
-from .config.schema import ALIAS_TARGETS, check_override_keys, check_task_config, frozenflow_keys
+from .config.construct_dictionaries import load_config, resolve, search_space
+from .config.schema import ALIAS_TARGETS, canonical, check_override_keys, check_task_config, frozenflow_keys
 from .model import load_spec
 from .config.space_files import describe, read_space
 from .training import BEST, FitOptions
@@ -55,6 +56,10 @@ def _tune(args, task, fit, options, overrides, out, trial_config, builtin):
         raise ValueError("--config does not apply with --tune (the trials sample the search space); "
                          "pin keys with --set KEY=VALUE")
     parse_loggers(args.logger)  # a bad name fails before Ray starts
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be ≥ 1, got {args.num_samples}")
+    if not args.cpus_per_trial > 0 or not math.isfinite(args.cpus_per_trial):
+        raise ValueError(f"--cpus-per-trial must be a positive number, got {args.cpus_per_trial}")
     space = search_space(task)
     if not builtin:  # a user's class: FrozenFlow samples its own keys, the user's file the model's
         own = frozenflow_keys(task)
@@ -70,6 +75,8 @@ def _tune(args, task, fit, options, overrides, out, trial_config, builtin):
         if target in overrides:
             space.pop(alias, None)
     space.update(overrides)  # the keys the user pins are fixed in every trial
+    # one draw of the space, checked as a trial would check it: a bad pinned value fails here, not in Ray
+    check_task_config(canonical(resolve(space)), task, builtin)
     if args.print_config:
         print(json.dumps(describe(space), indent=2))
         return None

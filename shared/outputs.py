@@ -10,8 +10,8 @@ Every output folder gets a small marker first (``.frozenflow-output.json``: the 
 * another kind, a folder without a marker holding anything, a file: refused even with ``--overwrite``,
   naming what is there. Nothing FrozenFlow did not write is ever replaced or deleted.
 
-A folder made by an older FrozenFlow (no marker) is recognised by what it holds (``LEGACY``) and
-adopted when it is plainly of the same kind. File outputs (``check-data --json``) follow the same
+A run or tune folder made by an older FrozenFlow (no marker) is recognised by its checkpoints
+(``LEGACY``) and adopted. File outputs (``check-data --json``) follow the same
 rule: an existing file is replaced only when it is a report FrozenFlow wrote there.
 """
 from __future__ import annotations
@@ -25,13 +25,13 @@ from .atomic import atomic_write_json
 MARKER = ".frozenflow-output.json"
 FILE_MARK = "frozenflow_output"  # key inside a JSON file output naming its kind
 
-# What an unmarked folder of an older FrozenFlow holds, per kind (all of these files present).
+# What an unmarked folder of an older FrozenFlow holds, per kind. Only kinds whose files prove who wrote
+# them (checkpoints of that phase): a user's own dataset.json or summary.json proves nothing.
 LEGACY = {
     "teacher run": ("last.pt", "config.json"),
     "student run": ("last.pt", "config.json"),
-    "dataset": ("dataset.json",),
-    "evaluation": ("summary.json", "per_sample.csv"),
-    "ablation": ("ablation.json",),
+    "teacher tune": ("ray", "trials"),
+    "student tune": ("ray", "trials"),
 }
 
 
@@ -55,6 +55,14 @@ def _legacy_kind(folder: Path, kind: str, entries: list[str]) -> bool:
     want = LEGACY.get(kind)
     if not want or not all(name in entries for name in want):
         return False
+    if kind.endswith(" tune"):  # its trials' checkpoints say which phase
+        from .checkpoint import CheckpointError, load
+
+        lasts = sorted((folder / "trials").glob("*/last.pt"))[:1]
+        try:
+            return all(load(p).get("kind") == kind.split()[0] for p in lasts)
+        except CheckpointError:
+            return False
     if kind.endswith(" run"):  # a checkpoint says which phase wrote it
         from .checkpoint import CheckpointError, load
 
@@ -63,6 +71,10 @@ def _legacy_kind(folder: Path, kind: str, entries: list[str]) -> bool:
         except CheckpointError:
             return False
     return True
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 def _listing(entries: list[str]) -> str:
@@ -84,14 +96,14 @@ def claim(folder: str | Path, kind: str, *, resume: bool = False, overwrite: boo
         if found is None and _legacy_kind(folder, kind, entries):
             found = kind  # an older FrozenFlow's output of this kind: adopted below
         if found is None:
-            raise OutputError(f"{flag} {folder}: holds {_listing(entries)}, which FrozenFlow did not write as a {kind}; "
+            raise OutputError(f"{flag} {folder}: holds {_listing(entries)}, which FrozenFlow did not write as {_a(kind)}; "
                               f"choose another {flag} (nothing there is replaced, even with --overwrite)")
         if found != kind:
-            raise OutputError(f"{flag} {folder}: holds a {found}, not a {kind}; choose another {flag} (a {found} "
-                              f"is never replaced by a {kind}, even with --overwrite)")
+            raise OutputError(f"{flag} {folder}: holds {_a(found)}, not {_a(kind)}; choose another {flag} "
+                              f"({_a(found)} is never replaced by {_a(kind)}, even with --overwrite)")
         if not (resume or overwrite or continues):
             how = "--resume to continue it" if kind.endswith((" run", " tune")) else "--overwrite to replace it"
-            raise OutputError(f"{flag} {folder}: already holds a {kind}; pass {how}, or choose another {flag}")
+            raise OutputError(f"{flag} {folder}: already holds {_a(kind)}; pass {how}, or choose another {flag}")
     folder.mkdir(parents=True, exist_ok=True)
     if kind_of(folder) != kind:
         atomic_write_json(folder / MARKER, {"kind": kind, "created": _now()})
@@ -107,6 +119,6 @@ def claim_file(path: str | Path, kind: str, flag: str) -> Path:
         except (OSError, ValueError, AttributeError, UnicodeDecodeError):
             mark = None
         if mark != kind:
-            raise OutputError(f"{flag} {path}: exists and is not a {kind} FrozenFlow wrote; choose another file "
+            raise OutputError(f"{flag} {path}: exists and is not {_a(kind)} FrozenFlow wrote; choose another file "
                               f"(it is never replaced)")
     return path

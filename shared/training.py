@@ -27,6 +27,7 @@ from .config.schema import TrainConfig
 from .device import autocast, loader_workers, resolve_amp, resolve_device
 from .losses import get_loss
 from .metrics import all_metrics, metric_and_mode
+from .outputs import claim
 
 LAST, BEST, METRICS_CSV, CONFIG_JSON = "last.pt", "best.pt", "metrics.csv", "config.json"
 
@@ -154,13 +155,10 @@ def evaluate(task: Task, loader, device, loss_fn, amp: torch.dtype | None = None
 def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: FitOptions) -> dict:
     """Train, validate, checkpoint into ``out``; returns the best epoch's metrics.
 
-    An existing run in ``out`` (``last.pt``) is continued with ``opts.resume`` and refused without it.
+    An existing run of this kind in ``out`` is continued with ``opts.resume`` and refused without it;
+    any other folder that is not empty is refused (``shared.outputs.claim``).
     """
-    out = Path(out)
-    if (out / LAST).exists() and not opts.resume:
-        raise FileExistsError(f"{out / LAST}: a run already exists here; pass --resume to continue it or "
-                              f"choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim(out, f"{task.kind} run", resume=opts.resume)  # the output rule (shared/outputs.py)
     device = resolve_device(opts.device)
     amp = resolve_amp(opts.amp, device)
     if device.type == "cuda":

@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import atomic_write_csv, atomic_write_json
+from .outputs import claim
 from .training import BEST, CONFIG_JSON, LAST
 
 TRIALS_DIR = "trials"
 RESOURCES_JSON = "resources.json"  # in each trial folder: the CPUs/GPUs Ray gave it and the device it used
 
 
-def trial_out_dir(out_root: str | Path) -> Path:
+def trial_out_dir(out_root: str | Path, kind: str) -> Path:
     from ray import tune
 
-    out = Path(out_root) / TRIALS_DIR / tune.get_context().get_trial_id()
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim(Path(out_root) / TRIALS_DIR / tune.get_context().get_trial_id(), f"{kind} run", resume=True)
     ckpt = tune.get_checkpoint()
     if ckpt is not None:  # Ray restored this trial: continue from its last reported epoch
         with ckpt.as_directory() as d:
@@ -185,6 +185,7 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
     from .metrics import metric_and_mode
 
     metric, mode = metric_and_mode(args.metric, args.mode)
+    claim(out, f"{name} tune", resume=args.resume)  # before Ray starts: a run or another folder is refused
     threads = max(1, int(args.cpus_per_trial))
     gpus = ray_gpu_share(args.gpus_per_trial, "--gpus-per-trial", args.device, args.ray_address, "trial")
     resources = {"cpu": args.cpus_per_trial, "gpu": gpus}
@@ -194,7 +195,7 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
         import ray
 
         torch.set_num_threads(threads)
-        trial_dir = trial_out_dir(out)
+        trial_dir = trial_out_dir(out, name)
         atomic_write_json(trial_dir / RESOURCES_JSON, {
             **resources, "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

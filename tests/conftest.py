@@ -57,7 +57,7 @@ def tiny_teacher(tiny_data, tmp_path_factory):
     from phase1_teacher.train import main as teacher_main
 
     out = tmp_path_factory.mktemp("tiny_teacher")
-    cfg = out / "config.json"
+    cfg = tmp_path_factory.mktemp("tiny_teacher_config") / "config.json"  # not inside the run folder
     cfg.write_text(json.dumps(tiny_teacher_config()))
     assert teacher_main(["--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--config", str(cfg),
                          "--quiet"]) == 0

@@ -58,7 +58,7 @@ def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
     with pytest.raises(Crash):
         _fit(tiny_data, tmp_path / "cut", epochs=3, report=crash_after_epoch_2)
     assert ckpt_io.load(tmp_path / "cut" / "last.pt")["epoch"] == 2
-    with pytest.raises(FileExistsError, match="--resume"):  # never silently overwritten
+    with pytest.raises(ValueError, match="--resume"):  # never silently overwritten (shared.outputs)
         _fit(tiny_data, tmp_path / "cut", epochs=3)
     _fit(tiny_data, tmp_path / "cut", epochs=3, resume=True)  # resumes from epoch 2
     full = ckpt_io.load(tmp_path / "full" / "last.pt")

@@ -84,8 +84,8 @@ def load_config(task: str, path: str | Path | None = None, overrides: dict | Non
 def _read_json(path: Path) -> dict:
     try:
         config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read config JSON ({e})") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError, and UnicodeDecodeError for a non-UTF-8 file
+        raise ValueError(f"{path}: cannot read config JSON ({' '.join(str(e).split())[:120]})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object of config keys")
     return config

@@ -8,6 +8,7 @@ fails with a :class:`ConfigError` naming the flat key.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 
 DIRECTIONS = ("SI", "IS")  # SI: sinogram → image (student); IS: image → sinogram (teacher)
@@ -82,7 +83,8 @@ def _is_int(v) -> bool:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A real, finite number (NaN and ±inf are never a valid setting)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class _Flat:

@@ -24,7 +24,7 @@ def read_space(path: str | Path) -> dict:
     try:
         text = path.read_text()
         raw = json.loads(text) if path.suffix.lower() == ".json" else _yaml(text)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise ValueError(f"{path}: cannot read search space ({' '.join(str(e).split())})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of config keys")
@@ -33,9 +33,14 @@ def read_space(path: str | Path) -> dict:
         if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS:
             kind, args = next(iter(value.items()))
             ok = isinstance(args, list) and (len(args) >= 1 if kind == "choice" else len(args) == 2)
+            if ok and kind != "choice":
+                low, high = args
+                numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in args)
+                ok = numbers and low < high and (low > 0 if kind.startswith("log") else True)
             if not ok:
-                raise ValueError(f"{path}: {key}: {kind} expects "
-                                 f"{'a non-empty list' if kind == 'choice' else '[low, high]'}, got {args!r}")
+                want = ("a non-empty list" if kind == "choice" else
+                        "[low, high] with 0 < low < high" if kind.startswith("log") else "[low, high] with low < high")
+                raise ValueError(f"{path}: {key}: {kind} expects {want}, got {args!r}")
             out[key] = tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
         elif isinstance(value, dict):
             raise ValueError(f"{path}: {key}: a sampled value is one of {list(SAMPLERS)}, got {sorted(value)}")

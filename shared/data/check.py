@@ -14,6 +14,9 @@ import sys
 import numpy as np
 
 from shared.atomic import atomic_write_json
+from shared.outputs import FILE_MARK, claim_file
+
+REPORT_KIND = "check-data report"
 from shared.cli import new_parser, run_main
 
 from .dataset_io import KINDS, NONNEGATIVE_KINDS, DataError, Dataset, open_dataset, read_rows
@@ -78,7 +81,7 @@ def describe_fit(split: str, kind: str, fit: dict) -> str:
 def parser():
     p = new_parser("frozenflow check-data", __doc__)
     p.add_argument("--data", required=True, help="dataset folder (dataset.json + .npy files)")
-    p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--json", help="also write the report as JSON here (a new file, or a report check-data wrote)")
     p.add_argument("--samples", type=int, default=8, help="rows per split used to fit the forward model")
     return p
 
@@ -97,6 +100,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    if args.json:  # before any work: an existing file that is not our report is never replaced
+        claim_file(args.json, REPORT_KIND, "--json")
     print(f"check-data {args.data}")
     data = open_dataset(args.data, check_finite=False)  # format and shapes; every value is scanned next
     report = check_dataset(data)
@@ -111,7 +116,7 @@ def main(argv=None) -> int:
           + (f" (declared {fit['calibration']['declared']:g})" if fit["calibration"]["declared"] is not None else
              " (not declared; add \"calibration\" to dataset.json to fix it)"))
     if args.json:
-        atomic_write_json(args.json, report)
+        atomic_write_json(args.json, {FILE_MARK: REPORT_KIND, **report})
     _fail(fit["errors"])
     print("check-data: every file is clean and follows the forward model")
     return 0

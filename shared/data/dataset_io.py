@@ -32,7 +32,7 @@ from shared.atomic import atomic_write
 from shared.projector import ParallelGeometry
 
 from .orientation import ORIENTATIONS, OrientedArray
-from .scan import scan_rows
+from .scan import row_digest, scan_rows
 
 FORMAT_VERSION = 1
 META_NAME = "dataset.json"
@@ -45,7 +45,6 @@ DEFAULT_FILES = {k: "{split}-" + k + ".npy" for k in KINDS}
 REQUIRED_KEYS = ("format_version", "geometry", "splits", "sino_channels", "units", "scales")
 OPTIONAL_KEYS = ("files", "extra", "calibration")
 ORIENTATION_KEYS = ("orientation", "angle_offset")  # optional geometry entries (shared.data.orientation)
-N_FINGERPRINT_SAMPLES = 16  # rows per file hashed by fingerprint()
 
 
 class DataError(ValueError):
@@ -215,6 +214,8 @@ class Dataset:
         return SplitArrays(n=self.meta["splits"][split], **arrays)
 
     def _open_array(self, path: Path, split: str, kind: str, check_finite: bool) -> np.ndarray:
+        if not path.is_file():  # a FIFO or device would block the reader forever; a folder is no array
+            raise DataError(f"{path}: not a regular file (a .npy array is expected here)")
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as e:  # truncated file, bad header, object array, not an .npy at all
@@ -244,11 +245,11 @@ class Dataset:
         return self.split(name)
 
     def fingerprint(self) -> str:
-        """sha256 of canonical dataset.json, every file's shape/dtype and up to 16 evenly spaced rows.
+        """sha256 of canonical dataset.json and every row of every file (``scan.row_digest``).
 
-        Cheap for any dataset size (reads ≤ 16 rows per file); changes whenever the metadata, a
-        shape, or a sampled row changes.  It is a guard against mixing up datasets, not a full
-        checksum: an edit confined to unsampled rows goes unnoticed.
+        Any edit — a row replaced, two rows swapped — changes it, so a store or checkpoint made from
+        other data is refused. The row digests are computed in the open's row scan and cached per
+        file version, so this costs one streaming pass per file version, then nothing.
         """
         if self._fingerprint is None:
             h = hashlib.sha256()
@@ -258,9 +259,7 @@ class Dataset:
                     arr = getattr(self._arrays[split], kind)
                     if arr is None:
                         continue
-                    h.update(f"|{split}/{kind}:{arr.shape}:{arr.dtype.str}|".encode())
-                    for i in _sample_rows(arr.shape[0], N_FINGERPRINT_SAMPLES):
-                        h.update(np.ascontiguousarray(arr[i]).tobytes())
+                    h.update(f"|{split}/{kind}:{row_digest(self.path(split, kind), arr)}|".encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
@@ -297,6 +296,8 @@ def read_rows(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
 
 def read_meta(folder) -> dict:
     path = Path(folder) / META_NAME
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path}: not a regular file (dataset.json is expected here)")
     if not path.is_file():
         raise DataError(f"{path}: missing (not a dataset folder?)")
     try:

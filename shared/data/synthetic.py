@@ -389,7 +389,9 @@ def parser():
     from shared.cli import new_parser
 
     ap = new_parser("frozenflow make-data", __doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="output dataset folder")
+    ap.add_argument("--out", required=True, help="output dataset folder: new or empty, or a dataset make-data wrote "
+                                                 "(replaced only with --overwrite)")
+    ap.add_argument("--overwrite", action="store_true", help="replace a dataset make-data wrote in --out")
     ap.add_argument("--n-train", type=int, default=256, help="training samples")
     ap.add_argument("--n-val", type=int, default=64, help="validation samples")
     ap.add_argument("--n-test", type=int, default=64, help="test samples")
@@ -408,8 +410,29 @@ def parser():
     return ap
 
 
+def _check_flags(a) -> None:
+    """Every number make-data takes: counts of samples ≥ 0, sizes ≥ 1, physical quantities finite and > 0."""
+    import math
+
+    for flag, value, low in (("--n-train", a.n_train, 0), ("--n-val", a.n_val, 0), ("--n-test", a.n_test, 0),
+                             ("--image-size", a.image_size, 1), ("--n-radial", a.n_radial, 1),
+                             ("--n-angles", a.n_angles, 1), ("--oversample", a.oversample, 1)):
+        if value < low:
+            raise ValueError(f"{flag} must be an integer ≥ {low}, got {value}")
+    for flag, value, zero_ok in (("--counts", a.counts, False), ("--pixel-mm", a.pixel_mm, False),
+                                 ("--psf-fwhm-mm", a.psf_fwhm_mm, True)):
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise ValueError(f"{flag} must be a finite number {'≥' if zero_ok else '>'} 0, got {value}")
+    if a.n_train + a.n_val + a.n_test == 0:
+        raise ValueError("--n-train, --n-val and --n-test are all 0: nothing to make")
+
+
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
+    from shared.outputs import claim
+
+    _check_flags(a)  # before the folder is touched
+    claim(a.out, "dataset", overwrite=a.overwrite)  # never into a folder of the user's own files
     ds = make_synthetic_dataset(a.out, a.n_train, a.n_val, a.n_test, a.seed, counts=a.counts,
                                 channels=a.channels, image_size=a.image_size, pixel_mm=a.pixel_mm,
                                 n_radial=a.n_radial, n_angles=a.n_angles, attn_sino=a.attn_sino,

@@ -1,0 +1,73 @@
+"""Bad numbers and files found by the adversarial pass: each is one line naming the flag, key or file,
+before any work (and before Ray starts)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from feature_store.export import main as export_main
+from phase1_teacher.train import main as teacher_main
+from phase2_student.ablate import main as ablate_main
+from phase2_student.train import main as student_main
+from shared.data.synthetic import main as make_data_main
+from tests.test_bad_inputs import _fails_cleanly
+
+
+@pytest.mark.parametrize("flags,text", [
+    (["--n-train", "-5"], "--n-train must be an integer ≥ 0, got -5"),
+    (["--counts", "nan"], "--counts must be a finite number > 0, got nan"),
+    (["--pixel-mm", "inf"], "--pixel-mm must be a finite number > 0"),
+    (["--n-train", "0", "--n-val", "0", "--n-test", "0"], "nothing to make"),
+])
+def test_make_data_numbers(flags, text, tmp_path, capsys):
+    _fails_cleanly(make_data_main, ["--out", str(tmp_path / "d"), *flags], capsys, text)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("flags,text", [
+    (["--lr", "inf"], "config key 'gen_lr'=inf: must be a positive number"),
+    (["--set", "gen_lr=NaN"], "config key 'gen_lr'=nan: must be a positive number"),
+])
+def test_non_finite_settings_are_refused(flags, text, tiny_data, tmp_path, capsys):
+    _fails_cleanly(teacher_main, ["--data", str(tiny_data), "--out", str(tmp_path / "t"), *flags], capsys, text)
+    assert not (tmp_path / "t").exists()
+
+
+def test_tune_settings_fail_before_ray(tiny_data, tiny_store, tmp_path, capsys):
+    base = ["--data", str(tiny_data), "--features", str(tiny_store), "--out", str(tmp_path / "tune"), "--tune",
+            "--epochs", "1"]
+    _fails_cleanly(student_main, [*base, "--set", "gen_lr=-1"], capsys, "config key 'gen_lr'=-1: must be a positive")
+    space = tmp_path / "space.yaml"
+    space.write_text("gen_lr: {loguniform: [-1.0e-3, 1.0e-2]}\n")
+    _fails_cleanly(student_main, [*base, "--search-space", str(space)], capsys,
+                   f"{space}: gen_lr: loguniform expects [low, high] with 0 < low < high, got [-0.001, 0.01]")
+    _fails_cleanly(student_main, [*base, "--num-samples", "0"], capsys, "--num-samples must be ≥ 1, got 0")
+    _fails_cleanly(student_main, [*base, "--cpus-per-trial", "0"], capsys, "--cpus-per-trial must be a positive")
+    assert "ray" not in sys.modules or not (tmp_path / "tune" / "ray").exists()
+
+
+def test_other_flags_and_files_are_named(tiny_teacher, tiny_data, tmp_path, capsys):
+    _fails_cleanly(export_main, ["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--out",
+                                 str(tmp_path / "s.zarr"), "--shard-size", "-3"], capsys,
+                   "--shard-size must be ≥ 0 (0: a file per sample), got -3")
+    _fails_cleanly(ablate_main, ["--data", str(tiny_data), "--out", str(tmp_path / "a"), "--seeds", "a,b"], capsys,
+                   "--seeds must be a comma list of integers, got 'a,b'")
+    latin1 = tmp_path / "config.json"
+    latin1.write_bytes('{"gen_lr": 0.001, "note": "Größe"}'.encode("latin-1"))
+    _fails_cleanly(teacher_main, ["--data", str(tiny_data), "--out", str(tmp_path / "t"), "--config", str(latin1)],
+                   capsys, f"{latin1}: cannot read config JSON")
+
+
+def test_a_fifo_in_place_of_an_array_is_refused_not_waited_on(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    target = data / "val-actMap.npy"
+    target.unlink()
+    os.mkfifo(target)
+    r = subprocess.run([sys.executable, "-m", "frozenflow", "check-data", "--data", str(data)], capture_output=True,
+                       text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == f"error: {target}: not a regular file (a .npy " \
+                                                                       f"array is expected here)", r.stderr
