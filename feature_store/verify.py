@@ -43,6 +43,10 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
     except L.StoreError as e:
         check(False, str(e))
         return problems
+    kind, detail = L.existing_kind(store)
+    if kind == "foreign":
+        check(False, f"{store}: not a feature store ({detail})")
+        return problems
     m = manifest_of(root, store)
     check(m.format_version == L.FORMAT_VERSION, f"format_version {m.format_version}")
     taps, dtype, V = m.taps, m.dtype, m.n_variants

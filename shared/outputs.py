@@ -8,7 +8,8 @@ Every output folder gets a small marker first (``.frozenflow-output.json``: the 
 * same kind + ``--overwrite``: replace (only what the command writes);
 * same kind, neither: refused, naming both flags;
 * another kind, a folder without a marker holding anything, a file: refused even with ``--overwrite``,
-  naming what is there. Nothing FrozenFlow did not write is ever replaced or deleted.
+  naming what is there. Nothing FrozenFlow did not write is ever replaced or deleted; temp files of a
+  killed atomic write (``.NAME.XXXX.partial``) in a folder it continues are removed.
 
 A run or tune folder made by an older FrozenFlow (no marker) is recognised by its checkpoints
 (``LEGACY``) and adopted. File outputs (``check-data --json``) follow the same
@@ -20,7 +21,7 @@ import datetime
 import json
 from pathlib import Path
 
-from .atomic import atomic_write_json
+from .atomic import PARTIAL, atomic_write_json
 
 MARKER = ".frozenflow-output.json"
 FILE_MARK = "frozenflow_output"  # key inside a JSON file output naming its kind
@@ -107,6 +108,8 @@ def claim(folder: str | Path, kind: str, *, resume: bool = False, overwrite: boo
     folder.mkdir(parents=True, exist_ok=True)
     if kind_of(folder) != kind:
         atomic_write_json(folder / MARKER, {"kind": kind, "created": _now()})
+    for orphan in folder.glob(f".*{PARTIAL}"):  # temp files of a killed atomic write (shared.atomic names them)
+        orphan.unlink(missing_ok=True)
     return folder
 
 

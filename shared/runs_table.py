@@ -30,14 +30,21 @@ def find_runs(roots) -> list[Path]:
 
 def run_row(folder: Path) -> tuple[dict, dict]:
     """(summary of the best epoch, config) of one run."""
-    with open(folder / "metrics.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val_nrmse")]
-    config = json.loads((folder / "config.json").read_text())
-    if not rows:
-        return {"epochs": 0}, config
-    best = min(rows, key=lambda r: float(r["val_nrmse"]))
-    return {"epochs": len(rows), "best epoch": int(best["epoch"]),
-            **{k: float(best[k]) for k in SHOWN if k in best}}, config
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{folder / 'config.json'}: not a readable config ({' '.join(str(e).split())})") from None
+    try:
+        with open(folder / "metrics.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val_nrmse")]
+        if not rows:
+            return {"epochs": 0}, config
+        best = min(rows, key=lambda r: float(r["val_nrmse"]))
+        return {"epochs": len(rows), "best epoch": int(best["epoch"]),
+                **{k: float(best[k]) for k in SHOWN if k in best}}, config
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{folder / 'metrics.csv'}: not a FrozenFlow metrics table ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())})") from None
 
 
 def table(roots) -> str:

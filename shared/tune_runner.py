@@ -222,21 +222,26 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str, resour
     ok = [r for r in results if r.metrics and metric in r.metrics]
     if not ok:
         raise RuntimeError(f"no trial reported {metric!r}; first error: {errors[0] if errors else 'none'}")
-    best = results.get_best_result(metric=metric, mode=mode, scope="all")
-    trial_id = best.metrics["trial_id"]
-    src = out_dir / TRIALS_DIR / trial_id / BEST
     from .checkpoint import load, save_atomic
 
-    save_atomic(load(src), out_dir / BEST)
+    # The numbers come from each trial's own checkpoints, not from Ray's result table: after a killed
+    # driver and --resume, Ray's table can hold a restored trial's first epochs only.
+    own = {r.metrics["trial_id"]: _trial_checkpoints(out_dir, r.metrics["trial_id"], metric) for r in ok}
+    scored = {t: v for t, v in own.items() if v["best_value"] is not None}
+    if not scored:
+        raise RuntimeError(f"no trial wrote a best.pt with {metric!r} under {out_dir / TRIALS_DIR}")
+    pick = max if mode == "max" else min
+    trial_id = pick(scored, key=lambda t: scored[t]["best_value"])
+    best = next(r for r in ok if r.metrics["trial_id"] == trial_id)
+    save_atomic(load(out_dir / TRIALS_DIR / trial_id / BEST), out_dir / BEST)
     rows = []
     for r in results:
         if not r.metrics:
             continue
-        hist = r.metrics_dataframe
-        best_value = (hist[metric].max() if mode == "max" else hist[metric].min()) if metric in hist else None
+        mine = own.get(r.metrics.get("trial_id")) or _trial_checkpoints(out_dir, r.metrics.get("trial_id"), metric)
         used = _trial_resources(out_dir, r)
-        rows.append({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("training_iteration"),
-                     f"best_{metric}": best_value, "error": "yes" if r.error else "",
+        rows.append({"trial_id": r.metrics.get("trial_id"), "epochs": mine["epochs"],
+                     f"best_{metric}": mine["best_value"], "error": "yes" if r.error else "",
                      "device": used.get("device", ""), "gpu_ids": " ".join(used.get("gpu_ids", [])),
                      **{f"config/{k}": json.dumps(v) if isinstance(v, (list, dict)) else v
                         for k, v in _trained_config(out_dir, r).items()}})
@@ -245,15 +250,28 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str, resour
     fields = sorted({k for row in rows for k in row}, key=lambda k: (k.startswith("config/"), k))
     atomic_write_csv(out_dir / "trials.csv", rows, fields)
     _tuning_curve(results, metric, out_dir / "tuning_curve.png")
-    hist = best.metrics_dataframe  # the best trial's best epoch, not its last one
-    idx = hist[metric].idxmax() if mode == "max" else hist[metric].idxmin()
-    summary = {"best_trial": trial_id, metric: float(hist[metric][idx]),
-               "best_epoch": int(hist["training_iteration"][idx]), "n_trials": len(rows),
+    summary = {"best_trial": trial_id, metric: float(scored[trial_id]["best_value"]),
+               "best_epoch": int(scored[trial_id]["best_epoch"]), "n_trials": len(rows),
                "n_errored": len(errors), "resources_per_trial": resources,
                "best_config": _trained_config(out_dir, best)}
     atomic_write_json(out_dir / "tune_summary.json", summary, default=str)
     atomic_write_json(out_dir / "best_config.json", summary["best_config"])  # `--config` takes it as is
     return summary
+
+
+def _trial_checkpoints(out_dir: Path, trial_id, metric: str) -> dict:
+    """A trial's best value and epoch (its best.pt) and the epochs it trained (its last.pt)."""
+    from .checkpoint import CheckpointError, load
+
+    folder = out_dir / TRIALS_DIR / str(trial_id)
+    out = {"best_value": None, "best_epoch": None, "epochs": None}
+    try:
+        best = load(folder / BEST)
+        out.update(best_value=best["metrics"].get(metric), best_epoch=best["metrics"].get("epoch"))
+        out["epochs"] = load(folder / LAST)["epoch"]
+    except (CheckpointError, KeyError):
+        pass
+    return out
 
 
 def _trial_resources(out_dir: Path, result) -> dict:

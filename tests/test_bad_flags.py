@@ -71,3 +71,23 @@ def test_a_fifo_in_place_of_an_array_is_refused_not_waited_on(tiny_data, tmp_pat
                        text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == f"error: {target}: not a regular file (a .npy " \
                                                                        f"array is expected here)", r.stderr
+
+
+def test_verify_and_runs_name_what_they_cannot_read(tmp_path, capsys):
+    import zarr
+
+    from feature_store.verify import main as verify_main
+    from shared.runs_table import main as runs_main
+
+    other = tmp_path / "other.zarr"
+    zarr.open_group(str(other), mode="w").create_array("a", shape=(2, 2), dtype="float32")
+    assert verify_main(["--features", str(other)]) == 1
+    assert f"{other}: not a feature store (a Zarr store without a teacher identity)" in capsys.readouterr().out
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{bad")
+    (run / "metrics.csv").write_text("epoch,val_nrmse\n1,0.5\n")
+    _fails_cleanly(runs_main, [str(tmp_path / "runs")], capsys, f"{run / 'config.json'}: not a readable config")
+    (run / "config.json").write_text("{}")
+    (run / "metrics.csv").write_text("epoch,val_nrmse\nx,0.5\n")
+    _fails_cleanly(runs_main, [str(tmp_path / "runs")], capsys, f"{run / 'metrics.csv'}: not a FrozenFlow metrics table")

@@ -70,6 +70,11 @@ def test_runs_and_tunes_never_replace_each_other_or_a_run_without_last_pt(tiny_d
     args = _train(teacher_main, tiny_data, run, tiny_teacher_config())
     assert run_main(teacher_main, args) == 0
     capsys.readouterr()
+    orphan = run / ".metrics.csv.k3j2h1.partial"  # what a kill during an atomic write leaves
+    orphan.write_text("half a file")
+    assert run_main(teacher_main, [*args[:5], "2", *args[6:], "--resume"]) == 0
+    assert not orphan.exists() and (run / "metrics.csv").exists()
+    capsys.readouterr()
     (run / "last.pt").unlink()  # a run that keeps config.json, metrics.csv and best.pt but lost last.pt
     before = _digest(run)
     _fails_cleanly(teacher_main, args, capsys, "already holds a teacher run; pass --resume to continue it")

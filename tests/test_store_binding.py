@@ -25,10 +25,12 @@ def test_swapping_two_rows_changes_the_fingerprint_and_the_old_store_is_refused(
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     before = open_dataset(data).fingerprint()
-    path = data / "train-attenMap.npy"
-    rows = np.load(path)
-    rows[[13, 15]] = rows[[15, 13]]  # the rows the adversarial pass swapped; the sampled hash missed them
-    np.save(path, rows)
+    for kind in ("actSino", "actMap", "attenMap", "lesionMap"):  # rows 13↔15 of every file: still valid data
+        path = data / f"train-{kind}.npy"
+        if path.exists():
+            rows = np.load(path)
+            rows[[13, 15]] = rows[[15, 13]]  # the rows the adversarial pass swapped; the sampled hash missed them
+            np.save(path, rows)
     assert open_dataset(data).fingerprint() != before
     cfg = tmp_path / "s.json"
     cfg.write_text(__import__("json").dumps(tiny_student_config()))

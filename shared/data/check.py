@@ -95,7 +95,7 @@ def _fail(problems: list[str]) -> None:
 
 
 def main(argv=None) -> int:
-    from .forward_check import check_forward_model
+    from .forward_check import check_forward_model, offset_notes
 
     args = parser().parse_args(argv)
     if args.samples < 1:
@@ -106,6 +106,12 @@ def main(argv=None) -> int:
     data = open_dataset(args.data, check_finite=False)  # format and shapes; every value is scanned next
     report = check_dataset(data)
     _fail(report["problems"])  # bad input: one error line, nothing written
+    from .row_check import check_every_row
+
+    report["every_row"] = rows = check_every_row(data)
+    for split, r in rows["splits"].items():
+        print(f"  {split:>5} every row ({r['rows']}): median c = {r['c_median']:.4g}, largest μ {r['mu_max']:.4g} /cm, "
+              f"{len(r['mirrored_rows'])} mirrored, {len(r['odd_calibration_rows'])} in other units")
     report["forward_model"] = fit = check_forward_model(data, samples=args.samples)
     print(f"forward model E[actSino] = c · exp(-P attenMap) · P actMap, {args.samples} rows per split:")
     for split, entry in fit["splits"].items():
@@ -117,8 +123,12 @@ def main(argv=None) -> int:
              " (not declared; add \"calibration\" to dataset.json to fix it)"))
     if args.json:
         atomic_write_json(args.json, {FILE_MARK: REPORT_KIND, **report})
-    _fail(fit["errors"])
-    print("check-data: every file is clean and follows the forward model")
+    _fail(fit["errors"] + rows["errors"])
+    notes = [n for split, e in fit["splits"].items() for n in offset_notes(data.path(split, "actSino"), e["actSino"])]
+    for line in notes:
+        print(f"  [note] {line}")
+    print("check-data: every file is clean and follows the forward model"
+          + (f" ({len(notes)} note(s) above)" if notes else ""))
     return 0
 
 

@@ -1,0 +1,146 @@
+"""Every row against the forward model, before export and training (docs/DESIGN.md §8).
+
+``forward_check`` fits a spread sample of rows well (orientation, angle offset, radial spacing,
+noise); this module asks cheaper questions of *every* row, so that a few rows cannot hide:
+
+* per row, the calibration c_i of y ≈ c_i · m in the declared orientation, and the residual of each
+  of the four flips: a row that fits another flip markedly better is mis-oriented (a partly mirrored
+  split; a split mostly so is left to forward_check's fit, which names the orientation to declare);
+* a row whose c_i is far from its split's median is in other units (one row ×1000);
+* splits whose median calibrations disagree, or a declared calibration that contradicts the fit;
+* μ outside the physical range for 1/cm (water is 0.096 /cm at 511 keV), naming the likely unit.
+
+One projection of μ and of the activity per row; the report is cached under the dataset's
+fingerprint (which covers every row), so a dataset version is checked once.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from shared.atomic import atomic_write_json
+from shared.cache import cache_dir
+
+from .dataset_io import DataError
+from .orientation import ORIENTATIONS, OrientedArray, orient
+
+ROW_CHECK_VERSION = 1
+MIRROR_GAIN = 1.25  # a row is mis-oriented when another flip's residual is below its declared one / 1.25
+UNIT_FACTOR = 1.5  # a row's c_i beyond ×/÷ 1.5 of its split's median is in other units (spread here ~0.5 %)
+SPLIT_SPREAD = 0.10  # split medians of c (and a declared c) agree within 10 %
+MU_RANGE = (0.05, 2.0)  # the largest μ of a slice, 1/cm at 511 keV: soft tissue 0.096, bone 0.17, metal < 2
+SHOWN = 8  # rows named in a message
+
+
+def _raw(arr):
+    return arr.base if isinstance(arr, OrientedArray) else arr
+
+
+def _rows(n: int, batch: int):
+    for s in range(0, n, batch):
+        yield s, min(n, s + batch)
+
+
+@torch.no_grad()
+def _split_fits(data, split: str, P, batch: int) -> dict:
+    """Per row: c at the declared orientation, residual there and the best other flip's residual, max μ."""
+    arrays = data.split(split)
+    centre = arrays.actSino.shape[1] // 2
+    declared = (data.orientation, data.angle_offset)
+    c, r_declared, r_other, flip_other, mu_max = [], [], [], [], 0.0
+    for s, e in _rows(arrays.n, batch):
+        y = np.asarray(_raw(arrays.actSino)[s:e, centre], dtype=np.float64)
+        mu = np.array(arrays.attenMap[s:e], dtype=np.float32)
+        act = np.array(arrays.actMap[s:e], dtype=np.float32)
+        mu_max = max(mu_max, float(mu.max()) if mu.size else 0.0)
+        m = (torch.exp(-P.forward(torch.from_numpy(mu)).double()) * P.forward(torch.from_numpy(act)).double())
+        m = m[:, 0].numpy()
+        yy = (y * y).sum(axis=(1, 2))
+        fits = {}
+        for o in ORIENTATIONS:
+            t = orient(m, o, declared[1])
+            tt, yt = (t * t).sum(axis=(1, 2)), (y * t).sum(axis=(1, 2))
+            res2 = np.where(tt > 0, yy - yt ** 2 / np.maximum(tt, 1e-300), yy)
+            fits[o] = (np.where(tt > 0, yt / np.maximum(tt, 1e-300), np.nan),
+                       np.sqrt(np.maximum(res2, 0) / np.maximum(yy, 1e-300)))
+        c += fits[declared[0]][0].tolist()
+        r_declared += fits[declared[0]][1].tolist()
+        others = [o for o in ORIENTATIONS if o != declared[0]]
+        stack = np.stack([fits[o][1] for o in others])
+        r_other += stack.min(axis=0).tolist()
+        flip_other += [others[i] for i in stack.argmin(axis=0)]
+    return {"c": c, "residual": r_declared, "other_residual": r_other, "other_flip": flip_other, "mu_max": mu_max,
+            "rows_zero": [i for i, v in enumerate(c) if not np.isfinite(v)]}
+
+
+def _shown(rows: list[int]) -> str:
+    return f"{rows[:SHOWN]}" + (f" (+{len(rows) - SHOWN} more)" if len(rows) > SHOWN else "")
+
+
+def check_every_row(data, projector=None, batch: int = 64) -> dict:
+    """``{"splits": {split: {c, mu_max, …}}, "errors": [...]}`` for every row of every split (cached)."""
+    cache = cache_dir("row_checks") / f"v{ROW_CHECK_VERSION}-{data.fingerprint()[:40]}.json"
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
+    from shared.projector import Projector
+
+    P = projector or Projector(data.geometry)
+    report, errors = {"splits": {}}, []
+    for split in data.splits:
+        f = _split_fits(data, split, P, batch)
+        sino, amap, mmap = (data.path(split, k) for k in ("actSino", "actMap", "attenMap"))
+        lo, hi = MU_RANGE
+        if f["mu_max"] > 0 and not lo <= f["mu_max"] <= hi:
+            unit = "1/mm" if f["mu_max"] < lo else "1/m"
+            errors.append(f"{mmap}: largest μ is {f['mu_max']:.4g}, outside {lo}–{hi} for 1/cm at 511 keV (water "
+                          f"0.096 /cm): it looks like {unit}; store μ in 1/cm")
+        c = np.array(f["c"], dtype=np.float64)
+        valid = np.isfinite(c) & (c > 0)
+        median = float(np.median(c[valid])) if valid.any() else float("nan")
+        mirrored = [i for i, (rd, ro) in enumerate(zip(f["residual"], f["other_residual"])) if rd > MIRROR_GAIN * ro]
+        if mirrored and 2 * len(mirrored) <= len(c):  # most rows: the whole split's orientation, which the
+            # sampled fit (forward_check) reports with its fix
+            flips = sorted({f["other_flip"][i] for i in mirrored})
+            errors.append(f"{sino}: rows {_shown(mirrored)} of {len(c)} fit the forward model markedly better as "
+                          f"{', '.join(flips)} than as the declared {data.orientation!r}; those sinograms are stored "
+                          f"in another orientation than the rest")
+        odd = [i for i in range(len(c)) if valid[i] and not 1 / UNIT_FACTOR <= c[i] / median <= UNIT_FACTOR]
+        odd += [i for i in range(len(c)) if not valid[i] and i not in f["rows_zero"]]
+        if odd:
+            errors.append(f"{sino}: rows {_shown(sorted(odd))} have a calibration c far from the split's {median:.4g} "
+                          f"(e.g. row {odd[0]}: {c[odd[0]]:.4g}); are {amap.name} and {sino.name} of those rows in "
+                          f"the same units as the others?")
+        report["splits"][split] = {"rows": len(c), "c_median": median, "mu_max": f["mu_max"],
+                                   "mirrored_rows": mirrored, "odd_calibration_rows": sorted(odd),
+                                   "mostly_mirrored": 2 * len(mirrored) > len(c)}
+    # a mostly mis-oriented split's c (fitted in the declared orientation) means nothing: left to the fit
+    medians = {s: v["c_median"] for s, v in report["splits"].items()
+               if np.isfinite(v["c_median"]) and not v["mostly_mirrored"]}
+    if medians:
+        ref = float(np.median(list(medians.values())))
+        apart = {s: m for s, m in medians.items() if abs(m / ref - 1) > SPLIT_SPREAD}
+        if apart:
+            errors.append(f"{data.root}: the splits' calibrations disagree ({', '.join(f'{s} c = {m:.4g}' for s, m in medians.items())}); "
+                          f"their activity files are in different units")
+        if data.calibration is not None and abs(float(data.calibration) / ref - 1) > SPLIT_SPREAD:
+            errors.append(f"{data.root}/dataset.json: calibration = {data.calibration:g} is declared, but the data fit "
+                          f"c = {ref:.4g}; correct or remove the declared value")
+        report["c"] = ref
+    report["errors"] = errors
+    atomic_write_json(cache, report)
+    return report
+
+
+def require_every_row(data, log=print) -> dict:
+    """``check_every_row``; the first error becomes the one ``error:`` line (the others printed above it)."""
+    report = check_every_row(data)
+    for line in report["errors"][1:]:
+        log(f"  [FAIL] {line}")
+    if report["errors"]:
+        more = len(report["errors"]) - 1
+        raise DataError(report["errors"][0] + (f" (+{more} more above)" if more else ""))
+    return report
