@@ -76,8 +76,12 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
         if dataset is not None:
             check(dataset.split(split).n == n, f"{split}: {n} samples, dataset has {dataset.split(split).n}")
         picks = list(range(n)) if full else sorted({0, n - 1, *rng.integers(0, n, size=n_check).tolist()})
-        arrays = SplitArrays(store, split, taps)
+        present = [t for t in taps if t in root[split]]
         for tap in taps:
+            check(tap in present, f"{split}/{tap}: array missing ({store}/{split}/{tap}/zarr.json deleted?); "
+                                  f"re-export with --overwrite")
+        arrays = SplitArrays(store, split, present)
+        for tap in present:
             arr = root[split][tap]
             expect = teacher.tap_shapes[tap] if teacher is not None else tuple(arr.shape[-3:])
             lead = (n, V) if V > 1 else (n,)
@@ -90,8 +94,8 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
                   (f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""))
         if teacher is not None and dataset is not None:
             rec = recompute_picks(n, m.shard_size, rng, full, n_check)
-            _recompute(root, split, taps, teacher, dataset, rec, V, dtype, check)
-        log(f"  {split}: {n} samples x {V} variant(s), taps {','.join(taps)}, {dtype} checked")
+            _recompute(root, split, present, teacher, dataset, rec, V, dtype, check)
+        log(f"  {split}: {n} samples x {V} variant(s), taps {','.join(present)}, {dtype} checked")
     log("verify: " + ("store is good" if not problems else f"{len(problems)} problem(s)"))
     return problems
 

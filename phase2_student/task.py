@@ -28,6 +28,10 @@ def student_network(config: dict, store: StoreManifest | None, spec: ModelSpec |
         raise StoreError(f"injection of {needed} needs --features STORE (or --inject none)")
     shapes = store.tap_shapes if store else {}
     missing = [t for t in needed if t not in shapes]
+    lost = [t for t in missing if t in store.taps]
+    if lost:
+        raise StoreError(f"{store.path}: tap(s) {lost} are in the store's metadata but their arrays are missing "
+                         f"({lost[0]}/zarr.json deleted?); verify it, re-export with --overwrite")
     if missing:
         raise StoreError(f"{store.path}: missing tap(s) {missing} needed by inject_levels "
                          f"{list(inj.inject_levels)} (store levels {store.levels}); re-export with --levels "

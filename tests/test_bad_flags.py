@@ -91,3 +91,19 @@ def test_verify_and_runs_name_what_they_cannot_read(tmp_path, capsys):
     (run / "config.json").write_text("{}")
     (run / "metrics.csv").write_text("epoch,val_nrmse\nx,0.5\n")
     _fails_cleanly(runs_main, [str(tmp_path / "runs")], capsys, f"{run / 'metrics.csv'}: not a FrozenFlow metrics table")
+
+
+def test_a_deleted_tap_array_is_named(tiny_store, tiny_data, tmp_path, capsys):
+    from feature_store.verify import main as verify_main
+    from tests.conftest import tiny_student_config
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(tiny_store, store)
+    (store / "train" / "enc36" / "zarr.json").unlink()
+    assert verify_main(["--features", str(store)]) == 1
+    assert f"train/enc36: array missing ({store}/train/enc36/zarr.json deleted?)" in capsys.readouterr().out
+    cfg = tmp_path / "s.json"
+    cfg.write_text(json.dumps(tiny_student_config()))
+    _fails_cleanly(student_main, ["--data", str(tiny_data), "--features", str(store), "--out", str(tmp_path / "st"),
+                                  "--epochs", "1", "--config", str(cfg), "--quiet"], capsys,
+                   "tap(s) ['enc36'] are in the store's metadata but their arrays are missing")
