@@ -100,6 +100,11 @@ def figures() -> list[dict]:
         r = k["results"]
         rows.append(_row(f"export killed {r['kills_injected']} times: resumed byte-identical",
                          f"{r['survived']}/{r['rounds']}", "all", r["survived"] == r["rounds"], f, k))
+    t, f = _load("kills_train")
+    if t:
+        r = t["results"]
+        rows.append(_row(f"train-teacher killed {r['kills_injected']} times: resumed bit-identical",
+                         f"{r['survived']}/{r['rounds']}", "all", r["survived"] == r["rounds"], f, t))
     return rows
 
 

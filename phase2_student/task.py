@@ -31,7 +31,7 @@ def student_network(config: dict, store: StoreManifest | None, spec: ModelSpec |
     lost = [t for t in missing if t in store.taps]
     if lost:
         raise StoreError(f"{store.path}: tap(s) {lost} are in the store's metadata but their arrays are missing "
-                         f"({lost[0]}/zarr.json deleted?); verify it, re-export with --overwrite")
+                         f"(array metadata deleted?); run frozenflow verify on it, re-export with --overwrite")
     if missing:
         raise StoreError(f"{store.path}: missing tap(s) {missing} needed by inject_levels "
                          f"{list(inj.inject_levels)} (store levels {store.levels}); re-export with --levels "
