@@ -43,6 +43,72 @@ def report_to_tune(metrics: dict, out: Path) -> None:
                     checkpoint=tune.Checkpoint.from_directory(d))
 
 
+DRIVER_RECORD = "driver.json"  # in OUT/ray: the driver's pid and the local Ray session it started
+
+
+def stop_orphaned_ray(out_dir: Path, log=print) -> int:
+    """Stop the Ray processes a killed driver of this experiment left running (its record names the
+    session); a driver that still runs is refused instead. Returns how many processes were stopped."""
+    import psutil
+
+    path = Path(out_dir) / "ray" / DRIVER_RECORD
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    try:
+        alive = psutil.Process(rec["pid"]).create_time() == rec["created"]
+    except (psutil.Error, KeyError):
+        alive = False
+    if alive:
+        raise RuntimeError(f"{out_dir}: its tune driver (pid {rec['pid']}) is still running; wait for it or stop it "
+                           f"before --resume")
+    session, stopped = rec.get("session_dir") or "", 0
+    for p in session_processes(session):
+        try:
+            p.kill()
+            stopped += 1
+        except psutil.Error:
+            pass
+    if stopped:
+        log(f"[tune] stopped {stopped} Ray process(es) left running by the killed driver pid {rec['pid']} "
+            f"(session {Path(session).name})")
+    path.unlink(missing_ok=True)
+    return stopped
+
+
+def session_processes(session: str) -> list:
+    """The processes of a local Ray session: its path in their command line (raylet, GCS, monitors) or
+    among their open files (the agents, whose command lines Ray rewrites to ``ray::…``)."""
+    import psutil
+
+    found = []
+    if not session:
+        return found
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.pid == os.getpid():
+            continue
+        try:
+            if (any(session in a for a in (p.info["cmdline"] or []))
+                    or any(f.path.startswith(session) for f in p.open_files())):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _record_driver(out_dir: Path) -> None:
+    """Which local Ray this driver started, so a later run can stop it if this driver is killed."""
+    import psutil
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    session = node.get_session_dir_path() if node is not None else None
+    (Path(out_dir) / "ray").mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(out_dir) / "ray" / DRIVER_RECORD,
+                      {"pid": os.getpid(), "created": psutil.Process().create_time(), "session_dir": session})
+
+
 def init_ray(address: str | None, num_cpus: int | None = None):
     import ray
 
@@ -100,6 +166,8 @@ def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: s
     storage = out_dir / "ray"
     exp_path = storage / name
     init_ray(ray_address)
+    if not ray_address:  # a local Ray of this driver: recorded, so a killed driver's Ray can be stopped later
+        _record_driver(out_dir)
     resources = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     if resume and tune.Tuner.can_restore(str(exp_path)):
         print(f"[tune] restoring {exp_path}")
@@ -186,6 +254,8 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
 
     metric, mode = metric_and_mode(args.metric, args.mode)
     claim(out, f"{name} tune", resume=args.resume)  # before Ray starts: a run or another folder is refused
+    if not args.ray_address:
+        stop_orphaned_ray(out)
     threads = max(1, int(args.cpus_per_trial))
     gpus = ray_gpu_share(args.gpus_per_trial, "--gpus-per-trial", args.device, args.ray_address, "trial")
     resources = {"cpu": args.cpus_per_trial, "gpu": gpus}
@@ -208,6 +278,7 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
                        searcher=args.searcher, ray_address=args.ray_address, seed=args.seed,
                        loggers=parse_loggers(args.logger))
     summary = collect_results(results, out, metric, mode, resources)
+    (Path(out) / "ray" / DRIVER_RECORD).unlink(missing_ok=True)  # finished: nothing of it to stop later
     print(f"[{name}] tune: best trial {summary['best_trial']} {metric}={summary[metric]:.4f} "
           f"(epoch {summary['best_epoch']}) of "
           f"{summary['n_trials']} trials -> {out / BEST}, {out / 'trials.csv'}")

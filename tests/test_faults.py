@@ -134,3 +134,40 @@ def test_tune_killed_then_resumed_finishes_the_trials(tiny_data, tiny_store, tmp
         epochs = [h["epoch"] for h in ckpt_io.load(last)["history"]]
         assert epochs == list(range(1, len(epochs) + 1))  # resumed, never restarted or duplicated
     assert (out / "student.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_drivers_ray_is_stopped_by_the_next_run(tiny_data, tiny_store, tmp_path):
+    """Only the driver dies (SIGKILL): the Ray it started keeps running until the next run of the same
+    experiment stops it (its record names the session), then the tune resumes and finishes."""
+    import psutil
+
+    out = tmp_path / "tune"
+    cmd = [sys.executable, "-m", "phase2_student.tune", "--data", str(tiny_data), "--features", str(tiny_store),
+           "--out", str(out), "--num-samples", "1", "--epochs", "3", "--inject", "9", "--searcher", "random"]
+    for pin in ("gen_sino_size=64", "gen_image_size=32", "SI_gen_hidden_dim=4", "SI_gen_z_dim=8", "batch_size=4",
+                "SI_gen_mult=1.5", "SI_gen_fill=0"):
+        cmd += ["--set", pin]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    record = out / "ray" / "driver.json"
+    assert _wait_for(record.exists, timeout=180, step=0.05)
+    session = json.loads(record.read_text())["session_dir"]
+
+    def ray_processes():
+        from shared.tune_runner import session_processes
+
+        return session_processes(session)
+
+    assert _wait_for(lambda: len(ray_processes()) > 0, timeout=60, step=0.05)
+    assert _wait_for(lambda: any(ckpt_io.load(p)["epoch"] >= 1 for p in (out / "trials").glob("*/last.pt")),
+                     timeout=180, step=0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver alone, after its trial's first epoch
+    proc.wait()
+    time.sleep(1)
+    left = ray_processes()
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert left, "the killed driver left no Ray process: nothing to test"  # its agents, measured: 2 or more
+    assert "left running by the killed driver" in r.stdout
+    assert _wait_for(lambda: not ray_processes(), timeout=30, step=0.2)
+    assert (out / "student.pt").exists() and not record.exists()
