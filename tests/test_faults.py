@@ -108,15 +108,20 @@ def test_concurrent_readers_while_verify_runs(tiny_store, tiny_teacher, tiny_dat
     assert all(p.returncode == 0 for p in procs) and all(o.strip() == "ok" for o in outs)
 
 
-@pytest.mark.slow
-def test_tune_killed_then_resumed_finishes_the_trials(tiny_data, tiny_store, tmp_path):
-    out = tmp_path / "tune"
-    cmd = [sys.executable, "-m", "phase2_student.tune", "--data", str(tiny_data), "--features", str(tiny_store),
-           "--out", str(out), "--num-samples", "2", "--epochs", "3", "--inject", "9", "--max-concurrent", "1",
-           "--searcher", "random"]
+def _tiny_tune(data, store, out, *extra):
+    """A tune-student command on the tiny data: 3 epochs, level 9, random search."""
+    cmd = [sys.executable, "-m", "phase2_student.tune", "--data", str(data), "--features", str(store), "--out",
+           str(out), "--epochs", "3", "--inject", "9", "--searcher", "random", *extra]
     for pin in ("gen_sino_size=64", "gen_image_size=32", "SI_gen_hidden_dim=4", "SI_gen_z_dim=8", "batch_size=4",
                 "SI_gen_mult=1.5", "SI_gen_fill=0"):
         cmd += ["--set", pin]
+    return cmd
+
+
+@pytest.mark.slow
+def test_tune_killed_then_resumed_finishes_the_trials(tiny_data, tiny_store, tmp_path):
+    out = tmp_path / "tune"
+    cmd = _tiny_tune(tiny_data, tiny_store, out, "--num-samples", "2", "--max-concurrent", "1")
     # the whole job (driver and the Ray processes it started) dies at once, as on a machine crash
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     assert _wait_for(lambda: any(ckpt_io.load(p)["epoch"] >= 1 for p in (out / "trials").glob("*/last.pt")),
@@ -143,11 +148,7 @@ def test_a_killed_drivers_ray_is_stopped_by_the_next_run(tiny_data, tiny_store, 
     import psutil
 
     out = tmp_path / "tune"
-    cmd = [sys.executable, "-m", "phase2_student.tune", "--data", str(tiny_data), "--features", str(tiny_store),
-           "--out", str(out), "--num-samples", "1", "--epochs", "3", "--inject", "9", "--searcher", "random"]
-    for pin in ("gen_sino_size=64", "gen_image_size=32", "SI_gen_hidden_dim=4", "SI_gen_z_dim=8", "batch_size=4",
-                "SI_gen_mult=1.5", "SI_gen_fill=0"):
-        cmd += ["--set", pin]
+    cmd = _tiny_tune(tiny_data, tiny_store, out, "--num-samples", "1")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     record = out / "ray" / "driver.json"
     assert _wait_for(record.exists, timeout=180, step=0.05)
