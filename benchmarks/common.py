@@ -200,3 +200,41 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None
     if title:
         print(f"\n### {title}\n")
     print(markdown_table(rows, columns, floatfmt))
+
+
+def kill_rounds(kills: int, rng, full_s: float, start_cmd: Callable[[int], list],
+                after: Callable[[int], dict]) -> list[dict]:
+    """The kill harnesses' loop: round k starts ``start_cmd(k)``, SIGKILLs it at a random instant in
+    [0, ``full_s``) unless it finished first, then ``after(k)`` reruns and checks it, returning at least
+    ``{"survived": bool, "error": str}``. One line per round is printed."""
+    import signal
+    import subprocess
+
+    rounds = []
+    for k in range(kills):
+        delay = float(rng.uniform(0, full_s))
+        proc = subprocess.Popen(start_cmd(k), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        finished_first = proc.poll() is not None
+        if not finished_first:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        rounds.append({"kill_after_s": round(delay, 3), "finished_before_kill": finished_first, **after(k)})
+        print(f"kill {k + 1}/{kills} after {delay:.2f} s of {full_s:.2f} s: "
+              f"{'ok' if rounds[-1]['survived'] else 'LOST'} {rounds[-1]['error']}", flush=True)
+    return rounds
+
+
+def rerun_error(result) -> str:
+    """The last stderr line of a failed rerun (``subprocess.run`` result), or ''."""
+    return "" if result.returncode == 0 else (result.stderr.strip().splitlines() or [""])[-1]
+
+
+def kill_summary(name: str, rounds: list[dict], outcome: str, **extra) -> int:
+    """Print and write ``benchmarks/results/<name>.json`` for a kill harness; exit code 0 when all survived."""
+    survived = sum(r["survived"] for r in rounds)
+    killed = sum(not r["finished_before_kill"] for r in rounds)
+    print(f"{killed} kills injected ({len(rounds) - killed} runs finished first), {survived}/{len(rounds)} {outcome}")
+    write_results(name, {**extra, "kills_injected": killed, "rounds": len(rounds), "survived": survived,
+                         "details": rounds}, environment())
+    return 0 if survived == len(rounds) else 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from benchmarks.common import environment, write_results
+from benchmarks.common import kill_rounds, kill_summary, rerun_error
 
 
 def _export_cmd(teacher, data, store):
@@ -65,33 +64,19 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     subprocess.run(_export_cmd(teacher, data, ref), check=True, capture_output=True)
     full = time.perf_counter() - t0
-    rounds = []
-    for k in range(a.kills):
+
+    def after(k):
         store = work / f"k{k}.zarr"
-        delay = float(rng.uniform(0, full))
-        proc = subprocess.Popen(_export_cmd(teacher, data, store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        finished_first = proc.poll() is not None
-        os.kill(proc.pid, signal.SIGKILL) if not finished_first else None
-        proc.wait()
         state = "absent" if not store.exists() else ("root" if (store / "zarr.json").exists() else "folder")
         rerun = subprocess.run(_export_cmd(teacher, data, store), capture_output=True, text=True)
         verify = subprocess.run([sys.executable, "-m", "feature_store.verify", "--features", str(store), "--full"],
                                 capture_output=True, text=True)
         ok = (rerun.returncode == 0 and verify.returncode == 0 and _same(store, ref)
               and not list(store.rglob("*.partial")) and not list(store.rglob("*.__lock")))
-        rounds.append({"kill_after_s": round(delay, 3), "finished_before_kill": finished_first,
-                       "store_at_kill": state, "survived": ok,
-                       "error": "" if rerun.returncode == 0 else rerun.stderr.strip().splitlines()[-1]})
-        print(f"kill {k + 1}/{a.kills} after {delay:.2f} s of {full:.2f} s: {'ok' if ok else 'LOST'} "
-              f"{rounds[-1]['error']}", flush=True)
-    survived = sum(r["survived"] for r in rounds)
-    killed = sum(not r["finished_before_kill"] for r in rounds)
-    print(f"{killed} kills injected ({a.kills - killed} runs finished first), {survived}/{a.kills} resumed "
-          f"byte-identical with verify --full clean")
-    write_results("kills", {"export_seconds": full, "kills_injected": killed, "rounds": len(rounds),
-                            "survived": survived, "details": rounds}, environment())
-    return 0 if survived == len(rounds) else 1
+        return {"store_at_kill": state, "survived": ok, "error": rerun_error(rerun)}
+
+    rounds = kill_rounds(a.kills, rng, full, lambda k: _export_cmd(teacher, data, work / f"k{k}.zarr"), after)
+    return kill_summary("kills", rounds, "resumed byte-identical with verify --full clean", export_seconds=full)
 
 
 if __name__ == "__main__":

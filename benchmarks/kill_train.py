@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import environment, write_results
+from benchmarks.common import kill_rounds, kill_summary, rerun_error
 
 
 def _cmd(data, out, config, epochs, resume=False):
@@ -66,34 +65,20 @@ def main(argv=None) -> int:
     subprocess.run(_cmd(data, ref, config, a.epochs), check=True, capture_output=True)
     full = time.perf_counter() - t0
     want_w, want_m = _weights(ref), _metrics(ref)
-    rounds = []
-    for k in range(a.kills):
+
+    def after(k):
         run = work / f"k{k}"
-        delay = float(rng.uniform(0, full))
-        proc = subprocess.Popen(_cmd(data, run, config, a.epochs), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        finished_first = proc.poll() is not None
-        if not finished_first:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
         rerun = subprocess.run(_cmd(data, run, config, a.epochs, resume=True), capture_output=True, text=True)
         ok = rerun.returncode == 0
         if ok:
             got = _weights(run)
             ok = (set(got) == set(want_w) and all(torch.equal(got[n], want_w[n]) for n in got)
                   and _metrics(run) == want_m and not list(run.glob(".*.partial")) and (run / MARKER).exists())
-        rounds.append({"kill_after_s": round(delay, 3), "finished_before_kill": finished_first, "survived": ok,
-                       "error": "" if rerun.returncode == 0 else rerun.stderr.strip().splitlines()[-1]})
-        print(f"kill {k + 1}/{a.kills} after {delay:.2f} s of {full:.2f} s: {'ok' if ok else 'LOST'} "
-              f"{rounds[-1]['error']}", flush=True)
-    survived = sum(r["survived"] for r in rounds)
-    killed = sum(not r["finished_before_kill"] for r in rounds)
-    print(f"{killed} kills injected ({a.kills - killed} runs finished first), {survived}/{a.kills} resumed "
-          f"bit-identical to the uninterrupted run")
-    write_results("kills_train", {"train_seconds": full, "epochs": a.epochs, "kills_injected": killed,
-                                  "rounds": len(rounds), "survived": survived, "details": rounds}, environment())
-    return 0 if survived == len(rounds) else 1
+        return {"survived": ok, "error": rerun_error(rerun)}
+
+    rounds = kill_rounds(a.kills, rng, full, lambda k: _cmd(data, work / f"k{k}", config, a.epochs), after)
+    return kill_summary("kills_train", rounds, "resumed bit-identical to the uninterrupted run",
+                        train_seconds=full, epochs=a.epochs)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def student_task(config: dict, data, store: StoreManifest | None, spec: ModelSpe
                       "name": "feature_scales"})
     uses_store = bool(store and model.plan)
     meta = {"direction": "SI", "data_fingerprint": data.fingerprint(), "scales": dict(data.scales),
-            "plan": model.plan, "teacher_shapes": {t: list(s) for t, s in getattr(model, "feature_shapes", {}).items()},
+            "plan": model.plan, "teacher_shapes": {t: list(s) for t, s in model.feature_shapes.items()},
             "model": record(model),
             "teacher_sha256": store.teacher_sha256 if uses_store else None,
             "store_fingerprint": store.fingerprint if uses_store else None,

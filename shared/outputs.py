@@ -53,25 +53,19 @@ def kind_of(folder: Path) -> str | None:
 
 
 def _legacy_kind(folder: Path, kind: str, entries: list[str]) -> bool:
+    """An unmarked folder of an older FrozenFlow holding ``kind``: its files, and a checkpoint of that phase
+    (a run's last.pt, or a tune trial's)."""
+    from .checkpoint import CheckpointError, load
+
     want = LEGACY.get(kind)
     if not want or not all(name in entries for name in want):
         return False
-    if kind.endswith(" tune"):  # its trials' checkpoints say which phase
-        from .checkpoint import CheckpointError, load
-
-        lasts = sorted((folder / "trials").glob("*/last.pt"))[:1]
-        try:
-            return all(load(p).get("kind") == kind.split()[0] for p in lasts)
-        except CheckpointError:
-            return False
-    if kind.endswith(" run"):  # a checkpoint says which phase wrote it
-        from .checkpoint import CheckpointError, load
-
-        try:
-            return load(folder / "last.pt").get("kind") == kind.split()[0]
-        except CheckpointError:
-            return False
-    return True
+    checkpoints = ([folder / "last.pt"] if kind.endswith(" run")
+                   else sorted((folder / "trials").glob("*/last.pt"))[:1])
+    try:
+        return all(load(p).get("kind") == kind.split()[0] for p in checkpoints)
+    except CheckpointError:
+        return False
 
 
 def _a(kind: str) -> str:

@@ -21,17 +21,13 @@ import numpy as np
 import torch
 
 from .dataset_io import DataError, _sample_rows
-from .orientation import ORIENTATIONS, OrientedArray, orient
+from .orientation import ORIENTATIONS, orient, stored
 
 SPACING_FACTORS = (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25)
 ORIENTATION_GAIN = 1.05  # the declared orientation is wrong when its residual is ≥ 5 % above the best one's
 SPACING_GAIN = 0.8  # another spacing "fits markedly better" when its residual is below 0.8× the declared one's
 NOISE_RATIO_MAX = 3.0  # count data: residual may be at most 3× what Poisson noise alone gives
 RESIDUAL_MAX = 0.5  # non-count data (no noise model): relative residual limit
-
-
-def _raw(arr):
-    return arr.base if isinstance(arr, OrientedArray) else arr
 
 
 def _lsq(y: np.ndarray, t: np.ndarray) -> tuple[float, float]:
@@ -151,7 +147,7 @@ def check_forward_model(data, splits=None, samples: int = 8, projector=None) -> 
         arrays = data.split(split)
         rows = _sample_rows(arrays.n, samples)
         centre = arrays.actSino.shape[1] // 2
-        y = np.stack([np.asarray(_raw(arrays.actSino)[i, centre], dtype=np.float64) for i in rows])
+        y = np.stack([np.asarray(stored(arrays.actSino)[i, centre], dtype=np.float64) for i in rows])
         mu = np.stack([np.asarray(arrays.attenMap[i], dtype=np.float32) for i in rows])
         act = np.stack([np.asarray(arrays.actMap[i], dtype=np.float32) for i in rows])
         for name, arr in (("actSino", y), ("attenMap", mu), ("actMap", act)):
@@ -168,7 +164,7 @@ def check_forward_model(data, splits=None, samples: int = 8, projector=None) -> 
         entry = {"rows": rows, "actSino": fit_sinograms(y, model, declared)}
         report["errors"] += _errors("activity", data.path(split, "actSino"), entry["actSino"])
         if arrays.attenSino is not None:
-            ya = np.stack([np.asarray(_raw(arrays.attenSino)[i, 0], dtype=np.float64) for i in rows])
+            ya = np.stack([np.asarray(stored(arrays.attenSino)[i, 0], dtype=np.float64) for i in rows])
             entry["attenSino"] = fit_sinograms(ya, atten[:, 0].numpy(), declared, poisson=False)  # line integrals
             report["errors"] += _errors("attenuation", data.path(split, "attenSino"), entry["attenSino"])
         report["splits"][split] = entry

@@ -57,6 +57,11 @@ def to_projector(s, orientation: str = "identity", angle_offset: int = 0):
     return _flips(roll_angles(s, -int(angle_offset)), orientation)
 
 
+def stored(arr):
+    """The array as stored on disk: the memory map behind an :class:`OrientedArray`, else ``arr``."""
+    return arr.base if isinstance(arr, OrientedArray) else arr
+
+
 class OrientedArray:
     """A read-only view of a memory-mapped sinogram array [N, C, R, A] that returns rows in the
     projector's convention.  Index only the leading axes (rows, channels)."""

@@ -24,7 +24,7 @@ from shared.atomic import atomic_write_json
 from shared.cache import cache_dir
 
 from .dataset_io import DataError
-from .orientation import ORIENTATIONS, OrientedArray, orient
+from .orientation import ORIENTATIONS, orient, stored
 
 ROW_CHECK_VERSION = 1
 MIRROR_GAIN = 1.25  # a row is mis-oriented when another flip's residual is below its declared one / 1.25
@@ -32,10 +32,6 @@ UNIT_FACTOR = 1.5  # a row's c_i beyond ×/÷ 1.5 of its split's median is in ot
 SPLIT_SPREAD = 0.10  # split medians of c (and a declared c) agree within 10 %
 MU_RANGE = (0.05, 2.0)  # the largest μ of a slice, 1/cm at 511 keV: soft tissue 0.096, bone 0.17, metal < 2
 SHOWN = 8  # rows named in a message
-
-
-def _raw(arr):
-    return arr.base if isinstance(arr, OrientedArray) else arr
 
 
 def _rows(n: int, batch: int):
@@ -51,7 +47,7 @@ def _split_fits(data, split: str, P, batch: int) -> dict:
     declared = (data.orientation, data.angle_offset)
     c, r_declared, r_other, flip_other, mu_max = [], [], [], [], 0.0
     for s, e in _rows(arrays.n, batch):
-        y = np.asarray(_raw(arrays.actSino)[s:e, centre], dtype=np.float64)
+        y = np.asarray(stored(arrays.actSino)[s:e, centre], dtype=np.float64)
         mu = np.array(arrays.attenMap[s:e], dtype=np.float32)
         act = np.array(arrays.actMap[s:e], dtype=np.float32)
         mu_max = max(mu_max, float(mu.max()) if mu.size else 0.0)

@@ -80,10 +80,9 @@ class StopForward(BaseException):
     """
 
 
-def capture(net: nn.Module, taps: dict[str, str], store: dict, stop_when_done: bool = False) -> list:
-    """Forward hooks that put each tap's output into ``store``; returns the handles to remove."""
+def capture(taps: dict[str, nn.Module], store: dict, stop_when_done: bool = False) -> list:
+    """Forward hooks that put each tap module's output into ``store``; returns the handles to remove."""
     handles = []
-    modules = dict(net.named_modules())
 
     def hook(name):
         def record(module, args, output):
@@ -92,6 +91,6 @@ def capture(net: nn.Module, taps: dict[str, str], store: dict, stop_when_done: b
                 raise StopForward
         return record
 
-    for name, path in taps.items():
-        handles.append(modules[path].register_forward_hook(hook(name)))
+    for name, module in taps.items():
+        handles.append(module.register_forward_hook(hook(name)))
     return handles

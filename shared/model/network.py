@@ -20,16 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.projector import crop_sinogram
+
 from .hooks import Seen, StopForward, capture, module_at, probe
 from .side import side_conv
 from .spec import ModelError, ModelSpec
-
-
-def center_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The centred [..., h, w] block (offsets rounded down, as ``projector.crop_sinogram``)."""
-    H, W = x.shape[-2:]
-    r0, c0 = (H - h) // 2, (W - w) // 2
-    return x[..., r0:r0 + h, c0:c0 + w]
 
 
 class Network(nn.Module):
@@ -42,11 +37,10 @@ class Network(nn.Module):
         self.in_channels, self.out_size = int(in_channels), tuple(out_size) if out_size else None
         net, self.keys_read = spec.build(config, direction)
         self.net = net
-        paths = {**{f"tap {t}": p for t, p in spec.taps.items()},
-                 **{f"receiver {t}": p for t, p in spec.receivers.items()}}
-        for what, path in paths.items():
-            module_at(net, path, f"{spec.source}: {what}")
-        out, seen = self._probe(sorted(set(paths.values())))
+        # every named module resolved once (a wrong path is refused here); forward_taps hooks these
+        self._tap_modules = {t: module_at(net, p, f"{spec.source}: tap {t}") for t, p in spec.taps.items()}
+        self._receivers = {t: module_at(net, p, f"{spec.source}: receiver {t}") for t, p in spec.receivers.items()}
+        out, seen = self._probe(sorted(set(spec.taps.values()) | set(spec.receivers.values())))
         self.out_shape = out
         if self.out_size and (out[1] < self.out_size[0] or out[2] < self.out_size[1]):
             raise ModelError(f"{spec.factory}: output {out[1]}×{out[2]} at S={self.size} is smaller than the "
@@ -59,6 +53,7 @@ class Network(nn.Module):
             self.tap_shapes[t] = s.out_shape
         self.receiver_inputs = {t: _ran_once(seen, p, f"receiver {t}").in_shape for t, p in spec.receivers.items()}
         self.plan = dict(plan or {})
+        self.feature_shapes: dict[str, tuple] = {}  # teacher tap → (C, H, W) injected (the student's)
         self._inject: dict[str, torch.Tensor] | None = None
         if self.plan:
             self._add_injection(feature_shapes or {}, scale_init, scale_trainable, teacher_paths or {})
@@ -93,7 +88,7 @@ class Network(nn.Module):
                 teacher = f"teacher {t} ({teacher_paths[t]})" if t in teacher_paths else f"teacher {t}"
                 raise ModelError(f"{teacher} is {H}×{W} but student receiver {s} ({path}) takes {h}×{w}: "
                                  f"spatial sizes must match (the same working size S)")
-            receiver = module_at(self.net, path, f"receiver {s}")
+            receiver = self._receivers[s]
             self.side[s] = side_conv(receiver, C, self.spec.side_init, f"{self.spec.source}: receiver {s} ({path})")
             self.scales[s] = nn.Parameter(torch.full((C, 1, 1), float(init)), requires_grad=trainable)
             receiver.register_forward_hook(self._side_hook(s))
@@ -142,7 +137,7 @@ class Network(nn.Module):
             y = self.net(self._sized(x))
         finally:
             self._inject = None
-        return center_crop(y, *self.out_size) if self.out_size else y
+        return crop_sinogram(y, *self.out_size) if self.out_size else y  # the centred block, images alike
 
     def forward(self, x: torch.Tensor, features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         return self._run(x, features)
@@ -152,7 +147,7 @@ class Network(nn.Module):
         """The output (None with ``need_output=False``, which stops after the last tap) and the taps."""
         names = list(self.spec.taps) if taps is None else list(taps)
         got: dict[str, torch.Tensor] = {}
-        handles = capture(self.net, {t: self.spec.taps[t] for t in names}, got, stop_when_done=not need_output)
+        handles = capture({t: self._tap_modules[t] for t in names}, got, stop_when_done=not need_output)
         out = None
         try:
             out = self._run(x, features)

@@ -138,13 +138,6 @@ class ModelSpec:
             return None
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
-    def same_as(self, other: "ModelSpec") -> str | None:
-        """None when both build the same model, else what differs (for refusal messages)."""
-        for key in ("factory", "taps", "receivers", "side_init"):
-            if getattr(self, key) != getattr(other, key):
-                return f"{key}: {getattr(other, key)!r} there, {getattr(self, key)!r} here"
-        return None
-
 
 class ReadKeys(dict):
     """The config as the factory sees it; remembers which keys were read.
