@@ -203,23 +203,27 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None
 
 
 def kill_rounds(kills: int, rng, full_s: float, start_cmd: Callable[[int], list],
-                after: Callable[[int], dict]) -> list[dict]:
+                after: Callable[[int], dict], whole_group: Callable[[int], bool] = lambda k: False) -> list[dict]:
     """The kill harnesses' loop: round k starts ``start_cmd(k)``, SIGKILLs it at a random instant in
-    [0, ``full_s``) unless it finished first, then ``after(k)`` reruns and checks it, returning at least
-    ``{"survived": bool, "error": str}``. One line per round is printed."""
+    [0, ``full_s``) unless it finished first — the process alone, or with ``whole_group(k)`` its whole
+    process group (a machine crash: every child it started dies with it) — then ``after(k)`` reruns and
+    checks it, returning at least ``{"survived": bool, "error": str}``. One line per round is printed."""
     import signal
     import subprocess
 
     rounds = []
     for k in range(kills):
         delay = float(rng.uniform(0, full_s))
-        proc = subprocess.Popen(start_cmd(k), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        group = whole_group(k)
+        proc = subprocess.Popen(start_cmd(k), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=group)
         time.sleep(delay)
         finished_first = proc.poll() is not None
         if not finished_first:
-            os.kill(proc.pid, signal.SIGKILL)
+            (os.killpg if group else os.kill)(proc.pid, signal.SIGKILL)
         proc.wait()
-        rounds.append({"kill_after_s": round(delay, 3), "finished_before_kill": finished_first, **after(k)})
+        rounds.append({"kill_after_s": round(delay, 3), "finished_before_kill": finished_first,
+                       "killed": "process group" if group else "process", **after(k)})
         print(f"kill {k + 1}/{kills} after {delay:.2f} s of {full_s:.2f} s: "
               f"{'ok' if rounds[-1]['survived'] else 'LOST'} {rounds[-1]['error']}", flush=True)
     return rounds

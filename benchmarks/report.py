@@ -105,6 +105,11 @@ def figures() -> list[dict]:
         r = t["results"]
         rows.append(_row(f"train-teacher killed {r['kills_injected']} times: resumed bit-identical",
                          f"{r['survived']}/{r['rounds']}", "all", r["survived"] == r["rounds"], f, t))
+    t, f = _load("kills_tune")
+    if t:
+        r = t["results"]
+        rows.append(_row(f"tune-student killed {r['kills_injected']} times: resumed whole and truthful",
+                         f"{r['survived']}/{r['rounds']}", "all", r["survived"] == r["rounds"], f, t))
     return rows
 
 

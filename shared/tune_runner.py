@@ -169,6 +169,11 @@ def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: s
     if not ray_address:  # a local Ray of this driver: recorded, so a killed driver's Ray can be stopped later
         _record_driver(out_dir)
     resources = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+    if resume and tune.Tuner.can_restore(str(exp_path)) and not any(exp_path.glob("experiment_state-*.json")):
+        # killed before Tune saved its first state (only tuner.pkl): Ray would restore it with trials of an
+        # empty config, so it starts afresh; the folder holds Ray's own bookkeeping and no trial of ours
+        print(f"[tune] {exp_path}: the killed run saved no trial state yet; starting the experiment afresh")
+        shutil.rmtree(exp_path)
     if resume and tune.Tuner.can_restore(str(exp_path)):
         print(f"[tune] restoring {exp_path}")
         tuner = tune.Tuner.restore(str(exp_path), resources, resume_unfinished=True, resume_errored=True)

@@ -111,7 +111,8 @@ def main(argv=None) -> int:
     report["every_row"] = rows = check_every_row(data)
     for split, r in rows["splits"].items():
         print(f"  {split:>5} every row ({r['rows']}): median c = {r['c_median']:.4g}, largest μ {r['mu_max']:.4g} /cm, "
-              f"{len(r['mirrored_rows'])} mirrored, {len(r['odd_calibration_rows'])} in other units")
+              f"{len(r['mirrored_rows'])} mirrored, {len(r['odd_calibration_rows'])} in other units, "
+              f"angle offset fits best at {r['angle_offset']['location']:+.2f} bins")
     report["forward_model"] = fit = check_forward_model(data, samples=args.samples)
     print(f"forward model E[actSino] = c · exp(-P attenMap) · P actMap, {args.samples} rows per split:")
     for split, entry in fit["splits"].items():
