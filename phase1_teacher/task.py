@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from shared.config.schema import normalized_scale, sino_channel_key, sino_channels
 from shared.model import ModelSpec, load_spec
 from shared.model.network import build, record
 from shared.projector import Projector, crop_sinogram, pad_sinogram
@@ -36,8 +37,8 @@ def teacher_task(config: dict, data, *, spec: ModelSpec | None = None, use_store
         raise ValueError(f"config gen_sino_size={S} is smaller than the sinogram {g.n_radial}x{g.n_angles}")
     if model.out_shape != (1, S, S):
         raise ValueError(f"the teacher predicts the one-plane attenuation sinogram [1, {S}, {S}], but the IS model "
-                         f"outputs {list(model.out_shape)} (gen_sino_channels={config.get('gen_sino_channels')}; the "
-                         f"student's follows the data)")
+                         f"outputs {list(model.out_shape)} ({sino_channel_key(config, 'IS')}="
+                         f"{sino_channels(config, 'IS')}; the student's follows the data)")
     mu_scale = float(data.scales.get("attenMap", 1.0))
     sino_scale = float(data.scales.get("attenSino", 1.0))
     target_of = None if use_stored_sino else OnTheFlyTarget(projector or Projector(g), S, pad_mode)
@@ -65,4 +66,5 @@ def teacher_task(config: dict, data, *, spec: ModelSpec | None = None, use_store
 
     meta = {"data_fingerprint": data.fingerprint(), "geometry": g.to_dict(), "scales": dict(data.scales),
             "pad_mode": pad_mode, "direction": "IS", "model": record(model), "input_scale": mu_scale, "target": "stored" if use_stored_sino else "projected"}
-    return Task(model=model, step=step, kind="teacher", meta=meta, preview=preview)
+    return Task(model=model, step=step, kind="teacher", meta=meta, preview=preview,
+                normalize=normalized_scale(config, "IS"), normalize_output=model.spec.builtin)

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from shared.cli import add_training_args, common_overrides, fit_options, new_parser, run_main
-from shared.config.schema import canonical, check_task_config
+from shared.config.schema import check_task_config
+from shared.config.vocabulary import to_stored
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.entry import run_training
@@ -36,12 +37,12 @@ def fit(config: dict, data, out: str | Path, options: TeacherOptions | None = No
     """Train the teacher on ``data`` (folder or opened dataset) into ``out``; returns the best epoch's metrics."""
     options = options or TeacherOptions()
     data = as_dataset(data)
-    config = canonical(config)  # the user's vocabulary → the stored form
+    config = to_stored(config)  # the researcher's words; FrozenFlow's older batch_size / loss become theirs
     spec = load_spec(options.model)
-    check_task_config(config, "teacher", builtin=spec.builtin)
+    unused = check_task_config(config, "teacher", builtin=spec.builtin)
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
     task = teacher_task(config, data, spec=spec, use_stored_sino=options.use_stored_sino)
-    report_model(task.model, config, "teacher", options.progress)
+    report_model(task.model, config, "teacher", options.progress, unused)
     train_set = MuMapDataset(data, "train", options.use_stored_sino, augment=options.augment)
     val_set = MuMapDataset(data, "val", options.use_stored_sino)
     return train(task, config, train_set, val_set, out, options)

@@ -10,7 +10,7 @@ import numpy as np
 
 from feature_store import StoreError, StoreManifest
 from shared import checkpoint as ckpt_io
-from shared.config.schema import InjectionConfig
+from shared.config.schema import InjectionConfig, normalized_scale, sino_channel_key, sino_channels
 from shared.model import ModelSpec, load_spec
 from shared.model.network import Network, record
 from shared.model.restore import rebuild
@@ -62,8 +62,8 @@ def student_task(config: dict, data, store: StoreManifest | None, spec: ModelSpe
     if config["gen_image_size"] != data.geometry.image_size:
         raise ValueError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
                          f"{data.geometry.image_size} (geometry.image_size in {data.root}/dataset.json)")
-    if config["gen_sino_channels"] != data.sino_channels:
-        raise ValueError(f"config gen_sino_channels={config['gen_sino_channels']} but {data.root} has "
+    if sino_channels(config, "SI") != data.sino_channels:
+        raise ValueError(f"config {sino_channel_key(config, 'SI')}={sino_channels(config, 'SI')} but {data.root} has "
                          f"{data.sino_channels}-channel sinograms (sino_channels in dataset.json)")
 
     def step(model, batch, device):
@@ -98,7 +98,8 @@ def student_task(config: dict, data, store: StoreManifest | None, spec: ModelSpe
         return {f"scale_{s}": float(p.detach().abs().mean()) for s, p in model.scales.items()}
 
     return Task(model=model, step=step, kind="student", meta=meta, extra_param_groups=extra, preview=preview,
-                scalars=scalars if model.plan else None)
+                scalars=scalars if model.plan else None, normalize=normalized_scale(config, "SI"),
+                normalize_output=model.spec.builtin)
 
 
 def load_student(path: str | Path, device="cpu") -> Network:

@@ -19,8 +19,9 @@ import torch
 from feature_store import open_store
 from shared import checkpoint as ckpt_io
 from shared.cli import add_training_args, common_overrides, fit_options, new_parser, run_main
-from shared.config.construct_dictionaries import merge_teacher_keys
-from shared.config.schema import InjectionConfig, canonical, check_task_config, parse_inject
+from shared.config.construct_dictionaries import merge_frozen
+from shared.config.schema import InjectionConfig, check_task_config, parse_inject
+from shared.config.vocabulary import FROZEN, to_stored
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.entry import run_training
@@ -48,19 +49,21 @@ def fit(config: dict, data, out: str | Path, options: StudentOptions | None = No
     """Train a student on ``data`` into ``out`` (student.pt = the best epoch); returns its metrics."""
     options = options or StudentOptions()
     data = as_dataset(data)
-    config = canonical(config)  # the user's vocabulary → the stored form
+    config = to_stored(config)  # the researcher's words; FrozenFlow's older batch_size / loss become theirs
     manifest = open_store(options.features) if options.features else None
-    if manifest is not None:  # the experiment's one dict: the teacher's IS_ keys join the student's
-        config = merge_teacher_keys(config, manifest.teacher_config, manifest.path)
+    if manifest is not None:  # the experiment's one dict: the frozen network's whole dict under FROZEN_
+        config = merge_frozen(config, manifest.teacher_config, manifest.path)
     spec = load_spec(options.model)
-    check_task_config(config, "student", builtin=spec.builtin)
+    unused = check_task_config(config, "student", builtin=spec.builtin)
+    if manifest is None:
+        unused.update({k: "no frozen network in this run" for k in config if k.startswith(FROZEN)})
     plan = InjectionConfig.from_flat(config).plan
     store = manifest if plan else None
     if options.progress:
         print(f"[student] injection: {', '.join(f'teacher {t} -> student {s}' for s, t in plan.items()) or 'none'}")
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
     task = student_task(config, data, store, spec)
-    report_model(task.model, config, "student", options.progress)
+    report_model(task.model, config, "student", options.progress, unused)
     train_set, val_set = student_datasets(config, data, store, augment=options.augment, seed=options.seed)
     best = train(task, config, train_set, val_set, out, options)
     ckpt_io.save_atomic(ckpt_io.load(Path(out) / BEST, kind="student"), Path(out) / STUDENT)

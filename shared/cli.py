@@ -87,6 +87,9 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (with --tune: the search space) and exit")
     p.add_argument("--num-samples", type=int, default=4, help="tune: trials")
+    p.add_argument("--space", choices=["full", "cpu"], default="full",
+                   help="tune: the built-in search space — the researcher's ranges (full; networks for a GPU) or "
+                        "small CPU-sized networks (cpu; the demo's)")
     p.add_argument("--max-concurrent", type=int, help="tune: trials at once (default: as many as the CPUs allow)")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="tune: CPUs (and torch threads) per trial")
     p.add_argument("--gpus-per-trial", type=float,
@@ -102,14 +105,14 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
 
 def common_overrides(args) -> dict:
     """Config overrides every training entry point takes: --set KEY=VALUE, --batch-size, --lr."""
-    from .config.schema import canonical
+    from .config.vocabulary import to_stored
 
     overrides = parse_overrides(args.set)
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     if args.lr is not None:
         overrides["gen_lr"] = args.lr
-    return canonical(overrides)  # batch_base2_exponent, sup_base_criterion, … → the stored keys
+    return to_stored(overrides)  # FrozenFlow's older batch_size / loss → the researcher's keys
 
 
 def fit_options(args, cls=None, **extra):

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 from .config.construct_dictionaries import load_config, resolve, search_space
-from .config.schema import ALIAS_TARGETS, canonical, check_override_keys, check_task_config, frozenflow_keys
+from .config.schema import ConfigError, check_override_keys, check_task_config, frozenflow_keys
 from .model import load_spec
-from .config.space_files import describe, read_space
+from .config.space_files import describe, domain_values, read_space
 from .training import BEST, FitOptions
 
 Fit = Callable[[dict, str, Path, FitOptions], dict]
@@ -47,6 +47,23 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
     return best
 
 
+def check_space(space: dict, task: str, builtin: bool, where: str, trial_config=lambda c: c) -> None:
+    """One draw of the space checked completely, then every value of every domain in that draw (as the
+    trial would train it: ``trial_config``): a value no trial could train is refused naming the key and
+    the value, before Ray starts."""
+    from ray.tune.search.sample import Domain
+
+    base = resolve(space)
+    check_task_config(trial_config(base), task, builtin)
+    for key, domain in space.items():
+        if isinstance(domain, Domain):
+            for value in domain_values(domain):
+                try:
+                    check_task_config(trial_config({**base, key: resolve({key: value})[key]}), task, builtin)
+                except ConfigError as e:
+                    raise ConfigError(f"{where}: {key} can draw {value!r}, which no trial can train: {e}") from None
+
+
 def _tune(args, task, fit, options, overrides, out, trial_config, builtin):
     from .tune_runner import tune_from_cli
 
@@ -60,23 +77,21 @@ def _tune(args, task, fit, options, overrides, out, trial_config, builtin):
         raise ValueError(f"--num-samples must be ≥ 1, got {args.num_samples}")
     if not args.cpus_per_trial > 0 or not math.isfinite(args.cpus_per_trial):
         raise ValueError(f"--cpus-per-trial must be a positive number, got {args.cpus_per_trial}")
-    space = search_space(task)
+    space = search_space(task, cpu=args.space == "cpu")
     if not builtin:  # a user's class: FrozenFlow samples its own keys, the user's file the model's
         own = frozenflow_keys(task)
         space = {k: v for k, v in space.items() if k in own}
     if args.search_space:  # the user's file replaces the entries it names (their words accepted)
         user = read_space(args.search_space)
+        legacy = sorted(set(user) & {"batch_size", "loss"})
+        if legacy:
+            raise ConfigError(f"{args.search_space}: {legacy[0]}: sample the researcher's key instead "
+                              f"({'batch_base2_exponent (batch 2^k)' if legacy[0] == 'batch_size' else 'sup_base_criterion'})")
         check_override_keys(user, task, builtin)
-        for alias, target in ALIAS_TARGETS.items():
-            if alias in user:
-                space.pop(target, None)
         space.update(user)
-    for alias, target in ALIAS_TARGETS.items():  # a pinned key replaces a sampled alias of it
-        if target in overrides:
-            space.pop(alias, None)
     space.update(overrides)  # the keys the user pins are fixed in every trial
-    # one draw of the space, checked as a trial would check it: a bad pinned value fails here, not in Ray
-    check_task_config(canonical(resolve(space)), task, builtin)
+    # every value each domain can produce, checked as a trial would check it: a bad value fails here, not in Ray
+    check_space(space, task, builtin, where=args.search_space or "the search space", trial_config=trial_config)
     if args.print_config:
         print(json.dumps(describe(space), indent=2))
         return None

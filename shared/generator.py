@@ -19,16 +19,26 @@ import math
 import torch
 import torch.nn as nn
 
-from .config.schema import N_SCALES, ConfigError, GeneratorConfig
+from .config.schema import N_SCALES, NO_ACTIVATION, ConfigError, GeneratorConfig
 
-__all__ = ["Generator", "GeneratorConfig", "ConfigError", "channel_dims"]
+__all__ = ["Generator", "GeneratorConfig", "ConfigError", "channel_dims", "final_activation"]
 
 NEGATIVE_SLOPE = 0.2
 
-FINAL_ACTIVATIONS = {  # keyed by CHOICES["gen_final_activ"]
-    "none": nn.Identity, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(NEGATIVE_SLOPE),
-    "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
+LEGACY_ACTIVATIONS = {  # FrozenFlow's older lower-case names, with their old meaning (leaky_relu: slope 0.2)
+    "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(NEGATIVE_SLOPE), "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+    "softplus": nn.Softplus, "elu": nn.ELU,
 }
+
+
+def final_activation(name) -> nn.Module:
+    """``gen_final_activ``: None → identity; a torch.nn class name → that class with torch's defaults (their
+    code: ``LeakyReLU`` has slope 0.01); an older FrozenFlow name → its old meaning."""
+    if name in NO_ACTIVATION:
+        return nn.Identity()
+    if name in LEGACY_ACTIVATIONS:
+        return LEGACY_ACTIVATIONS[name]()
+    return getattr(nn, name)()
 
 
 def channel_dims(hidden_dim: int, mult: float) -> list[int]:
@@ -47,10 +57,10 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 
 class ConvLayer(nn.Sequential):
-    """conv → norm → LeakyReLU → dropout (``linear=True``: the conv alone)."""
+    """conv → norm → LeakyReLU → dropout (``linear=True``: the conv alone); ``dropout`` = (p, element-wise)."""
 
     def __init__(self, c_in, c_out, kernel, stride=1, padding=0, *, norm="none", pad_mode="zeros",
-                 dropout=0.0, transpose=False, output_padding=0, linear=False):
+                 dropout=(0.0, False), transpose=False, output_padding=0, linear=False):
         if transpose:
             conv = nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding, output_padding=output_padding)
         else:
@@ -58,8 +68,9 @@ class ConvLayer(nn.Sequential):
         layers = [conv]
         if not linear:
             layers += [norm_layer(norm, c_out), nn.LeakyReLU(NEGATIVE_SLOPE)]
-            if dropout > 0:
-                layers.append(nn.Dropout2d(dropout))
+            p, elementwise = dropout  # their boolean: element-wise; FrozenFlow's older rate: whole channels
+            if p > 0:
+                layers.append(nn.Dropout(p) if elementwise else nn.Dropout2d(p))
         super().__init__(*layers)
 
 
@@ -87,7 +98,7 @@ class Generator(nn.Module):
         self.size = cfg.gen_sino_size
         self.in_channels, self.out_channels = cfg.in_channels, cfg.out_channels
         self.dims = dims = channel_dims(cfg.gen_hidden_dim, cfg.gen_mult)
-        kw = dict(norm=cfg.layer_norm, pad_mode=cfg.pad_mode, dropout=cfg.dropout)
+        kw = dict(norm=cfg.layer_norm, pad_mode=cfg.pad_mode, dropout=cfg.dropout_rate)
         fill = cfg.gen_fill
 
         # Encoder: five stride-2 blocks S → S/32.
@@ -103,6 +114,9 @@ class Generator(nn.Module):
         up = dict(kernel=cfg.exp_kernel, stride=2, padding=1, transpose=True,
                   output_padding=1 if cfg.exp_kernel == 3 else 0)
         self.decoder = nn.ModuleList()
+        # skip_mode conv: each skip passes a learned 1×1 convolution, then is added
+        self.skip_convs = nn.ModuleList([nn.Conv2d(dims[N_SCALES - 1 - j], dims[N_SCALES - 1 - j], 1)
+                                         for j in range(N_SCALES)]) if cfg.skip_mode == "conv" else None
         prev = dims[-1]
         for j in range(N_SCALES):
             c_next = dims[N_SCALES - 2 - j] if j < N_SCALES - 1 else self.out_channels
@@ -113,14 +127,18 @@ class Generator(nn.Module):
                 self.decoder.append(ConvLayer(c_in, c_next, **up, linear=True))
             prev = c_next
 
-        self.final_activation = FINAL_ACTIVATIONS[cfg.gen_final_activ]()
-        self.normalize = cfg.normalize
-        if cfg.fixedScale is not None:
-            self.register_buffer("fixed_scale", torch.tensor(float(cfg.fixedScale)))
-            self.log_scale = None
-        else:
+        self.final_activation = final_activation(cfg.gen_final_activ)
+        kind, key = cfg.scale_rule
+        # normalized (their normalize = true): FrozenFlow normalises output and target over the region the
+        # loss sees (shared.training.OutputNorm), so the network returns the activation's output as is.
+        # learned with normalize true is FrozenFlow's older form: normalised here, over the whole S×S.
+        self.normalize = cfg.normalizes and kind == "learned"
+        if kind == "learned":
             self.log_scale = nn.Parameter(torch.tensor(math.log(float(cfg.learnedScale_init))))
-        self.output_scale_lr_mult = float(cfg.output_scale_lr_mult)
+        else:
+            self.register_buffer("fixed_scale", torch.tensor(1.0 if kind == "normalized" else float(cfg.fixedScale)))
+            self.log_scale = None
+        self.output_scale_lr_mult = 1.0 if cfg.output_scale_lr_mult is None else float(cfg.output_scale_lr_mult)
         self.reset_parameters()
 
     @staticmethod
@@ -165,6 +183,8 @@ class Generator(nn.Module):
             s = skips[N_SCALES - 1 - j]
             if self.cfg.skip_mode == "add":
                 x = x + s
+            elif self.cfg.skip_mode == "conv":
+                x = x + self.skip_convs[j](s)
             elif self.cfg.skip_mode == "concat":
                 x = torch.cat([x, s], dim=1)
             x = block(x)

@@ -1,27 +1,24 @@
-"""Training losses by config name (``loss`` key; the choices are validated in shared.config.schema)."""
+"""Training losses by the researcher's ``sup_base_criterion`` names (validated in shared.config.schema)."""
 import torch
 import torch.nn.functional as F
 
-VAR_FLOOR = 0.05  # expected-count floor, as a fraction of the batch's mean |target|
+VAR_K = 1.0  # their VarWeightedMSE's k: target units → counts (1: the target is in counts)
+VAR_EPS = 1e-8  # their epsilon
 
 
 def var_weighted_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Poisson-variance-weighted MSE (the user's ``VarWeightedMSE``).
+    """Their ``VarWeightedMSE``: for Poisson data Var[y] = E[y], so each squared residual is divided by the
+    expected value, taken as the target:
 
-    For counts, Var[y] = E[y]: each squared residual is divided by the expected value at that
-    element, taken as the target, floored at ``VAR_FLOOR`` × the mean |target| of the batch so
-    empty background neither divides by zero nor dominates:
+        L = mean( (pred − target)² / (k · target + ε) ),  k = 1, ε = 1e-8
 
-        L = mean( (pred − target)² / max(|target|, VAR_FLOOR · mean|target|) )
-
-    The floor is a constant of the batch (no gradient flows through the weights).
+    As in their code the weights follow the target (no gradient through them) and an element whose target
+    is 0 weighs 1/ε: such a loss pins empty background to exactly zero.
     """
-    t = target.detach().abs()
-    var = torch.clamp(t, min=float(VAR_FLOOR * t.mean()) + 1e-12)
-    return ((pred - target) ** 2 / var).mean()
+    return ((pred - target) ** 2 / (VAR_K * target.detach() + VAR_EPS)).mean()
 
 
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "var_weighted_mse": var_weighted_mse}
+LOSSES = {"MSELoss": F.mse_loss, "L1Loss": F.l1_loss, "SmoothL1Loss": F.smooth_l1_loss, "VarWeightedMSE": var_weighted_mse}
 
 
 def get_loss(name: str):

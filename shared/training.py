@@ -51,6 +51,8 @@ class Task:
     extra_param_groups: list[dict] = dataclasses.field(default_factory=list)
     preview: Callable | None = None
     scalars: Callable[[torch.nn.Module], dict] | None = None
+    normalize: float | None = None  # their normalize: target L1-normalised per sample × this (schema.normalized_scale)
+    normalize_output: bool = False  # … and the prediction too (the built-in; a user's class normalises its own)
 
 
 @dataclasses.dataclass
@@ -128,11 +130,20 @@ def build_optimizer(task: Task, tc: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=lr, betas=betas)
 
 
+def l1_normalized(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Each sample divided by its L1 norm, times ``scale``."""
+    return scale * x / (x.abs().flatten(1).sum(1).view(-1, *[1] * (x.dim() - 1)) + 1e-8)
+
+
 def _step(task: Task, model, batch, device):
     pred, target = task.step(model, batch, device)
     if pred.shape != target.shape:  # never let the loss broadcast one against the other
         raise ValueError(f"{task.kind}: prediction has shape {list(pred.shape)} but the target {list(target.shape)}; "
                          f"check the config's channel keys against the data")
+    if task.normalize is not None:  # over the region the loss sees, as their training loop does
+        target = l1_normalized(target, task.normalize)
+        if task.normalize_output:
+            pred = l1_normalized(pred, task.normalize)
     return pred, target
 
 
@@ -170,7 +181,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
 
     model = task.model.to(device)
     tc = TrainConfig.from_flat(config)
-    loss_fn = get_loss(tc.loss)
+    loss_fn = get_loss(tc.sup_base_criterion)
     optimizer = build_optimizer(task, tc)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs)

@@ -15,9 +15,15 @@ def small_config(direction="SI", size=64, image=40, **over) -> dict:
     p = direction
     base.update({"gen_sino_size": size, "gen_image_size": image, f"{p}_gen_hidden_dim": 4, f"{p}_gen_mult": 1.5,
                  f"{p}_gen_z_dim": 8})
+    legacy = {"batch_size": "batch_base2_exponent", "loss": "sup_base_criterion"}  # FrozenFlow's older names
     for k, v in over.items():
-        base[k if k in base else f"{p}_{k}"] = v
-    return base
+        base.pop(legacy.get(k), None)
+        if k == "gen_sino_channels":  # the researcher's per-direction channel key
+            k = f"gen_sino_channels_{p}"
+        base[k if k in base or k in legacy else f"{p}_{k}"] = v
+    from shared.config.vocabulary import to_stored
+
+    return to_stored(base)
 
 
 @pytest.fixture

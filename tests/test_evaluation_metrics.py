@@ -110,7 +110,7 @@ def test_a_plain_run_logs_scalars_and_its_provenance(tiny_data, tmp_path):
     assert [s for s, _ in sc["val_nrmse"]] == [1, 2] and {"train_loss", "val_loss", "lr", "val_ssim"} <= set(sc)
     log = (out / "train.log").read_text()
     assert "[train] epoch 1/2" in log and "[train] epoch 2/2" in log
-    assert json.loads((out / "config.json").read_text())["batch_size"] == 4
+    assert json.loads((out / "config.json").read_text())["batch_base2_exponent"] == 2  # batch 4, their key
     import re
 
     assert (out / "command.txt").read_text().strip()

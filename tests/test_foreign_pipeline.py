@@ -121,7 +121,8 @@ def test_tune_student_samples_the_researchers_own_keys(tiny_data, tiny_store, tm
     args = ["--data", str(tiny_data), "--features", str(tiny_store), "--out", str(out), "--tune", "--num-samples",
             "2", "--epochs", "1", "--inject", "144,9", "--search-space", str(space), "--model",
             str(OWN / "spec.yaml")]
-    for pin in ("gen_sino_size=64", "gen_image_size=32", "SI_gen_mult=1.5", "batch_size=4"):
+    for pin in ("gen_sino_size=64", "gen_image_size=32", "SI_gen_mult=1.5", "batch_size=4", "inject_enc_to_dec=true",
+                "inject_dec_to_enc=true"):
         args += ["--set", pin]
     assert run_main(student_main, args) == 0
     student = load_student(out / "student.pt")

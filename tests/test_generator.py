@@ -47,7 +47,7 @@ def test_three_sinogram_channels_and_exp_kernel_3():
     assert build(BUILTIN, c, "SI")(torch.randn(2, 3, 64, 64)).shape == (2, 1, 40, 40)
 
 
-@pytest.mark.parametrize("key", ["SI_gen_neck", "gen_sino_size", "SI_learnedScale_init", "SI_dropout"])
+@pytest.mark.parametrize("key", ["SI_gen_neck", "gen_sino_size", "gen_sino_channels_SI", "SI_dropout"])
 def test_missing_key_named(key):
     c = small_config("SI")
     del c[key]
@@ -83,18 +83,31 @@ def test_he_initialisation():
 
 
 def test_output_scale_fixed_learned_and_normalise():
+    """Their scale rule: normalize true → output and target L1-normalised × fixedScale (by the training step,
+    over the loss region; the network returns its activation's output); normalize false → a learned scale
+    from learnedScale_init (fixedScale present and unused); learnedScale_init null → FrozenFlow's fixed scale."""
+    from shared.config.schema import GeneratorConfig
+    from shared.training import l1_normalized
+
     torch.manual_seed(0)
     x = torch.randn(2, 1, 64, 64)
-    fixed = Generator(small_config("SI", normalize=True, fixedScale=3.0, learnedScale_init=None), "SI").eval()
-    y = fixed(x)
+    norm = Generator(small_config("SI", normalize="true", fixedScale=3.0, learnedScale_init=5.0), "SI").eval()
+    assert norm.param_groups() == [] and float(norm.fixed_scale) == 1.0
+    y = l1_normalized(norm(x), 3.0)
     assert torch.allclose(y.abs().flatten(1).sum(1), torch.full((2,), 3.0), rtol=1e-4)
-    assert fixed.param_groups() == [] and "fixed_scale" in fixed.state_dict()
-    learned = Generator(small_config("SI", fixedScale=None, learnedScale_init=2.0, output_scale_lr_mult=10.0), "SI")
+    cfg = GeneratorConfig.from_flat(small_config("SI", normalize=True, fixedScale=3.0, learnedScale_init=5.0), "SI")
+    assert cfg.scale_rule == ("normalized", "fixedScale") and "SI_learnedScale_init" in cfg.unused_keys
+    both = small_config("SI", normalize="false", fixedScale=1, learnedScale_init=2.0, output_scale_lr_mult=10.0)
+    learned = Generator(both, "SI")
     (group,) = learned.param_groups()
     (p,) = group["params"]
     assert abs(learned.output_scale().item() - 2.0) < 1e-6 and group["lr_mult"] == 10.0
+    assert GeneratorConfig.from_flat(both, "SI").unused_keys == {
+        "SI_fixedScale": "SI_normalize is false: the scale is learned from SI_learnedScale_init"}
     learned(x).sum().backward()
     assert p.grad is not None and p.grad.abs() > 0
+    fixed = Generator(small_config("SI", fixedScale=2.0, learnedScale_init=None), "SI")
+    assert fixed.param_groups() == [] and float(fixed.fixed_scale) == 2.0
 
 
 @pytest.mark.parametrize("direction", ["SI", "IS"])

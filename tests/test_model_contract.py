@@ -18,7 +18,8 @@ FOREIGN = Path(__file__).parent / "foreign_models"
 OWN = Path(__file__).resolve().parent.parent / "examples" / "own_generator"  # the demo's researcher-style class
 RESEARCHER = load_spec(str(OWN / "spec.yaml"))
 MONAI = load_spec(str(FOREIGN / "monai_unet.yaml"))
-SIZES = {"gen_sino_size": 64, "gen_image_size": 32, "gen_sino_channels": 1, "gen_image_channels": 1}
+SIZES = {"gen_sino_size": 64, "gen_image_size": 32, "gen_sino_channels_SI": 1, "gen_sino_channels_IS": 1,
+         "gen_image_channels": 1}
 
 
 def researcher_config(**over):

@@ -252,13 +252,13 @@ def test_two_trial_tune_yields_student_pt(tiny_data, tiny_store, tmp_path):
     assert run_main(student_main, args) == 0
     assert all(p.name.startswith("trial_") for p in (out / "ray").glob("*/*") if p.is_dir())  # short names
     best = json.loads((out / "best_config.json").read_text())
-    assert best["batch_size"] in (2, 4) and best["loss"] in ("mse", "var_weighted_mse")
-    assert "batch_base2_exponent" not in best and best["IS_gen_neck"]  # canonical, with the teacher's keys
+    assert best["batch_base2_exponent"] in (1, 2) and best["sup_base_criterion"] in ("MSELoss", "VarWeightedMSE")
+    assert "batch_size" not in best and best["FROZEN_IS_gen_neck"]  # their words, with the frozen network's dict
     student = load_student(out / "student.pt")
     assert student.plan and student.config["gen_sino_size"] == 64
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == 2 and all(r["config/inject_levels"] == "[144, 36, 9]" for r in rows)
-    assert all(r["config/batch_size"] in ("2", "4") for r in rows)
+    assert all(r["config/batch_base2_exponent"] in ("1", "2") for r in rows)
     for r in rows:  # each row is the config the trial trained (its config.json), not only what Ray sampled
         trained = json.loads((out / "trials" / r["trial_id"] / "config.json").read_text())
         assert r["config/inject_enc_to_dec"] == str(trained["inject_enc_to_dec"])

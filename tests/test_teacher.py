@@ -146,8 +146,8 @@ def test_teacher_predicts_one_plane_and_shape_mismatch_is_an_error(tiny_data, tm
     from shared.training import FitOptions, Task
 
     data = open_dataset(tiny_data)
-    with pytest.raises(ValueError, match=r"the teacher predicts the one-plane .*outputs \[3, 64, 64\] \(gen_sino_channels=3"):
-        teacher_task(tiny_teacher_config(gen_sino_channels=3), data)
+    with pytest.raises(ValueError, match=r"the teacher predicts the one-plane .*outputs \[3, 64, 64\] \(gen_sino_channels_IS=3"):
+        teacher_task(tiny_teacher_config(gen_sino_channels_IS=3), data)
     task = teacher_task(tiny_teacher_config(), data)
     broken = Task(model=task.model, kind="teacher", step=lambda m, b, d: (task.step(m, b, d)[0].repeat(1, 3, 1, 1),
                                                                          task.step(m, b, d)[1]))

@@ -15,8 +15,8 @@ class Generator(nn.Module):
         p = "SI_" if gen_SI else "IS_"
         self.gen_SI, self.S = gen_SI, config["gen_sino_size"]
         self.image_size = config["gen_image_size"]
-        c_in = config["gen_sino_channels"] if gen_SI else config["gen_image_channels"]
-        c_out = config["gen_image_channels"] if gen_SI else config["gen_sino_channels"]
+        c_in = config["gen_sino_channels_SI"] if gen_SI else config["gen_image_channels"]
+        c_out = config["gen_image_channels"] if gen_SI else config["gen_sino_channels_IS"]
         h, mult = config[p + "gen_hidden_dim"], config[p + "gen_mult"]
         if h < 1:
             raise ValueError(f"{p}gen_hidden_dim must be positive, got {h}")

@@ -7,20 +7,22 @@ from importlib import resources
 from pathlib import Path
 
 from . import search_spaces as sp
-from .schema import ALIAS_TARGETS, ConfigError, canonical, frozenflow_keys
+from .schema import ConfigError, frozenflow_keys
+from .vocabulary import to_stored
 
 TASKS = ("teacher", "student")
 
 
-def search_space(task: str, learned_scale: bool = True) -> dict:
-    """teacher: IS + scale + SUP; student: SI + scale + SUP + DUAL (docs/DESIGN.md §7)."""
-    if task == "teacher":
-        scale = sp.config_RAY_IS_learnScale if learned_scale else sp.config_RAY_IS_fixedScale
-        return {**sp.config_RAY_IS, **scale, **sp.config_RAY_SUP}
-    if task == "student":
-        scale = sp.config_RAY_SI_learnScale if learned_scale else sp.config_RAY_SI_fixedScale
-        return {**sp.config_RAY_SI, **scale, **sp.config_RAY_SUP, **sp.config_RAY_DUAL}
-    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+def search_space(task: str, learned_scale: bool = True, cpu: bool = False) -> dict:
+    """teacher: IS + scale + SUP; student: SI + scale + SUP + DUAL (docs/DESIGN.md §7). ``cpu``: the small
+    space of networks a CPU trains in minutes (demo, tests) instead of the researcher's ranges."""
+    arch = {"teacher": (sp.config_RAY_IS, sp.config_RAY_IS_cpu), "student": (sp.config_RAY_SI, sp.config_RAY_SI_cpu)}
+    if task not in arch:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    d = "IS" if task == "teacher" else "SI"
+    scale = getattr(sp, f"config_RAY_{d}_{'learnScale' if learned_scale else 'fixedScale'}")
+    space = {**arch[task][cpu], **scale, **(sp.config_RAY_SUP_cpu if cpu else sp.config_RAY_SUP)}
+    return {**space, **sp.config_RAY_DUAL} if task == "student" else space
 
 
 def _plain(value):
@@ -56,26 +58,22 @@ def tuned_path(task: str) -> Path:
 
 def load_config(task: str, path: str | Path | None = None, overrides: dict | None = None,
                 builtin: bool = True) -> dict:
-    """The tuned JSON for a task (or a user's file), with overrides; keys must exist already.
+    """The tuned JSON for a task (or a user's file), with overrides; the dict is kept in the user's words.
 
     With a user's class (``builtin=False``) the user's file is laid over FrozenFlow's own tuned keys
     (sizes, training, injection): the built-in Generator's architecture keys are not theirs.
-    File and overrides may use the user's vocabulary (``schema.canonical``); the result is canonical.
+    FrozenFlow's older key names (``batch_size``, ``loss``) become the researcher's (``vocabulary.to_stored``).
+    An override must name a key the config has or one FrozenFlow reads for the task (``inject_levels`` …).
     """
-    config = _read_json(Path(path) if path and builtin else tuned_path(task))
+    config = to_stored(_read_json(Path(path) if path and builtin else tuned_path(task)))
     if not builtin:
         own = frozenflow_keys(task)
         config = {k: v for k, v in config.items() if k in own}
         if path:
-            user = _read_json(Path(path))
-            for alias, target in ALIAS_TARGETS.items():  # their batch_base2_exponent replaces the default batch_size
-                if alias in user:
-                    config.pop(target, None)
-            config.update(user)
+            config.update(to_stored(_read_json(Path(path))))
     path = Path(path) if path else tuned_path(task)
-    config = canonical(config)
-    for key, value in canonical(overrides or {}).items():
-        if key not in config:
+    for key, value in to_stored(overrides or {}).items():
+        if key not in config and key not in frozenflow_keys(task):
             raise ValueError(f"{path}: override for unknown key {key!r}")
         config[key] = value
     return config
@@ -91,17 +89,35 @@ def _read_json(path: Path) -> dict:
     return config
 
 
-def merge_teacher_keys(config: dict, teacher_config: dict, where: str) -> dict:
-    """The student's dict plus the teacher's ``IS_`` keys with the teacher's values: one dict per experiment.
+def _same(a, b) -> bool:
+    """Equal as the researcher's code reads them (``"true"`` is ``True``, ``1`` is ``1.0``)."""
+    from .vocabulary import as_bool, is_bool
 
-    Shared keys (sizes, ``gen_lr``, …) keep the student's values — in the student's dict they mean
-    the student's training.  An ``IS_`` key the caller set to another value than the teacher used
-    is refused: the teacher is fixed (``where`` names the store or checkpoint it came from).
+    if a == b:
+        return True
+    return is_bool(a) and is_bool(b) and as_bool(a, "") == as_bool(b, "")
+
+
+def merge_frozen(config: dict, teacher_config: dict, where: str) -> dict:
+    """The experiment's one dict: the student's keys plus the frozen network's *whole* dict under ``FROZEN_``
+    (architecture and training keys; the researcher's convention, which also holds once a frozen network
+    runs in the SI direction). A ``FROZEN_`` key the caller gave must agree with the teacher of ``where``
+    (the store); so must an unprefixed ``IS_`` key of the original convention, which moves under ``FROZEN_``.
     """
+    from .vocabulary import FROZEN, to_stored
+
+    teacher = to_stored(teacher_config)
     merged = dict(config)
-    for key in sorted(k for k in teacher_config if k.startswith("IS_")):  # the built-in's or a user class's
-        if key in config and config[key] != teacher_config[key]:
+    for key in sorted(config):
+        name = key[len(FROZEN):] if key.startswith(FROZEN) else key if key.startswith("IS_") else None
+        if name is None or (name not in teacher and not key.startswith(FROZEN)):
+            continue  # an IS_ key the teacher never had (their GAN placeholders …): classified like any other
+        if name not in teacher:
+            raise ConfigError(f"config key {key!r}: the frozen network of {where} was trained without {name!r}")
+        if not _same(config[key], teacher[name]):
             raise ConfigError(f"config key {key!r}={config[key]!r}, but the teacher of {where} was trained with "
-                              f"{teacher_config[key]!r}; IS_ keys describe the teacher and come from it")
-        merged[key] = teacher_config[key]
+                              f"{teacher[name]!r}; the frozen network's keys come from it")
+        if not key.startswith(FROZEN):
+            del merged[key]
+    merged.update({FROZEN + k: v for k, v in teacher.items()})
     return merged

@@ -21,61 +21,29 @@ CHOICES = {
     "gen_neck": ("narrow", "medium", "wide"),
     "layer_norm": ("batch", "instance", "group", "none"),
     "pad_mode": ("zeros", "replicate"),
-    "skip_mode": ("none", "add", "concat"),
+    "skip_mode": ("none", "add", "concat", "conv"),
     "exp_kernel": (3, 4),
-    "gen_final_activ": ("none", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu"),
-    "loss": ("mse", "l1", "smooth_l1", "var_weighted_mse"),
+    "sup_base_criterion": ("MSELoss", "L1Loss", "SmoothL1Loss", "VarWeightedMSE"),
     "lr_schedule": ("none", "cosine"),
     "inject_routing": ("crosswise", "coflow"),
 }
-
-# The user's own vocabulary (their configs and search spaces), accepted as written and stored in
-# the one canonical form above: ``canonical(config)``.
-LOSS_NAMES = {"MSELoss": "mse", "L1Loss": "l1", "SmoothL1Loss": "smooth_l1", "VarWeightedMSE": "var_weighted_mse"}
-ACTIVATION_NAMES = {None: "none", "None": "none", "ReLU": "relu", "LeakyReLU": "leaky_relu", "ELU": "elu",
-                    "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus"}
-DROPOUT_IF_TRUE = 0.1  # ``SI_dropout: true`` → this rate (the search space's non-zero choice)
-ALIAS_TARGETS = {"batch_base2_exponent": "batch_size", "sup_base_criterion": "loss"}  # user key → stored key
-ALIAS_KEYS = tuple(ALIAS_TARGETS)
+# ``gen_final_activ``: a torch.nn activation class name as their code writes it (built with torch's
+# defaults: LeakyReLU slope 0.01), or None; FrozenFlow's older lower-case names keep their meaning.
+ACTIVATIONS = ("ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softplus", "SELU", "CELU", "GELU", "SiLU", "Mish",
+               "ReLU6", "Hardtanh", "Hardsigmoid", "Hardswish", "LogSigmoid", "Softsign", "Tanhshrink", "PReLU")
+NO_ACTIVATION = (None, "None", "none")
+LEGACY_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu")  # leaky_relu: slope 0.2
+DROPOUT_IF_TRUE = 0.5  # their ``SI_dropout: true``: element-wise dropout p = 0.5 after every conv layer
 
 
 class ConfigError(ValueError):
     """A missing or invalid configuration key; the message names the key."""
 
 
-def canonical(config: dict) -> dict:
-    """The user's spellings → the stored form (a new dict); two keys that disagree are an error.
+def _as_bool(value, key: str) -> bool:
+    from .vocabulary import as_bool
 
-    ``batch_base2_exponent: k`` → ``batch_size: 2**k``; ``sup_base_criterion: MSELoss | L1Loss |
-    SmoothL1Loss | VarWeightedMSE`` → ``loss``; boolean ``SI_dropout``/``IS_dropout`` → 0.1 or 0.0;
-    final activations ``None``/null, ``ReLU``, ``LeakyReLU``, ``ELU``, ``Sigmoid``, ``Tanh``,
-    ``Softplus`` → the lower-case names.  Canonical values pass through unchanged.
-    """
-    c = dict(config)
-    if "batch_base2_exponent" in c:
-        k = c.pop("batch_base2_exponent")
-        if not _is_int(k) or not 0 <= k <= 16:
-            raise ConfigError(f"config key 'batch_base2_exponent'={k!r}: must be an integer in 0..16 (batch = 2**k)")
-        if "batch_size" in c and c["batch_size"] != 2 ** k:
-            raise ConfigError(f"config keys 'batch_size'={c['batch_size']!r} and 'batch_base2_exponent'={k} "
-                              f"disagree (2**{k} = {2 ** k}); give one of them")
-        c["batch_size"] = 2 ** k
-    if "sup_base_criterion" in c:
-        v = c.pop("sup_base_criterion")
-        if not isinstance(v, str) or v not in LOSS_NAMES:
-            raise ConfigError(f"config key 'sup_base_criterion'={v!r}: must be one of {list(LOSS_NAMES)}")
-        if "loss" in c and c["loss"] != LOSS_NAMES[v]:
-            raise ConfigError(f"config keys 'loss'={c['loss']!r} and 'sup_base_criterion'={v!r} disagree; "
-                              f"give one of them")
-        c["loss"] = LOSS_NAMES[v]
-    for d in DIRECTIONS:
-        key = f"{d}_dropout"
-        if isinstance(c.get(key), bool):
-            c[key] = DROPOUT_IF_TRUE if c[key] else 0.0
-        key = f"{d}_gen_final_activ"
-        if key in c and (c[key] is None or isinstance(c[key], str)) and c[key] in ACTIVATION_NAMES:
-            c[key] = ACTIVATION_NAMES[c[key]]
-    return c
+    return as_bool(value, key)
 
 
 def _is_int(v) -> bool:
@@ -85,6 +53,24 @@ def _is_int(v) -> bool:
 def _is_number(v) -> bool:
     """A real, finite number (NaN and ±inf are never a valid setting)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def sino_channel_key(config: dict, direction: str) -> str:
+    """The key giving the sinogram channels of a ``direction`` network: ``gen_sino_channels_SI`` (SI input) or
+    ``gen_sino_channels_IS`` (IS output) when present, else the older shared ``gen_sino_channels``."""
+    own = f"gen_sino_channels_{direction}"
+    if own in config:
+        return own
+    if "gen_sino_channels" in config:
+        return "gen_sino_channels"
+    raise ConfigError(f"config is missing key {own!r} (or the older shared 'gen_sino_channels')")
+
+
+def sino_channels(config: dict, direction: str) -> int:
+    key = sino_channel_key(config, direction)
+    if not _is_int(config[key]) or config[key] < 1:
+        raise ConfigError(f"config key {key!r}={config[key]!r}: must be a positive integer")
+    return config[key]
 
 
 class _Flat:
@@ -127,7 +113,19 @@ class _Flat:
 
 @dataclass(frozen=True)
 class GeneratorConfig(_Flat):
-    """One Generator: ``GeneratorConfig.from_flat(config, "SI")`` reads ``SI_*`` plus the shared sizes."""
+    """One Generator: ``GeneratorConfig.from_flat(config, "SI")`` reads ``SI_*`` plus the shared sizes.
+
+    Values are kept as the user wrote them (``dropout: "true"``, ``gen_final_activ: "LeakyReLU"``, both
+    scale keys); the properties below give their meaning:
+
+    * ``dropout``: true/false (or the strings) → element-wise dropout p = 0.5 after every conv layer, or
+      none; a number (FrozenFlow's older form) → channel dropout (Dropout2d) at that rate;
+    * ``normalize`` true: output and target are L1-normalised per sample over the region the loss sees
+      and scaled by ``fixedScale`` (``learnedScale_init`` unused); false: the output scale is learned,
+      starting at ``learnedScale_init`` (``fixedScale`` unused). With ``learnedScale_init`` null and
+      normalize false the scale is fixed at ``fixedScale`` (FrozenFlow's older form);
+    * ``gen_sino_channels_SI`` / ``_IS``: the SI input / IS output channels (else ``gen_sino_channels``).
+    """
 
     direction: str
     gen_neck: str
@@ -137,92 +135,156 @@ class GeneratorConfig(_Flat):
     gen_fill: int
     layer_norm: str
     pad_mode: str
-    dropout: float
+    dropout: object
     skip_mode: str
     exp_kernel: int
-    gen_final_activ: str
-    normalize: bool
-    fixedScale: float | None
-    learnedScale_init: float | None
-    output_scale_lr_mult: float
+    gen_final_activ: object
+    normalize: object
+    fixedScale: float | None = None
+    learnedScale_init: float | None = None
+    output_scale_lr_mult: float | None = None  # None: 1
     gen_sino_size: int = REFERENCE_SIZE
     gen_image_size: int = 180
-    gen_sino_channels: int = 1
     gen_image_channels: int = 1
+    sino_channels: int = 1  # resolved from gen_sino_channels_SI/_IS/gen_sino_channels by from_flat
 
     PREFIX_FIELDS = ("gen_neck", "gen_hidden_dim", "gen_mult", "gen_z_dim", "gen_fill", "layer_norm", "pad_mode",
                      "dropout", "skip_mode", "exp_kernel", "gen_final_activ", "normalize", "fixedScale",
                      "learnedScale_init", "output_scale_lr_mult")
+    OPTIONAL = ("fixedScale", "learnedScale_init", "output_scale_lr_mult", "gen_image_channels")
 
     @classmethod
     def from_flat(cls, config: dict, direction: str) -> "GeneratorConfig":
         if direction not in DIRECTIONS:
             raise ConfigError(f"direction must be one of {list(DIRECTIONS)}, got {direction!r}")
-        return cls._from(config, direction, required=True)  # a saved config is always complete
+        kw = {}
+        for f in fields(cls):
+            if f.name in ("direction", "sino_channels"):
+                continue
+            key = f"{direction}_{f.name}" if f.name in cls.PREFIX_FIELDS else f.name
+            if key in config:
+                kw[f.name] = config[key]
+            elif f.name not in cls.OPTIONAL:
+                raise ConfigError(f"config is missing key {key!r}")
+        return cls(direction=direction, sino_channels=sino_channels(config, direction), **kw)
+
+    @classmethod
+    def flat_keys(cls, direction: str | None = None) -> list[str]:
+        keys = [k for k in super().flat_keys(direction) if k != "sino_channels"]
+        return keys + [f"gen_sino_channels_{direction}"]
+
+    def to_flat(self) -> dict:
+        out = {k: v for k, v in super().to_flat().items() if k != "sino_channels" and not
+               (k.endswith("output_scale_lr_mult") and v is None)}
+        return {**out, f"gen_sino_channels_{self.direction}": self.sino_channels}
 
     def __post_init__(self):
-        for name in ("gen_neck", "layer_norm", "pad_mode", "skip_mode", "exp_kernel", "gen_final_activ"):
+        for name in ("gen_neck", "layer_norm", "pad_mode", "skip_mode", "exp_kernel"):
             self._choice(name)
-        for name in ("gen_hidden_dim", "gen_z_dim", "gen_sino_size", "gen_image_size", "gen_sino_channels",
-                     "gen_image_channels"):
+        a = self.gen_final_activ
+        if not (a in NO_ACTIVATION or a in ACTIVATIONS or a in LEGACY_ACTIVATIONS):
+            raise self._bad("gen_final_activ", f"must be None or a torch.nn activation name ({', '.join(ACTIVATIONS[:6])}, …)")
+        for name in ("gen_hidden_dim", "gen_z_dim", "gen_sino_size", "gen_image_size", "gen_image_channels"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise self._bad(name, "must be a positive integer")
         if not _is_int(self.gen_fill) or self.gen_fill < 0:
             raise self._bad("gen_fill", "must be a non-negative integer")
         if not _is_number(self.gen_mult) or self.gen_mult < 1:
             raise self._bad("gen_mult", "must be a number >= 1")
-        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
-            raise self._bad("dropout", "must be in [0, 1)")
-        if not isinstance(self.normalize, bool):
-            raise self._bad("normalize", "must be true or false")
+        from .vocabulary import is_bool
+
+        if not is_bool(self.dropout) and (not _is_number(self.dropout) or not 0 <= self.dropout < 1):
+            raise self._bad("dropout", "must be true or false (p = 0.5 when true), or a rate in [0, 1)")
+        _as_bool(self.normalize, self._key("normalize"))
         if self.gen_sino_size % 2 ** N_SCALES:
             raise self._bad("gen_sino_size", f"must be divisible by {2 ** N_SCALES}")
         if self.gen_image_size > self.gen_sino_size:
             raise self._bad("gen_image_size", f"must not exceed gen_sino_size={self.gen_sino_size}")
-        if (self.fixedScale is None) == (self.learnedScale_init is None):
-            raise self._bad("fixedScale", f"exactly one of {self.direction}_fixedScale and "
-                                          f"{self.direction}_learnedScale_init must be set (the other null); got "
-                                          f"learnedScale_init={self.learnedScale_init!r}")
-        scale = "fixedScale" if self.fixedScale is not None else "learnedScale_init"
-        if not _is_number(getattr(self, scale)) or getattr(self, scale) <= 0:
-            raise self._bad(scale, "must be a positive number")
-        if not _is_number(self.output_scale_lr_mult) or self.output_scale_lr_mult < 0:
+        kind, key = self.scale_rule
+        if not _is_number(getattr(self, key)) or getattr(self, key) <= 0:
+            raise self._bad(key, f"must be a positive number (the {kind} output scale)")
+        lr_mult = self.output_scale_lr_mult
+        if kind == "learned" and lr_mult is not None and (not _is_number(lr_mult) or lr_mult < 0):
             raise self._bad("output_scale_lr_mult", "must be a non-negative number")
 
     @property
+    def normalizes(self) -> bool:
+        return _as_bool(self.normalize, self._key("normalize"))
+
+    @property
+    def scale_rule(self) -> tuple[str, str]:
+        """(``fixed`` | ``learned`` | ``normalized``, the scale key that applies) by their rule."""
+        fixed, learned = self.fixedScale is not None, self.learnedScale_init is not None
+        if not (fixed or learned):
+            raise ConfigError(f"config is missing key {self._key('learnedScale_init')!r} (or "
+                              f"{self._key('fixedScale')!r}): the output scale")
+        if self.normalizes:
+            return ("normalized", "fixedScale") if fixed else ("learned", "learnedScale_init")  # the latter: older form
+        return ("learned", "learnedScale_init") if learned else ("fixed", "fixedScale")
+
+    @property
+    def unused_keys(self) -> dict[str, str]:
+        """Scale keys their rule does not use (listed once at start)."""
+        kind, key = self.scale_rule
+        out = {}
+        other = "learnedScale_init" if key == "fixedScale" else "fixedScale"
+        if getattr(self, other) is not None:
+            why = (f"{self._key('normalize')} is true: the fixed scale applies" if self.normalizes else
+                   f"{self._key('normalize')} is false: the scale is learned from {self._key('learnedScale_init')}")
+            out[self._key(other)] = why
+        if kind != "learned" and self.output_scale_lr_mult is not None:
+            out[self._key("output_scale_lr_mult")] = "the output scale is fixed"
+        return out
+
+    @property
+    def dropout_rate(self) -> tuple[float, bool]:
+        """(p, element-wise): their boolean → (0.5 or 0, True); FrozenFlow's older number → (p, False)."""
+        from .vocabulary import is_bool
+
+        if is_bool(self.dropout):
+            return (DROPOUT_IF_TRUE if _as_bool(self.dropout, self._key("dropout")) else 0.0), True
+        return float(self.dropout), False
+
+    @property
     def in_channels(self) -> int:
-        return self.gen_sino_channels if self.direction == "SI" else self.gen_image_channels
+        return self.sino_channels if self.direction == "SI" else self.gen_image_channels
 
     @property
     def out_channels(self) -> int:
-        return self.gen_image_channels if self.direction == "SI" else self.gen_sino_channels
+        return self.gen_image_channels if self.direction == "SI" else self.sino_channels
 
 
 @dataclass(frozen=True)
 class TrainConfig(_Flat):
-    """The supervised-training keys (``config_RAY_SUP``)."""
+    """The supervised-training keys (``config_RAY_SUP``), as the researcher writes them."""
 
-    batch_size: int
+    batch_base2_exponent: int
     gen_lr: float
     gen_b1: float
     gen_b2: float
-    loss: str
+    sup_base_criterion: str
     lr_schedule: str = "none"
 
     @classmethod
     def from_flat(cls, config: dict) -> "TrainConfig":
-        return cls._from(config, required=False)
+        from .vocabulary import to_stored
+
+        return cls._from(to_stored(config), required=False)
 
     def __post_init__(self):
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise self._bad("batch_size", "must be a positive integer")
+        if not _is_int(self.batch_base2_exponent) or not 0 <= self.batch_base2_exponent <= 16:
+            raise self._bad("batch_base2_exponent", "must be an integer in 0..16 (batch = 2**k)")
         if not _is_number(self.gen_lr) or self.gen_lr <= 0:
             raise self._bad("gen_lr", "must be a positive number")
         for name in ("gen_b1", "gen_b2"):
             if not _is_number(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
                 raise self._bad(name, "must be in [0, 1)")
-        self._choice("loss")
+        self._choice("sup_base_criterion")
         self._choice("lr_schedule")
+
+    @property
+    def batch_size(self) -> int:
+        return 2 ** self.batch_base2_exponent
 
 
 @dataclass(frozen=True)
@@ -287,74 +349,110 @@ class InjectionConfig(_Flat):
 
 TASKS = ("teacher", "student")
 # The sizes FrozenFlow pads and crops to (shared.model.network.build); every model gets them too.
-SIZE_KEYS = ("gen_sino_size", "gen_image_size", "gen_sino_channels", "gen_image_channels")
+SIZE_KEYS = ("gen_sino_size", "gen_image_size", "gen_image_channels")
+CHANNEL_KEYS = ("gen_sino_channels", "gen_sino_channels_SI", "gen_sino_channels_IS")
+TASK_DIRECTION = {"teacher": "IS", "student": "SI"}
 
 
 def frozenflow_keys(task: str) -> set[str]:
-    """The keys FrozenFlow itself consumes (sizes, training, injection); a user's class owns the rest."""
-    keys = set(SIZE_KEYS) | set(TrainConfig.flat_keys())
+    """The keys FrozenFlow itself consumes (sizes, training, injection, the target's normalisation);
+    a user's class owns the rest."""
+    d = TASK_DIRECTION[task]
+    keys = set(SIZE_KEYS) | set(CHANNEL_KEYS) | set(TrainConfig.flat_keys()) | {"batch_size", "loss"}
+    keys |= {f"{d}_normalize", f"{d}_fixedScale"}
     return keys | set(InjectionConfig.flat_keys()) if task == "student" else keys
 
 
-def check_sizes(config: dict) -> None:
+def check_sizes(config: dict, direction: str) -> None:
     for key in SIZE_KEYS:
         if key not in config:
             raise ConfigError(f"config is missing key {key!r} (FrozenFlow pads and crops to it)")
         if not _is_int(config[key]) or config[key] < 1:
             raise ConfigError(f"config key {key!r}={config[key]!r}: must be a positive integer")
+    sino_channels(config, direction)
     if config["gen_image_size"] > config["gen_sino_size"]:
         raise ConfigError(f"config key 'gen_image_size'={config['gen_image_size']!r}: must not exceed "
                           f"gen_sino_size={config['gen_sino_size']}")
 
 
 def task_keys(task: str) -> set[str]:
-    """Every key a resolved config of ``task`` may hold with the built-in Generator."""
-    if task == "teacher":
-        return set(GeneratorConfig.flat_keys("IS")) | set(TrainConfig.flat_keys())
-    if task == "student":  # plus the teacher's IS_ keys: the one merged dict of an experiment
-        return (set(GeneratorConfig.flat_keys("SI")) | set(TrainConfig.flat_keys()) | set(InjectionConfig.flat_keys())
-                | teacher_keys())
-    raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
+    """Every FrozenFlow key a config of ``task`` may hold with the built-in Generator (the researcher's
+    other keys are classified by ``vocabulary.classify``; a student's frozen network's by ``FROZEN_``)."""
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
+    keys = set(GeneratorConfig.flat_keys(TASK_DIRECTION[task])) | set(CHANNEL_KEYS) | set(TrainConfig.flat_keys())
+    return keys | set(InjectionConfig.flat_keys()) if task == "student" else keys
 
 
 def teacher_keys() -> set[str]:
-    """The teacher's own keys (``IS_…``); a student's config carries them with the teacher's values."""
+    """The built-in teacher's own keys (``IS_…``): in the original convention a student's dict carries them
+    unprefixed beside its ``SI_`` keys (now ``FROZEN_IS_…``; both accepted)."""
     return {k for k in GeneratorConfig.flat_keys("IS") if k.startswith("IS_")}
 
 
 def check_override_keys(overrides: dict, task: str, builtin: bool = True) -> None:
-    """``--set KEY=…`` keys must be keys of ``task`` or the user's aliases (checked before any file is read);
-    with a user's class (``builtin=False``) any key may be theirs, and ``load_config`` checks it exists."""
-    unknown = sorted(set(overrides) - task_keys(task) - set(ALIAS_KEYS)) if builtin else []
-    teacher = sorted(set(overrides) & teacher_keys()) if task == "student" else []
-    if teacher:
-        raise ConfigError(f"--set {teacher[0]}: IS_ keys describe the teacher and come from its feature store; "
-                          f"train and export another teacher to change them")
+    """``--set KEY=…`` keys must be keys of ``task`` (checked before any file is read); with a user's class
+    (``builtin=False``) any key may be theirs, and ``load_config`` checks it exists."""
+    from .vocabulary import FROZEN, classify
+
+    frozen = sorted(k for k in overrides if k.startswith(FROZEN) or (task == "student" and k in teacher_keys()))
+    if frozen:
+        raise ConfigError(f"--set {frozen[0]}: describes the frozen network, which comes from its feature store; "
+                          f"train and export another teacher to change it")
+    if not builtin:
+        return
+    legacy = {"batch_size", "loss"}  # FrozenFlow's older names (vocabulary.to_stored)
+    unknown = sorted(set(overrides) - task_keys(task) - legacy - set(classify(overrides, task)))
     if unknown:
         raise ConfigError(f"--set {unknown[0]}: not a {task} config key")
 
 
-def check_task_config(config: dict, task: str, builtin: bool = True) -> None:
-    """Parse a resolved config of ``task`` completely; unknown keys are refused (nothing is ignored).
+def check_task_config(config: dict, task: str, builtin: bool = True) -> dict[str, str]:
+    """Parse a resolved config of ``task`` completely; returns the keys that are the user's but do not
+    apply to this run (key → why), to be listed once. Unknown keys are refused (nothing is ignored).
 
     With a user's class (``builtin=False``) only FrozenFlow's own keys are parsed here; the rest go to
     the class's factory, which validates them, and those it never reads are listed once."""
+    from .vocabulary import FROZEN, classify, to_stored
+
+    config = to_stored(config)
+    unused = classify(config, task)
+    d = TASK_DIRECTION[task]
     if not builtin:
-        check_sizes(config)
+        check_sizes(config, d)
         TrainConfig.from_flat(config)
         if task == "student":
             InjectionConfig.from_flat(config)
-        return
-    unknown = sorted(k for k in set(config) - task_keys(task) if not (task == "student" and k.startswith("IS_")))
+        return unused
+    legacy_teacher = {k for k in config if k.startswith("IS_")} if task == "student" else set()
+    unknown = sorted(k for k in set(config) - task_keys(task) - set(unused) - legacy_teacher
+                     if not k.startswith(FROZEN))
     if unknown:
         raise ConfigError(f"config key {unknown[0]!r} is not a {task} key"
                           + (f" (also: {', '.join(unknown[1:])})" if unknown[1:] else ""))
-    GeneratorConfig.from_flat(config, "IS" if task == "teacher" else "SI")
+    gen = GeneratorConfig.from_flat(config, d)
+    unused.update(gen.unused_keys)
+    other = "gen_sino_channels"
+    if other in config and f"gen_sino_channels_{d}" in config:
+        unused[other] = f"gen_sino_channels_{d} applies"
+    other_dir = f"gen_sino_channels_{'SI' if d == 'IS' else 'IS'}"
+    if other_dir in config:
+        unused[other_dir] = f"the {'SI' if d == 'IS' else 'IS'} network's"
     TrainConfig.from_flat(config)
     if task == "student":
         InjectionConfig.from_flat(config)
-        if teacher_keys() <= set(config):  # a built-in teacher's part (a user class's IS_ keys are its own)
-            GeneratorConfig.from_flat(config, "IS")
+        if teacher_keys() <= legacy_teacher:  # the original convention: a built-in teacher's keys beside SI_
+            GeneratorConfig.from_flat({"gen_sino_channels_IS": 1, **config}, "IS")  # its output: one plane
+    return unused
+
+
+def normalized_scale(config: dict, direction: str) -> float | None:
+    """Their ``normalize`` rule for the target: with ``{direction}_normalize`` true and a ``fixedScale``, the
+    target (and the built-in's output) is L1-normalised per sample and scaled by it; else None."""
+    key = f"{direction}_normalize"
+    if key not in config or not _as_bool(config[key], key) or config.get(f"{direction}_fixedScale") is None:
+        return None
+    return float(config[f"{direction}_fixedScale"])
 
 
 def parse_inject(text: str) -> list[int]:

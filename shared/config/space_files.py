@@ -7,6 +7,11 @@ A value that is a one-key mapping of ``choice``, ``uniform``, ``loguniform``, ``
 ``lograndint`` is sampled (``randint``'s upper bound is exclusive, as in ray.tune); anything else is
 fixed.  ``read_space`` turns a file into ray.tune domains; ``describe`` turns domains back into this
 vocabulary (``--print-config``).
+
+Or the researcher's own Python module of ray.tune dicts, as their dictionary builder merges them:
+``my_spaces.py:config_RAY_SI,config_RAY_SI_learnScale,config_RAY_SUP`` — the named dicts merged in order,
+later ones winning. ``domain_values`` lists what a domain can produce (every choice, both bounds), which
+``shared.entry`` checks before the first trial.
 """
 from __future__ import annotations
 
@@ -20,6 +25,11 @@ def read_space(path: str | Path) -> dict:
     """The file's keys → fixed values or ray.tune domains; a malformed entry names the file and key."""
     from ray import tune
 
+    text = str(path)
+    if ":" in text and text.split(":", 1)[0].endswith(".py"):
+        return read_python_space(*text.split(":", 1))
+    if text.endswith(".py"):
+        raise ValueError(f"{path}: name the dicts to merge, e.g. {path}:config_RAY_SI,config_RAY_SUP")
     path = Path(path)
     try:
         text = path.read_text()
@@ -47,6 +57,51 @@ def read_space(path: str | Path) -> dict:
         else:
             out[key] = value
     return out
+
+
+def read_python_space(path: str, names: str) -> dict:
+    """The dicts ``names`` (comma list) of the Python file ``path``, merged in order (later wins)."""
+    import importlib.util
+
+    from ray.tune.search.sample import Domain
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{file}: no such search-space module")
+    spec = importlib.util.spec_from_file_location(f"_frozenflow_space_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # their module: any error in it is theirs, named with the file
+        raise ValueError(f"{file}: cannot import the search-space module ({type(e).__name__}: {e})") from None
+    merged = {}
+    for name in [n.strip() for n in names.split(",") if n.strip()] or [""]:
+        value = getattr(module, name, None) if name else None
+        if not isinstance(value, dict):
+            have = sorted(k for k, v in vars(module).items() if isinstance(v, dict) and not k.startswith("_"))
+            raise ValueError(f"{file}: {name or '(no name)'!r} is not a dict in the module (dicts there: "
+                             f"{', '.join(have) or 'none'})")
+        merged.update(value)
+    for key, value in merged.items():
+        json_safe = isinstance(value, (str, int, float, bool, list, type(None)))
+        if not (isinstance(value, Domain) or json_safe):
+            raise ValueError(f"{file}: {key}: {type(value).__name__} is neither a ray.tune domain nor a plain value "
+                             f"(write activations by class name, e.g. 'LeakyReLU')")
+    return merged
+
+
+def domain_values(domain) -> list:
+    """What a ray.tune domain can produce, for checking: every choice of a categorical, both ends of a
+    range (a randint's upper bound is exclusive); a domain of another kind: a few seeded draws."""
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    if isinstance(domain, Categorical):
+        return list(domain.categories)
+    if isinstance(domain, Integer):
+        return [domain.lower, domain.upper - 1]
+    if isinstance(domain, Float):
+        return [domain.lower, domain.upper]
+    return [domain.sample(random_state=seed) for seed in range(4)]
 
 
 def _yaml(text: str):

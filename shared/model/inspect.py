@@ -79,13 +79,13 @@ def main(argv=None) -> int:
     spec = load_spec(args.model)
     task = "student" if args.direction == "SI" else "teacher"
     from shared.config.construct_dictionaries import load_config
-    from shared.config.schema import canonical
+    from shared.config.vocabulary import to_stored
 
     config = load_config(task, builtin=spec.builtin)
     if args.config:
         config.update(_read_dict(Path(args.config)))
     config.update(parse_overrides(args.set))
-    print("\n".join(describe(spec, canonical(config), args.direction, args.depth)))
+    print("\n".join(describe(spec, to_stored(config), args.direction, args.depth)))
     return 0
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.config.schema import sino_channel_key
 from shared.projector import crop_sinogram
 
 from .hooks import Seen, StopForward, capture, module_at, probe
@@ -183,12 +184,13 @@ def _ran_once(seen: dict[str, Seen], path: str, what: str) -> Seen:
 
 def build(spec: ModelSpec, config: dict, direction: str, *, atten_channel: bool = False, **inject) -> Network:
     """The task's Network from FrozenFlow's size keys: S = ``gen_sino_size``; SI takes
-    ``gen_sino_channels`` (+1 with the ``atten_channel`` control, which the factory is told through that
-    key) and is cropped to ``gen_image_size``²; IS takes ``gen_image_channels`` and returns S×S."""
+    ``gen_sino_channels_SI`` (or the older ``gen_sino_channels``; +1 with the ``atten_channel`` control, which
+    the factory is told through that key) and is cropped to ``gen_image_size``²; IS takes ``gen_image_channels`` and returns S×S."""
     S = int(config["gen_sino_size"])
     if direction == "SI":
-        c_in = int(config["gen_sino_channels"]) + int(atten_channel)
-        model_config = {**config, "gen_sino_channels": c_in} if atten_channel else config
+        key = sino_channel_key(config, "SI")
+        c_in = int(config[key]) + int(atten_channel)
+        model_config = {**config, key: c_in} if atten_channel else config
         out_size = (int(config["gen_image_size"]),) * 2
     else:
         c_in, model_config, out_size = int(config["gen_image_channels"]), config, None
@@ -200,23 +202,31 @@ def record(network: Network) -> dict:
     return {**network.spec.record(), "parameters": network.parameter_count()}
 
 
-def unread_keys(network: Network, config: dict, task: str) -> list[str]:
+def unread_keys(network: Network, config: dict, task: str, unused: dict | None = None) -> list[str]:
     """Config keys neither FrozenFlow nor the class's factory read (listed once, never silently dropped).
-    A student's ``IS_`` keys are its teacher's and are not counted."""
+    A student's frozen network's keys (``FROZEN_…``, or its unprefixed ``IS_`` keys) and the keys already
+    listed as not used (``unused``) are not counted."""
     from shared.config.schema import frozenflow_keys
+    from shared.config.vocabulary import FROZEN
 
-    own = frozenflow_keys(task) | ({k for k in config if k.startswith("IS_")} if task == "student" else set())
+    own = frozenflow_keys(task) | set(unused or {})
+    own |= {k for k in config if k.startswith(FROZEN) or (task == "student" and k.startswith("IS_"))}
     return sorted(set(config) - network.keys_read - own)
 
 
-def report_model(network: Network, config: dict, task: str, show: bool = True) -> None:
-    """One line naming the model and its size, and one listing the keys nothing read."""
+def report_model(network: Network, config: dict, task: str, show: bool = True, unused: dict | None = None) -> None:
+    """One line naming the model and its size, and one listing the user's keys this run does not use:
+    those the vocabulary knows do not apply (``unused``: key → why) and those nothing read."""
     if not show:
         return
+    from shared.config.vocabulary import describe_unused
+
     spec = network.spec
     extra = sum(p.numel() for p in network.parameters()) - network.parameter_count()
     print(f"[{task}] model {spec.factory} ({spec.source}): {network.parameter_count():,} parameters"
           + (f" (+{extra:,} for injection: scales and side convolutions)" if extra else ""))
-    unread = unread_keys(network, config, task)
-    if unread:
-        print(f"[{task}] not read by {spec.factory} (nor by FrozenFlow): {', '.join(unread)}")
+    listed = dict(unused or {})
+    for key in unread_keys(network, config, task, unused):
+        listed[key] = f"not read by {spec.factory} nor by FrozenFlow"
+    if listed:
+        print(f"[{task}] not used by this run: {describe_unused(listed)}")
