@@ -202,6 +202,24 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None
     print(markdown_table(rows, columns, floatfmt))
 
 
+def tiny_workspace(prefix: str):
+    """The kill harnesses' setting: a temporary folder with its own cache, the tests' tiny dataset in
+    ``data`` and the tiny teacher config in ``t.json``; returns (work, data, config path)."""
+    import tempfile
+    from pathlib import Path
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.setdefault("FROZENFLOW_CACHE", str(work / "cache"))
+    from shared.data.synthetic import make_synthetic_dataset
+    from tests.conftest import TINY_GEOMETRY, tiny_teacher_config
+
+    data = work / "data"
+    make_synthetic_dataset(data, 24, 8, 8, seed=0, counts=5e4, montage=False, progress=False, **TINY_GEOMETRY)
+    config = work / "t.json"
+    config.write_text(json.dumps(tiny_teacher_config()))
+    return work, data, config
+
+
 def kill_rounds(kills: int, rng, full_s: float, start_cmd: Callable[[int], list],
                 after: Callable[[int], dict], whole_group: Callable[[int], bool] = lambda k: False) -> list[dict]:
     """The kill harnesses' loop: round k starts ``start_cmd(k)``, SIGKILLs it at a random instant in

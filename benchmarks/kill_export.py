@@ -12,18 +12,15 @@ the reference, no ``*.partial`` or ``*.__lock`` temp files.  Results: benchmarks
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from benchmarks.common import kill_rounds, kill_summary, rerun_error
+from benchmarks.common import kill_rounds, kill_summary, rerun_error, tiny_workspace
 
 
 def _export_cmd(teacher, data, store):
@@ -48,17 +45,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     rng = np.random.default_rng(a.seed)
-    work = Path(tempfile.mkdtemp(prefix="kill_export_"))
-    os.environ.setdefault("FROZENFLOW_CACHE", str(work / "cache"))
+    work, data, config = tiny_workspace("kill_export_")
     from phase1_teacher.train import main as teacher_main
-    from shared.data.synthetic import make_synthetic_dataset
-    from tests.conftest import TINY_GEOMETRY, tiny_teacher_config
 
-    data = work / "data"
-    make_synthetic_dataset(data, 24, 8, 8, seed=0, counts=5e4, montage=False, progress=False, **TINY_GEOMETRY)
-    (work / "t.json").write_text(json.dumps(tiny_teacher_config()))
     assert teacher_main(["--data", str(data), "--out", str(work / "teacher"), "--epochs", "1", "--config",
-                         str(work / "t.json"), "--quiet"]) == 0
+                         str(config), "--quiet"]) == 0
     teacher = work / "teacher" / "best.pt"
     ref = work / "ref.zarr"
     t0 = time.perf_counter()

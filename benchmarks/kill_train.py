@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import kill_rounds, kill_summary, rerun_error
+from benchmarks.common import kill_rounds, kill_summary, rerun_error, tiny_workspace
 
 
 def _cmd(data, out, config, epochs, resume=False):
@@ -49,17 +47,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     rng = np.random.default_rng(a.seed)
-    work = Path(tempfile.mkdtemp(prefix="kill_train_"))
-    os.environ.setdefault("FROZENFLOW_CACHE", str(work / "cache"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # every run the same threads: bit-identical floats
-    from shared.data.synthetic import make_synthetic_dataset
+    work, data, config = tiny_workspace("kill_train_")
     from shared.outputs import MARKER
-    from tests.conftest import TINY_GEOMETRY, tiny_teacher_config
 
-    data = work / "data"
-    make_synthetic_dataset(data, 24, 8, 8, seed=0, counts=5e4, montage=False, progress=False, **TINY_GEOMETRY)
-    config = work / "t.json"
-    config.write_text(json.dumps(tiny_teacher_config()))
     ref = work / "ref"
     t0 = time.perf_counter()
     subprocess.run(_cmd(data, ref, config, a.epochs), check=True, capture_output=True)

@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import kill_rounds, kill_summary, rerun_error
+from benchmarks.common import kill_rounds, kill_summary, rerun_error, tiny_workspace
 from tests.test_faults import _tiny_tune
 
 SAMPLES = 2
@@ -60,15 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     rng = np.random.default_rng(a.seed)
-    work = Path(tempfile.mkdtemp(prefix="kill_tune_"))
-    os.environ.setdefault("FROZENFLOW_CACHE", str(work / "cache"))
-    from shared.data.synthetic import make_synthetic_dataset
-    from tests.conftest import TINY_GEOMETRY, tiny_teacher_config
-
-    data = work / "data"
-    make_synthetic_dataset(data, 24, 8, 8, seed=0, counts=5e4, montage=False, progress=False, **TINY_GEOMETRY)
-    config = work / "t.json"
-    config.write_text(json.dumps(tiny_teacher_config()))
+    work, data, config = tiny_workspace("kill_tune_")
     py = sys.executable
     subprocess.run([py, "-m", "phase1_teacher.train", "--data", str(data), "--out", str(work / "teacher"), "--epochs",
                     "1", "--config", str(config), "--quiet"], check=True, capture_output=True)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from feature_store import StoreError, open_store
 from shared.atomic import atomic_write_csv, atomic_write_json
 from shared.cli import new_parser, run_main
+from shared.config.schema import normalized_scale
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device
@@ -59,7 +60,15 @@ def predict(student, data, split: str, store_path=None, batch_size: int = 16, de
     for batch in DataLoader(ds, batch_size=batch_size):
         feats = {t: f.to(device) for t, f in batch.get("features", {}).items()}
         out.append(student(batch["sino"].to(device), feats or None).cpu())
-    return torch.cat(out).numpy() / float(meta.get("output_scale", 1.0))
+    pred = torch.cat(out).numpy() / float(meta.get("output_scale", 1.0))
+    if normalized_scale(student.config, "SI") is not None:
+        # their normalize: the network learned each image's shape, L1-normalised; its total is the truth's
+        truth = np.abs(np.asarray(data.split(split).actMap, dtype=np.float64)).reshape(len(pred), -1).sum(1)
+        total = np.abs(pred.astype(np.float64)).reshape(len(pred), -1).sum(1)
+        pred = (pred * (truth / np.maximum(total, 1e-30)).reshape(-1, 1, 1, 1)).astype(np.float32)
+        print(f"[evaluate] {student.path}: trained with SI_normalize (shape only); each reconstruction is scaled "
+              f"to its true image's total activity before the metrics")
+    return pred
 
 
 def per_sample_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -19,21 +19,24 @@ stage "1/7 synthetic data -> $OUT/data"
 
 stage "2/7 teacher: mu-map -> attenuation sinogram, $TEACHER_EPOCHS epochs -> $OUT/teacher"
 # --resume: a finished run does nothing, an interrupted one continues
-"$FF" train-teacher --data "$OUT/data" --out "$OUT/teacher" --epochs "$TEACHER_EPOCHS" --val-samples 32 --resume
+# the tuned network, as a researcher's dict (examples/researcher_dicts): what does not apply is listed once
+"$FF" train-teacher --data "$OUT/data" --out "$OUT/teacher" --epochs "$TEACHER_EPOCHS" --val-samples 32 --resume \
+    --config "$ROOT/examples/researcher_dicts/teacher_atten.json"
 
 stage "3/7 export teacher features -> $OUT/features.zarr"
 "$FF" export --ckpt "$OUT/teacher/best.pt" --data "$OUT/data" --out "$OUT/features.zarr" --overwrite
 "$FF" verify --features "$OUT/features.zarr" --ckpt "$OUT/teacher/best.pt" --data "$OUT/data" --full  # every chunk's checksum
 
 stage "4/7 student with injection ($INJECT), $STUDENT_EPOCHS epochs -> $OUT/student"
-# the tuned config written in the user's own vocabulary (the same values: MSE, batch 2^3 = 8)
+# the researcher's ACT dict; its config.json gains the teacher's whole dict under FROZEN_
 "$FF" train-student --data "$OUT/data" --features "$OUT/features.zarr" --out "$OUT/student" \
     --inject "$INJECT" --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume \
-    --set sup_base_criterion=MSELoss --set batch_base2_exponent=3
+    --config "$ROOT/examples/researcher_dicts/student_act.json"
 
 stage "5/7 plain student (no injection), same budget -> $OUT/student_plain"
 "$FF" train-student --data "$OUT/data" --out "$OUT/student_plain" \
-    --inject none --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume
+    --inject none --epochs "$STUDENT_EPOCHS" --val-samples 32 --resume \
+    --config "$ROOT/examples/researcher_dicts/student_act.json"
 
 stage "6/7 your own Generator (examples/own_generator, unmodified) as the student, injection ($INJECT) -> $OUT/own_student"
 "$FF" inspect-model --model "$OWN/spec.yaml" --config "$OWN/student.json" --direction SI --depth 1 | tail -n 12

@@ -341,7 +341,9 @@ MODEL_IDENTITY = ("factory", "taps", "receivers", "side_init", "parameters")  # 
 
 def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
     """Refuse to continue a run with another config, dataset, teacher or feature store."""
-    old = state.get("config", {})
+    from .config.vocabulary import to_stored
+
+    old = to_stored(state.get("config", {}))  # a run of an earlier version: its older key names
     for key in sorted(set(old) | set(config)):
         if old.get(key) != config.get(key):
             raise ValueError(f"{path}: config key {key!r} is {config.get(key)!r} here but {old.get(key)!r} in the "

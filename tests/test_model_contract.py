@@ -185,3 +185,5 @@ def test_inspect_model_lists_paths_shapes_and_checks_the_maps(tmp_path, capsys):
     assert any(line.split()[:4] == ["contract_blocks.0", "Sequential", "(1,", "64,"] for line in out.splitlines())
     assert "tap enc144: contract_blocks.0 -> (3, 32, 32) (ok)" in out
     assert "receiver dec144: expand_blocks.4.0 takes (6, 32, 32) (ok)" in out
+    assert inspect_main(["--model", str(OWN / "spec.yaml"), "--config", str(cfg), "--direction", "SI"]) == 0
+    assert "SI at S=64" in capsys.readouterr().out  # the SI input channels from gen_sino_channels_SI

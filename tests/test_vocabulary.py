@@ -255,3 +255,25 @@ def test_an_older_frozenflow_dict_still_builds_its_network():
     assert "fixed_scale" in g.state_dict() and not any(k.startswith(("log_scale", "skip_convs")) for k in g.state_dict())
     assert [m.p for m in g.modules() if isinstance(m, torch.nn.Dropout2d)][0] == 0.1
     assert g.final_activation.negative_slope == 0.2
+
+
+def test_a_normalized_student_is_trained_on_shapes_and_evaluated_at_the_true_totals(tiny_data, tmp_path, capsys):
+    """SI_normalize true: the loss sees output and target L1-normalised × fixedScale (their training loop);
+    evaluate scales each reconstruction to its true image's total, and says so."""
+    from phase2_student.evaluate import main as evaluate_main, predict
+    from phase2_student.task import load_student
+    from shared.data.dataset_io import open_dataset
+
+    out = tmp_path / "norm"
+    cfg = _write(tmp_path, "norm", act_dict(SI_normalize="true", SI_fixedScale=2.0, SI_gen_final_activ="Softplus"))
+    assert run_main(student_main, _args(tiny_data, out, cfg, "--inject", "none")) == 0
+    history = ckpt_io.load(out / "last.pt")["history"]
+    # MSE between two images of L1 norm 2 over 32² pixels: far below the unnormalised targets' own scale
+    assert history[0]["train_loss"] < 4.0 / 32 ** 2
+    data = open_dataset(tiny_data)
+    pred = predict(load_student(out / "student.pt"), data, "test")
+    truth = abs(data.split("test").actMap[:]).reshape(len(pred), -1).sum(1)
+    assert abs(pred).reshape(len(pred), -1).sum(1) == pytest.approx(truth, rel=1e-4)
+    assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--data", str(tiny_data), "--out",
+                                    str(tmp_path / "e"), "--methods", "student"]) == 0
+    assert "scaled to its true image's total activity" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from shared.cli import new_parser, parse_overrides
+from shared.config.schema import sino_channels
 
 from .hooks import probe
 from .spec import ModelSpec, load_spec
@@ -24,7 +25,7 @@ def describe(spec: ModelSpec, config: dict, direction: str, depth: int | None = 
     """The report as lines (also what the command prints)."""
     net, _ = spec.build(config, direction)
     S = int(config["gen_sino_size"])
-    c_in = int(config["gen_sino_channels"] if direction == "SI" else config["gen_image_channels"])
+    c_in = int(sino_channels(config, "SI") if direction == "SI" else config["gen_image_channels"])
     out, seen = probe(net, torch.zeros(1, c_in, S, S))
     n_params = sum(p.numel() for p in net.parameters())
     lines = [f"model {spec.factory} ({spec.source}), {direction} at S={S}: {n_params:,} parameters, "
