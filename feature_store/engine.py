@@ -22,6 +22,7 @@ import numpy as np
 from shared.atomic import atomic_write
 
 from . import layout as L
+from shared.errors import InputError
 
 ENGINES = ("auto", "tensorstore", "zarr")
 READ_CACHE_BYTES = 32 << 20  # per reading process (see SplitArrays)
@@ -236,7 +237,7 @@ class ShardFiles:
             size = self.n_chunks * 16 + 4
             raw = data[-size:] if self.index_at_end else data[:size]
             if len(raw) < size or _crc32c(raw) != CRC32C_RESIDUE:
-                raise ValueError(f"{path}: shard index does not match its crc32c (truncated or damaged)")
+                raise InputError(f"{path}: shard index does not match its crc32c (truncated or damaged)")
             got = (data, raw[:-4].view("<u8").reshape(self.n_chunks, 2))
         self._maps[key] = got
         return got
@@ -259,7 +260,7 @@ class ShardFiles:
                 continue
             chunk = got[0][off:off + n]  # a view of the map: checked and copied once
             if len(chunk) != n or _crc32c(chunk) != CRC32C_RESIDUE:  # data + its crc32c: one pass
-                raise ValueError(f"{self.folder}: chunk of sample {i} does not match its crc32c")
+                raise InputError(f"{self.folder}: chunk of sample {i} does not match its crc32c")
             flat[k] = chunk[:-4].view(self.dtype)
         return out
 

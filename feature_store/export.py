@@ -28,6 +28,7 @@ from shared.frozen import load_frozen
 from . import layout as L
 from .engine import ENGINE_HELP, ENGINES, SplitArrays, resolve_engine
 from .manifest import IDENTITY_KEYS, open_store
+from shared.errors import InputError
 
 
 DEFAULT_SHARD = 64  # one file per tap per 64 samples: a 50,000-slice split is ~4,700 files, not 300,000
@@ -384,7 +385,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.gpus_per_worker is not None and not (args.ray_workers or args.ray_address):
-        raise ValueError("--gpus-per-worker applies only to Ray workers (--ray-workers N or --ray-address)")
+        raise InputError("--gpus-per-worker applies only to Ray workers (--ray-workers N or --ray-address)")
     spec = ExportSpec(ckpt=args.ckpt, data=args.data, store=args.out, levels=L.parse_levels(args.levels),
                       splits=[s for s in args.splits.split(",") if s], dtype=args.dtype, codec=args.codec,
                       shard_size=args.shard_size, range_size=args.range_size, engine=args.engine, variants=args.variants,

@@ -22,6 +22,7 @@ import numpy as np
 import zarr
 
 from shared.config.schema import LEVELS
+from shared.errors import InputError
 
 FORMAT_VERSION = 2  # 2: a crc32c checksum ends every chunk
 DONE = "_done"
@@ -30,7 +31,7 @@ CODECS = ("none", "lz4", "zstd")
 VARIANTS = {"none": 1, "flips": 4}
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A store that is missing, incomplete or does not match what the caller expects."""
 
 

@@ -21,6 +21,7 @@ from shared.device import DEVICE_HELP, resolve_device
 from . import layout as L
 from .engine import SplitArrays
 from .manifest import manifest_of
+from shared.errors import InputError
 
 # float16 keeps 11 significant bits: relative error ≤ 2^-11 ≈ 4.9e-4 per value, plus fp32 noise
 TOLERANCE = {"float16": 2e-3, "float32": 1e-4}
@@ -169,9 +170,12 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     print(f"verify {args.features}")
     if args.samples < 0:
-        raise ValueError(f"--samples must be ≥ 0, got {args.samples}")
-    return 1 if verify(args.features, args.ckpt, args.data, args.samples, verbose=args.verbose, full=args.full,
-                       seed=args.seed, device=args.device) else 0
+        raise InputError(f"--samples must be ≥ 0, got {args.samples}")
+    from shared.cli import EXIT_INPUT
+
+    # a store with problems is something the user can fix (re-export): the same code as bad input
+    return EXIT_INPUT if verify(args.features, args.ckpt, args.data, args.samples, verbose=args.verbose,
+                                full=args.full, seed=args.seed, device=args.device) else 0
 
 
 if __name__ == "__main__":

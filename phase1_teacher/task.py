@@ -8,6 +8,7 @@ from shared.model import ModelSpec, load_spec
 from shared.model.network import build, record
 from shared.projector import Projector, crop_sinogram, pad_sinogram
 from shared.training import Task
+from shared.errors import InputError
 
 
 class OnTheFlyTarget:
@@ -31,12 +32,12 @@ def teacher_task(config: dict, data, *, spec: ModelSpec | None = None, use_store
     model = build(spec or load_spec("builtin"), config, "IS")
     S = model.size
     if config["gen_image_size"] != g.image_size:
-        raise ValueError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
+        raise InputError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
                          f"{g.image_size} (geometry.image_size in {data.root}/dataset.json)")
     if g.n_radial > S or g.n_angles > S:
-        raise ValueError(f"config gen_sino_size={S} is smaller than the sinogram {g.n_radial}x{g.n_angles}")
+        raise InputError(f"config gen_sino_size={S} is smaller than the sinogram {g.n_radial}x{g.n_angles}")
     if model.out_shape != (1, S, S):
-        raise ValueError(f"the teacher predicts the one-plane attenuation sinogram [1, {S}, {S}], but the IS model "
+        raise InputError(f"the teacher predicts the one-plane attenuation sinogram [1, {S}, {S}], but the IS model "
                          f"outputs {list(model.out_shape)} ({sino_channel_key(config, 'IS')}="
                          f"{sino_channels(config, 'IS')}; the student's follows the data)")
     mu_scale = float(data.scales.get("attenMap", 1.0))

@@ -29,6 +29,7 @@ from shared.tables import markdown_table
 from .evaluate import baseline_recons, per_sample_metrics, predict
 from .task import load_student
 from .train import CONTROLS, STUDENT, StudentOptions, fit
+from shared.errors import InputError
 
 ALL = [144, 36, 9]
 VARIANTS = {  # name → student config overrides
@@ -59,7 +60,7 @@ def run_variant(name: str, seed: int, args, out: Path, overrides: dict) -> dict:
                          builtin=load_spec(args.model).builtin)
     injects = bool(InjectionConfig.from_flat(config).plan)
     if injects and not args.features:
-        raise ValueError(f"--features: variant {name!r} injects teacher features; pass the store")
+        raise InputError(f"--features: variant {name!r} injects teacher features; pass the store")
     options = StudentOptions(epochs=args.epochs, device=args.device, seed=seed, resume=True, model=args.model,
                              val_samples=args.val_samples, progress=False, features=args.features if injects else None)
     fit(config, args.data, run, options)
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     names = [v for v in args.variants.split(",") if v]
     bad = [v for v in names if v not in VARIANTS]
     if bad:
-        raise ValueError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
+        raise InputError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
     overrides = parse_overrides(args.set)
     check_override_keys(overrides, "student", load_spec(args.model).builtin)  # a bad spec fails here
     try:
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     except ValueError:
         seeds = []
     if not seeds:
-        raise ValueError(f"--seeds must be a comma list of integers, got {args.seeds!r}")
+        raise InputError(f"--seeds must be a comma list of integers, got {args.seeds!r}")
     out = Path(args.out)
     open_dataset(args.data)
     if not args.report_only:  # an ablation continues its own folder (finished runs are reused), nothing else

@@ -32,6 +32,7 @@ from shared.outputs import claim
 from shared.tables import markdown_table, paired_lines
 
 from .task import load_student, student_datasets
+from shared.errors import InputError
 
 METHODS = ("student", "fbp", "mlem")
 
@@ -141,7 +142,7 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
     device = resolve_device(device)
     student = load_student(student_path, device)
     if store_path and "student" in methods and not student.plan:
-        raise ValueError(f"--features: {student_path} injects no features (a plain student); drop --features")
+        raise InputError(f"--features: {student_path} injects no features (a plain student); drop --features")
     target = np.array(data.split(split).actMap, dtype=np.float32)
     body = np.array(data.split(split).attenMap) > 0  # where the patient is
     recons = {}
@@ -150,7 +151,7 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
     if plain_path:
         plain = load_student(plain_path, device)
         if plain.plan:
-            raise ValueError(f"--plain: {plain_path} injects features; give the plain (no injection) student")
+            raise InputError(f"--plain: {plain_path} injects features; give the plain (no injection) student")
         recons["plain"] = predict(plain, data, split, None, device=device)
     claim(out, "evaluation", overwrite=overwrite)  # the user's own files there are never replaced
     classical = [m for m in ("fbp", "mlem") if m in methods]
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ValueError(f"--methods must be a comma list drawn from {list(METHODS)}, got {args.methods!r}")
+        raise InputError(f"--methods must be a comma list drawn from {list(METHODS)}, got {args.methods!r}")
     data = open_dataset(args.data)
     quick_check(data)
     summary = evaluate(args.student, data, args.split, args.out, args.features, args.device, methods,

@@ -18,6 +18,7 @@ from shared.training import Task
 
 from .data import StudentDataset
 from .injection import build_student
+from shared.errors import InputError
 
 
 def student_network(config: dict, store: StoreManifest | None, spec: ModelSpec | None = None) -> Network:
@@ -60,10 +61,10 @@ def student_datasets(config: dict, data, store: StoreManifest | None, splits=("t
 def student_task(config: dict, data, store: StoreManifest | None, spec: ModelSpec | None = None) -> Task:
     model = student_network(config, store, spec)
     if config["gen_image_size"] != data.geometry.image_size:
-        raise ValueError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
+        raise InputError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
                          f"{data.geometry.image_size} (geometry.image_size in {data.root}/dataset.json)")
     if sino_channels(config, "SI") != data.sino_channels:
-        raise ValueError(f"config {sino_channel_key(config, 'SI')}={sino_channels(config, 'SI')} but {data.root} has "
+        raise InputError(f"config {sino_channel_key(config, 'SI')}={sino_channels(config, 'SI')} but {data.root} has "
                          f"{data.sino_channels}-channel sinograms (sino_channels in dataset.json)")
 
     def step(model, batch, device):

@@ -30,6 +30,7 @@ from shared.model.network import report_model
 from shared.training import BEST, FitOptions, train
 
 from .task import student_datasets, student_task
+from shared.errors import InputError
 
 STUDENT = "student.pt"
 # The ablation controls as config overrides (the flags below and phase2_student.ablate use these).
@@ -98,22 +99,22 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     data = open_dataset(args.data)  # validate first: bad input fails before anything is written
     if args.ckpt and not args.features:
-        raise ValueError("--ckpt: checks the store's teacher, so it needs --features STORE")
+        raise InputError("--ckpt: checks the store's teacher, so it needs --features STORE")
     if args.block_shuffle and not args.features:
-        raise ValueError("--block-shuffle: shuffles a feature store's shards, so it needs --features STORE")
+        raise InputError("--block-shuffle: shuffles a feature store's shards, so it needs --features STORE")
     shuffle_block = 0
     if args.features:
         store = open_store(args.features)  # a missing/foreign store fails here with its own message
         if args.block_shuffle:
             if not store.shard_size:
-                raise ValueError(f"--block-shuffle: {args.features} is not sharded (exported with --shard-size 0)")
+                raise InputError(f"--block-shuffle: {args.features} is not sharded (exported with --shard-size 0)")
             shuffle_block = int(store.shard_size)
         if args.ckpt:
             sha = ckpt_io.sha256_file(args.ckpt) if Path(args.ckpt).is_file() else None
             if sha is None:
-                raise FileNotFoundError(f"{args.ckpt}: teacher checkpoint not found")
+                raise InputError(f"{args.ckpt}: teacher checkpoint not found")
             if store.teacher_sha256 != sha:
-                raise ValueError(f"{args.features}: made by teacher {str(store.teacher_sha256)[:12]}…, not by "
+                raise InputError(f"{args.features}: made by teacher {str(store.teacher_sha256)[:12]}…, not by "
                                  f"{args.ckpt} ({sha[:12]}…); re-export with --ckpt {args.ckpt}")
     print(f"[student] {data}")
     quick_check(data)

@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write
+from shared.errors import InputError
 
 FORMAT_VERSION = 2  # 2: meta['model'] records the model spec (shared.model)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """An unreadable, truncated or incompatible checkpoint; the message names the file."""
 
 

@@ -1,19 +1,28 @@
 """Command-line plumbing shared by every entry point (docs/DESIGN.md §10).
 
-One-line errors (traceback only with ``--debug``), parsers that show every default, the training
-options both phases take, and ``KEY=VALUE`` config overrides.
+One-line errors for what the user can fix (exit 2) and a traceback headed "a bug" for the rest (exit 1),
+parsers that show every default, the training options both phases take, and ``KEY=VALUE`` config overrides.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import traceback
 
 from .device import AMP_CHOICES, AMP_HELP, DEVICE_HELP, WORKERS_HELP
+from .errors import FrozenFlowError, InputError
+
+
+EXIT_INPUT, EXIT_BUG = 2, 1
+BUG_HEADER = "this is a bug in FrozenFlow — please report it with the command and this traceback:"
 
 
 def run_main(main, argv=None) -> int:
-    """Call ``main(argv)``; expected failures end with one line on stderr and exit code 1."""
+    """Call ``main(argv)``. Bad input or a refused state (``FrozenFlowError``) and a file the system refuses
+    (``OSError``) end with one line on stderr and exit code 2 (argparse's code for a bad flag); anything
+    else is a bug in FrozenFlow: its traceback under a line saying so, exit code 1 (``--debug``: every
+    error raises with its traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
@@ -21,12 +30,18 @@ def run_main(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command (with --resume where offered) to continue", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, KeyError, FloatingPointError) as e:
+    except (FrozenFlowError, OSError) as e:
         if debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
+    except Exception:
+        if debug:
+            raise
+        print(BUG_HEADER, file=sys.stderr)
+        traceback.print_exc()
+        return EXIT_BUG
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -45,7 +60,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise InputError(f"--set expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
         try:
             out[key] = json.loads(value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from shared.errors import InputError
 
 DEVICE_HELP = "torch device: cpu, cuda, cuda:N or auto (CUDA when available)"
 
@@ -16,13 +17,13 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         d = None
     if d is None or d.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
+        raise InputError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
     if d.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise ValueError(f"--device {name}: this machine has no CUDA device (torch.cuda.is_available() is False)")
+            raise InputError(f"--device {name}: this machine has no CUDA device (torch.cuda.is_available() is False)")
         if d.index is not None and d.index >= n:
-            raise ValueError(f"--device {name}: this machine has {n} CUDA device(s), numbered 0..{n - 1}")
+            raise InputError(f"--device {name}: this machine has {n} CUDA device(s), numbered 0..{n - 1}")
     return d
 
 
@@ -35,7 +36,7 @@ def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``--amp`` on ``device`` (None: full precision); a combination the device
     cannot run is a ValueError naming it."""
     if name not in AMP_CHOICES:
-        raise ValueError(f"--amp must be one of {list(AMP_CHOICES)}, got {name!r}")
+        raise InputError(f"--amp must be one of {list(AMP_CHOICES)}, got {name!r}")
     cuda = device.type == "cuda"
     bf16_ok = not cuda or torch.cuda.is_bf16_supported()
     if name == "off" or (name == "auto" and not cuda):
@@ -43,9 +44,9 @@ def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
     if name == "auto":
         return torch.bfloat16 if bf16_ok else torch.float16
     if name == "fp16" and not cuda:
-        raise ValueError("--amp fp16 needs a CUDA device (on CPU use --amp bf16)")
+        raise InputError("--amp fp16 needs a CUDA device (on CPU use --amp bf16)")
     if name == "bf16" and not bf16_ok:
-        raise ValueError(f"--amp bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; use --amp fp16")
+        raise InputError(f"--amp bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; use --amp fp16")
     return torch.bfloat16 if name == "bf16" else torch.float16
 
 

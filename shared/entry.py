@@ -17,6 +17,7 @@ from .config.schema import ConfigError, check_override_keys, check_task_config, 
 from .model import load_spec
 from .config.space_files import describe, domain_values, read_space
 from .training import BEST, FitOptions
+from shared.errors import InputError
 
 Fit = Callable[[dict, str, Path, FitOptions], dict]
 
@@ -28,11 +29,11 @@ def run_training(args, task: str, fit: Fit, options: FitOptions, overrides: dict
     builtin = load_spec(options.model).builtin
     check_override_keys(overrides, task, builtin)
     if args.search_space and not args.tune:
-        raise ValueError("--search-space applies only with --tune (a single run trains --config or the tuned JSON)")
+        raise InputError("--search-space applies only with --tune (a single run trains --config or the tuned JSON)")
     if args.gpus_per_trial is not None and not args.tune:
-        raise ValueError("--gpus-per-trial applies only with --tune (a single run uses --device)")
+        raise InputError("--gpus-per-trial applies only with --tune (a single run uses --device)")
     if args.logger and not args.tune:
-        raise ValueError("--logger applies only with --tune (a single run always writes metrics.csv, train.log "
+        raise InputError("--logger applies only with --tune (a single run always writes metrics.csv, train.log "
                          "and TensorBoard scalars)")
     if args.tune:
         return _tune(args, task, fit, options, overrides, out, trial_config or (lambda c: c), builtin)
@@ -70,13 +71,13 @@ def _tune(args, task, fit, options, overrides, out, trial_config, builtin):
     from .tune_runner import parse_loggers
 
     if args.config:
-        raise ValueError("--config does not apply with --tune (the trials sample the search space); "
+        raise InputError("--config does not apply with --tune (the trials sample the search space); "
                          "pin keys with --set KEY=VALUE")
     parse_loggers(args.logger)  # a bad name fails before Ray starts
     if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be ≥ 1, got {args.num_samples}")
+        raise InputError(f"--num-samples must be ≥ 1, got {args.num_samples}")
     if not args.cpus_per_trial > 0 or not math.isfinite(args.cpus_per_trial):
-        raise ValueError(f"--cpus-per-trial must be a positive number, got {args.cpus_per_trial}")
+        raise InputError(f"--cpus-per-trial must be a positive number, got {args.cpus_per_trial}")
     space = search_space(task, cpu=args.space == "cpu")
     if not builtin:  # a user's class: FrozenFlow samples its own keys, the user's file the model's
         own = frozenflow_keys(task)

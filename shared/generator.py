@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from .config.schema import N_SCALES, NO_ACTIVATION, ConfigError, GeneratorConfig
+from shared.errors import InputError
 
 __all__ = ["Generator", "GeneratorConfig", "ConfigError", "channel_dims", "final_activation"]
 
@@ -172,7 +173,7 @@ class Generator(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_channels, self.size, self.size):
-            raise ValueError(f"Generator({self.direction}) expects input [B, {self.in_channels}, {self.size}, "
+            raise InputError(f"Generator({self.direction}) expects input [B, {self.in_channels}, {self.size}, "
                              f"{self.size}], got {list(x.shape)}")
         skips = []
         for block in self.encoder:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from shared.errors import InputError
 
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
@@ -109,7 +110,7 @@ def metric_and_mode(metric: str, mode: str | None) -> tuple[str, str]:
     """A validation metric name (``nrmse`` or ``val_nrmse``) → (``val_nrmse``, its direction)."""
     name = metric[4:] if metric.startswith("val_") else metric
     if name not in HIGHER_IS_BETTER:
-        raise ValueError(f"--metric must be one of {sorted(HIGHER_IS_BETTER)}, got {metric!r}")
+        raise InputError(f"--metric must be one of {sorted(HIGHER_IS_BETTER)}, got {metric!r}")
     if mode not in (None, "max", "min"):
-        raise ValueError(f"--mode must be 'max' or 'min', got {mode!r}")
+        raise InputError(f"--mode must be 'max' or 'min', got {mode!r}")
     return f"val_{name}", mode or ("max" if HIGHER_IS_BETTER[name] else "min")

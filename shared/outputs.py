@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from .atomic import PARTIAL, atomic_write_json
+from shared.errors import InputError
 
 MARKER = ".frozenflow-output.json"
 FILE_MARK = "frozenflow_output"  # key inside a JSON file output naming its kind
@@ -36,7 +37,7 @@ LEGACY = {
 }
 
 
-class OutputError(ValueError):
+class OutputError(InputError):
     """An output that would replace something that is not this command's; the message names it."""
 
 

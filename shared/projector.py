@@ -25,6 +25,7 @@ import torch
 
 from .atomic import atomic_write
 from .cache import cache_dir
+from shared.errors import InputError
 
 MATRIX_FORMAT = 2  # bump when the cached matrix layout changes
 MODELS = ("linear", "line")  # astra projector types: Joseph (reconstruction), Siddon (simulation)
@@ -50,9 +51,9 @@ class ParallelGeometry:
             object.__setattr__(self, "radial_mm", float(self.pixel_mm))
         for name in ("image_size", "n_radial", "n_angles"):
             if int(getattr(self, name)) <= 0:
-                raise ValueError(f"ParallelGeometry.{name} must be positive, got {getattr(self, name)}")
+                raise InputError(f"ParallelGeometry.{name} must be positive, got {getattr(self, name)}")
         if not (math.isfinite(self.pixel_mm) and math.isfinite(self.radial_mm)) or self.pixel_mm <= 0 or self.radial_mm <= 0:
-            raise ValueError(f"ParallelGeometry: pixel_mm and radial_mm must be finite and positive, got {self.pixel_mm}, {self.radial_mm}")
+            raise InputError(f"ParallelGeometry: pixel_mm and radial_mm must be finite and positive, got {self.pixel_mm}, {self.radial_mm}")
 
     @property
     def angles_rad(self) -> np.ndarray:
@@ -80,7 +81,7 @@ class ParallelGeometry:
 
 def _check_model(model: str) -> None:
     if model not in MODELS:
-        raise ValueError(f"projector model must be one of {MODELS}, got {model!r}")
+        raise InputError(f"projector model must be one of {MODELS}, got {model!r}")
 
 
 def astra_system_matrix(geometry: ParallelGeometry, model: str = "linear"):
@@ -210,10 +211,10 @@ class Projector:
                  model: str = "linear"):
         self.geometry = geometry
         if backend not in self.BACKENDS:
-            raise ValueError(f"Projector backend must be one of {self.BACKENDS}, got {backend!r}")
+            raise InputError(f"Projector backend must be one of {self.BACKENDS}, got {backend!r}")
         _check_model(model)
         if backend == "parallelproj" and model != "linear":
-            raise ValueError("Projector: model applies to backend='matrix' only")
+            raise InputError("Projector: model applies to backend='matrix' only")
         if backend == "auto":
             backend = "matrix"
         if backend == "parallelproj":
@@ -226,9 +227,9 @@ class Projector:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"Projector.{what}: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != shape:
-            raise ValueError(f"Projector.{what}: expected a tensor [B, 1, {shape[0]}, {shape[1]}], got {list(x.shape)}")
+            raise InputError(f"Projector.{what}: expected a tensor [B, 1, {shape[0]}, {shape[1]}], got {list(x.shape)}")
         if not x.is_floating_point():
-            raise ValueError(f"Projector.{what}: expected a floating-point tensor, got {x.dtype}")
+            raise InputError(f"Projector.{what}: expected a floating-point tensor, got {x.dtype}")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self._check(images, self.geometry.image_shape, "forward")
@@ -341,16 +342,16 @@ def pad_sinogram(sino: torch.Tensor, size: int, mode: str = "sino") -> torch.Ten
     """
     R, A = sino.shape[-2:]
     if R > size or A > size:
-        raise ValueError(f"pad_sinogram: sinogram {R}x{A} is larger than the network size {size}")
+        raise InputError(f"pad_sinogram: sinogram {R}x{A} is larger than the network size {size}")
     r0, a0 = (size - R) // 2, (size - A) // 2
     r1, a1 = size - R - r0, size - A - a0
     out = torch.nn.functional.pad(sino, (0, 0, r0, r1))
     if mode == "zeros":
         return torch.nn.functional.pad(out, (a0, a1, 0, 0))
     if mode != "sino":
-        raise ValueError(f"pad_sinogram: mode must be 'sino' or 'zeros', got {mode!r}")
+        raise InputError(f"pad_sinogram: mode must be 'sino' or 'zeros', got {mode!r}")
     if a0 > A or a1 > A:
-        raise ValueError(f"pad_sinogram: cannot wrap {A} angles to {size} (needs at least size/3 angles)")
+        raise InputError(f"pad_sinogram: cannot wrap {A} angles to {size} (needs at least size/3 angles)")
     # The radial flip must be about the sinogram's own centre: flip the padded column as a whole
     # only when the radial padding is symmetric; otherwise flip the unpadded data and re-pad.
     flipped = torch.nn.functional.pad(sino.flip(-2), (0, 0, r0, r1))

@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from shared.errors import InputError
 
 FILTERS = ("ramp", "shepp-logan", "hann")
 
@@ -49,13 +50,13 @@ def _check_inputs(sino, mu, projector, fn: str):
     g = projector.geometry
     sino = _as_tensor(sino, f"{fn}: sino")
     if sino.dim() != 4 or sino.shape[1] != 1 or tuple(sino.shape[-2:]) != g.sino_shape:
-        raise ValueError(f"{fn}: sino must be [B, 1, {g.n_radial}, {g.n_angles}] (pass the centre plane "
+        raise InputError(f"{fn}: sino must be [B, 1, {g.n_radial}, {g.n_angles}] (pass the centre plane "
                          f"sino[:, c:c+1] of multi-plane data), got {list(sino.shape)}")
     if mu is not None:
         mu = _as_tensor(mu, f"{fn}: mu").to(sino.device)
         if mu.dim() != 4 or mu.shape[1] != 1 or tuple(mu.shape[-2:]) != g.image_shape \
                 or mu.shape[0] not in (1, sino.shape[0]):
-            raise ValueError(f"{fn}: mu must be [B, 1, {g.image_size}, {g.image_size}] with B = "
+            raise InputError(f"{fn}: mu must be [B, 1, {g.image_size}, {g.image_size}] with B = "
                              f"{sino.shape[0]} (or 1), got {list(mu.shape)}")
     return sino.to(torch.float32), (None if mu is None else mu.to(torch.float32))
 
@@ -78,7 +79,7 @@ def _window(nu: np.ndarray, filter: str, cutoff: float) -> np.ndarray:
     elif filter == "hann":
         w = 0.5 * (1 + np.cos(np.pi * x))
     else:
-        raise ValueError(f"fbp: filter must be one of {FILTERS}, got {filter!r}")
+        raise InputError(f"fbp: filter must be one of {FILTERS}, got {filter!r}")
     return np.where(x <= 1, w, 0.0)
 
 
@@ -105,7 +106,7 @@ def _ramp_response(n_radial: int, spacing_cm: float, filter: str, cutoff: float)
 def ramp_filter(sino: torch.Tensor, spacing_cm: float, filter: str = "ramp", cutoff: float = 1.0) -> torch.Tensor:
     """Ramp-filter [..., R, A] sinograms along the radial axis (dim −2); result in (sinogram units)/cm."""
     if not 0 < cutoff <= 1:
-        raise ValueError(f"fbp: cutoff must be in (0, 1] (fraction of Nyquist), got {cutoff!r}")
+        raise InputError(f"fbp: cutoff must be in (0, 1] (fraction of Nyquist), got {cutoff!r}")
     R = sino.shape[-2]
     L, H = _ramp_response(R, float(spacing_cm), filter, float(cutoff))
     Ht = torch.as_tensor(H, dtype=torch.float32 if sino.dtype != torch.float64 else torch.float64,
@@ -280,9 +281,9 @@ def mlem(sino, mu, projector, n_iter: int = 30, subsets: int = 1, x0=None, backg
     """
     sino, mu = _check_inputs(sino, mu, projector, "mlem")
     if int(n_iter) < 0 or int(subsets) < 1 or int(subsets) > projector.geometry.n_angles:
-        raise ValueError(f"mlem: need n_iter >= 0 and 1 <= subsets <= n_angles, got {n_iter}, {subsets}")
+        raise InputError(f"mlem: need n_iter >= 0 and 1 <= subsets <= n_angles, got {n_iter}, {subsets}")
     if (sino < 0).any():
-        raise ValueError("mlem: the sinogram must be non-negative counts")
+        raise InputError("mlem: the sinogram must be non-negative counts")
     n_iter, subsets = int(n_iter), int(subsets)
     g = projector.geometry
     ops = _subset_operators(projector, subsets)
@@ -301,9 +302,9 @@ def mlem(sino, mu, projector, n_iter: int = 30, subsets: int = 1, x0=None, backg
         else:
             x = _as_tensor(x0, "mlem: x0").to(device=y.device, dtype=torch.float32)
             if x.shape != sens_full.shape:
-                raise ValueError(f"mlem: x0 must be {list(sens_full.shape)}, got {list(x.shape)}")
+                raise InputError(f"mlem: x0 must be {list(sens_full.shape)}, got {list(x.shape)}")
             if (x < 0).any():
-                raise ValueError("mlem: x0 must be non-negative")
+                raise InputError("mlem: x0 must be non-negative")
             x = x * support
         if subsets == 1:
             sens = [sens_full]
@@ -359,7 +360,7 @@ def _resolve(method) -> Callable:
     if callable(method):
         return method
     if method not in BASELINES:
-        raise ValueError(f"reconstruct_split: method must be one of {sorted(BASELINES)} or a callable, got {method!r}")
+        raise InputError(f"reconstruct_split: method must be one of {sorted(BASELINES)} or a callable, got {method!r}")
     return BASELINES[method]
 
 
@@ -385,7 +386,7 @@ def reconstruct_split(dataset, split: str, method="mlem", *, batch_size: int = 1
     fn = _resolve(method)
     P = projector if projector is not None else Projector(ds.geometry)
     if P.geometry != ds.geometry:
-        raise ValueError(f"reconstruct_split: projector geometry {P.geometry} != dataset geometry {ds.geometry}")
+        raise InputError(f"reconstruct_split: projector geometry {P.geometry} != dataset geometry {ds.geometry}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     idx = np.arange(arrays.n) if indices is None else np.asarray(indices, dtype=np.int64)
     c = ds.sino_channels // 2

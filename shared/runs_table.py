@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .cli import new_parser, run_main
 from .tables import markdown_table
+from shared.errors import InputError
 
 SHOWN = ("val_nrmse", "val_psnr", "val_ssim")
 
@@ -22,7 +23,7 @@ def find_runs(roots) -> list[Path]:
     found = set()
     for root in map(Path, roots):
         if not root.exists():
-            raise FileNotFoundError(f"{root}: no such folder")
+            raise InputError(f"{root}: no such folder")
         found |= {p.parent for p in root.rglob("config.json") if (p.parent / "metrics.csv").exists()
                   and "ray" not in p.relative_to(root).parts}  # Ray's own copies under OUT/ray
     return sorted(found)
@@ -33,7 +34,7 @@ def run_row(folder: Path) -> tuple[dict, dict]:
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
-        raise ValueError(f"{folder / 'config.json'}: not a readable config ({' '.join(str(e).split())})") from None
+        raise InputError(f"{folder / 'config.json'}: not a readable config ({' '.join(str(e).split())})") from None
     try:
         with open(folder / "metrics.csv", newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get("val_nrmse")]
@@ -43,7 +44,7 @@ def run_row(folder: Path) -> tuple[dict, dict]:
         return {"epochs": len(rows), "best epoch": int(best["epoch"]),
                 **{k: float(best[k]) for k in SHOWN if k in best}}, config
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{folder / 'metrics.csv'}: not a FrozenFlow metrics table ({type(e).__name__}: "
+        raise InputError(f"{folder / 'metrics.csv'}: not a FrozenFlow metrics table ({type(e).__name__}: "
                          f"{' '.join(str(e).split())})") from None
 
 

@@ -28,6 +28,7 @@ from .device import autocast, loader_workers, resolve_amp, resolve_device
 from .losses import get_loss
 from .metrics import all_metrics, metric_and_mode
 from .outputs import claim
+from shared.errors import InputError, TrainingError
 
 LAST, BEST, METRICS_CSV, CONFIG_JSON = "last.pt", "best.pt", "metrics.csv", "config.json"
 
@@ -81,7 +82,7 @@ class FitOptions:
             if name == "workers" and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"--{name.replace('_', '-')} must be an integer ≥ {low}, got {value!r}")
+                raise InputError(f"--{name.replace('_', '-')} must be an integer ≥ {low}, got {value!r}")
         metric_and_mode(self.metric, self.mode)
         from .model import load_spec
 
@@ -138,7 +139,7 @@ def l1_normalized(x: torch.Tensor, scale: float) -> torch.Tensor:
 def _step(task: Task, model, batch, device):
     pred, target = task.step(model, batch, device)
     if pred.shape != target.shape:  # never let the loss broadcast one against the other
-        raise ValueError(f"{task.kind}: prediction has shape {list(pred.shape)} but the target {list(target.shape)}; "
+        raise InputError(f"{task.kind}: prediction has shape {list(pred.shape)} but the target {list(target.shape)}; "
                          f"check the config's channel keys against the data")
     if task.normalize is not None:  # over the region the loss sees, as their training loop does
         target = l1_normalized(target, task.normalize)
@@ -177,7 +178,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
     metric, mode = metric_and_mode(opts.metric, opts.mode)
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     if len(train_set) == 0 or len(val_set) == 0:
-        raise ValueError("training needs a non-empty train and val split")
+        raise InputError("training needs a non-empty train and val split")
 
     model = task.model.to(device)
     tc = TrainConfig.from_flat(config)
@@ -231,7 +232,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
                 if not torch.isfinite(loss):
                     order = list(sampler)  # the epoch's order is a function of (seed, epoch): name the samples
                     rows = order[k * batch_size:(k + 1) * batch_size]
-                    raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {k + 1} "
+                    raise TrainingError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {k + 1} "
                                              f"(train samples {rows[:16]}{' …' if len(rows) > 16 else ''}); the data "
                                              f"files were scanned finite, so lower gen_lr or check the data scales")
                 optimizer.zero_grad(set_to_none=True)
@@ -346,7 +347,7 @@ def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
     old = to_stored(state.get("config", {}))  # a run of an earlier version: its older key names
     for key in sorted(set(old) | set(config)):
         if old.get(key) != config.get(key):
-            raise ValueError(f"{path}: config key {key!r} is {config.get(key)!r} here but {old.get(key)!r} in the "
+            raise InputError(f"{path}: config key {key!r} is {config.get(key)!r} here but {old.get(key)!r} in the "
                              f"run being resumed; resume with the same config or choose another --out")
     for key in RESUME_META_KEYS:
         there, here = state.get("meta", {}).get(key), meta.get(key)
@@ -354,10 +355,10 @@ def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
             there, here = ({k: (r or {}).get(k) for k in MODEL_IDENTITY} for r in (there, here))
         if key == "model" and there != here:
             diff = next(f"{k}: {there[k]!r} there, {here[k]!r} here" for k in MODEL_IDENTITY if there[k] != here[k])
-            raise ValueError(f"{path}: the model differs from the run being resumed ({diff}); resume with the same "
+            raise InputError(f"{path}: the model differs from the run being resumed ({diff}); resume with the same "
                              f"--model or choose another --out")
         if there != here:
-            raise ValueError(f"{path}: {key} differs from the run being resumed ({str(meta.get(key))[:12]}… here, "
+            raise InputError(f"{path}: {key} differs from the run being resumed ({str(meta.get(key))[:12]}… here, "
                              f"{str(state.get('meta', {}).get(key))[:12]}… there); resume with the same data and "
                              f"features or choose another --out")
 

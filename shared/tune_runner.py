@@ -17,6 +17,7 @@ from typing import Callable
 from .atomic import atomic_write_csv, atomic_write_json
 from .outputs import claim
 from .training import BEST, CONFIG_JSON, LAST
+from shared.errors import InputError, TrainingError
 
 TRIALS_DIR = "trials"
 RESOURCES_JSON = "resources.json"  # in each trial folder: the CPUs/GPUs Ray gave it and the device it used
@@ -61,7 +62,7 @@ def stop_orphaned_ray(out_dir: Path, log=print) -> int:
     except (psutil.Error, KeyError):
         alive = False
     if alive:
-        raise RuntimeError(f"{out_dir}: its tune driver (pid {rec['pid']}) is still running; wait for it or stop it "
+        raise InputError(f"{out_dir}: its tune driver (pid {rec['pid']}) is still running; wait for it or stop it "
                            f"before --resume")
     session, stopped = rec.get("session_dir") or "", 0
     for p in session_processes(session):
@@ -133,23 +134,23 @@ def ray_gpu_share(requested: float | None, flag: str, device: str, address: str 
     import torch
 
     if requested is not None and requested < 0:
-        raise ValueError(f"{flag} must be ≥ 0, got {requested:g}")
+        raise InputError(f"{flag} must be ≥ 0, got {requested:g}")
     if ":" in str(device):
-        raise ValueError(f"--device {device}: Ray assigns each {unit} its GPU(s); use --device auto (or cuda)")
+        raise InputError(f"--device {device}: Ray assigns each {unit} its GPU(s); use --device auto (or cuda)")
     if requested and not address and not ray.is_initialized():  # the local Ray gets the GPUs torch sees
         local = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if requested > local:
-            raise ValueError(f"{flag} {requested:g}: the Ray cluster has {local} GPU(s) (a local Ray on this machine, "
+            raise InputError(f"{flag} {requested:g}: the Ray cluster has {local} GPU(s) (a local Ray on this machine, "
                              f"where torch sees {local}), so no {unit} could ever start")
     init_ray(address)
     nodes = [n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")]
     most, total = max(nodes, default=0.0), sum(nodes)
     gpus = (1.0 if most >= 1 else 0.0) if requested is None else float(requested)
     if gpus > most:
-        raise ValueError(f"{flag} {requested:g}: the Ray cluster has {total:g} GPU(s) ({most:g} on its largest "
+        raise InputError(f"{flag} {requested:g}: the Ray cluster has {total:g} GPU(s) ({most:g} on its largest "
                          f"node), so no {unit} could ever start; ask for at most {most:g}")
     if gpus == 0 and str(device).lower() == "cuda":
-        raise ValueError(f"--device cuda with 0 GPUs per {unit}: Ray hides the GPUs from a {unit} that asks for "
+        raise InputError(f"--device cuda with 0 GPUs per {unit}: Ray hides the GPUs from a {unit} that asks for "
                          f"none; pass {flag}")
     return gpus
 
@@ -179,7 +180,7 @@ def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: s
         tuner = tune.Tuner.restore(str(exp_path), resources, resume_unfinished=True, resume_errored=True)
     else:
         if exp_path.exists() and not resume:
-            raise FileExistsError(f"{exp_path}: a tune experiment already exists; pass --resume to continue it "
+            raise InputError(f"{exp_path}: a tune experiment already exists; pass --resume to continue it "
                                   f"or choose another --out")
         if searcher == "optuna":
             from ray.tune.search.optuna import OptunaSearch
@@ -188,7 +189,7 @@ def run_tune(trainable: Callable[[dict], None], param_space: dict, *, out_dir: s
         elif searcher == "random":
             search_alg = None
         else:
-            raise ValueError(f"searcher must be 'optuna' or 'random', got {searcher!r}")
+            raise InputError(f"searcher must be 'optuna' or 'random', got {searcher!r}")
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(epochs, 1),
                                   grace_period=min(2, max(epochs, 1)), reduction_factor=2)
         tuner = tune.Tuner(
@@ -215,7 +216,7 @@ def parse_loggers(text: str | None) -> list[str] | None:
     names = [x for x in text.split(",") if x.strip()]
     bad = [x for x in names if x not in LOGGERS]
     if bad or not names:
-        raise ValueError(f"--logger must be a comma list drawn from {list(LOGGERS)}, got {text!r}")
+        raise InputError(f"--logger must be a comma list drawn from {list(LOGGERS)}, got {text!r}")
     return names
 
 
@@ -240,7 +241,7 @@ def logger_callbacks(names: list[str] | None, out_dir: Path, name: str):
             try:
                 import mlflow  # noqa: F401
             except ImportError:
-                raise ValueError("--logger mlflow needs the mlflow package (pip install mlflow)") from None
+                raise InputError("--logger mlflow needs the mlflow package (pip install mlflow)") from None
             from ray.air.integrations.mlflow import MLflowLoggerCallback
 
             callbacks.append(MLflowLoggerCallback(tracking_uri=(out_dir / "mlruns").as_uri(), experiment_name=name))
@@ -297,7 +298,7 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str, resour
     errors = [r.error for r in results if r.error is not None]
     ok = [r for r in results if r.metrics and metric in r.metrics]
     if not ok:
-        raise RuntimeError(f"no trial reported {metric!r}; first error: {errors[0] if errors else 'none'}")
+        raise TrainingError(f"no trial reported {metric!r}; first error: {errors[0] if errors else 'none'}")
     from .checkpoint import load, save_atomic
 
     # The numbers come from each trial's own checkpoints, not from Ray's result table: after a killed
@@ -305,7 +306,7 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str, resour
     own = {r.metrics["trial_id"]: _trial_checkpoints(out_dir, r.metrics["trial_id"], metric) for r in ok}
     scored = {t: v for t, v in own.items() if v["best_value"] is not None}
     if not scored:
-        raise RuntimeError(f"no trial wrote a best.pt with {metric!r} under {out_dir / TRIALS_DIR}")
+        raise TrainingError(f"no trial wrote a best.pt with {metric!r} under {out_dir / TRIALS_DIR}")
     pick = max if mode == "max" else min
     trial_id = pick(scored, key=lambda t: scored[t]["best_value"])
     best = next(r for r in ok if r.metrics["trial_id"] == trial_id)

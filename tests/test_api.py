@@ -172,7 +172,7 @@ def test_frozenflow_console_command(tmp_path):
     r = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and all(name in r.stdout for name in COMMANDS)
     r = subprocess.run([str(exe), "verify", "--features", str(tmp_path / "none.zarr")], capture_output=True, text=True)
-    assert r.returncode == 1 and "none.zarr" in r.stdout
+    assert r.returncode == 2 and "none.zarr" in r.stdout
     r = subprocess.run([str(exe), "nonsense"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown command 'nonsense'" in r.stderr
 
@@ -186,12 +186,12 @@ def test_resume_is_honoured_and_set_keys_are_checked(tiny_data, tiny_store, tmp_
     base = ["--data", str(tiny_data), "--out", str(tmp_path / "s"), "--config", str(cfg), "--inject", "none",
             "--quiet", "--epochs", "1"]
     assert run_main(student_main, base) == 0
-    assert run_main(student_main, base) == 1 and "--resume" in capsys.readouterr().err
+    assert run_main(student_main, base) == 2 and "--resume" in capsys.readouterr().err
     assert run_main(student_main, base + ["--epochs", "2", "--resume"]) == 0
     assert json.loads((tmp_path / "s" / "config.json").read_text())["inject_levels"] == []
-    assert run_main(student_main, base + ["--set", "SI_gen_nek=wide"]) == 1
+    assert run_main(student_main, base + ["--set", "SI_gen_nek=wide"]) == 2
     assert "SI_gen_nek" in capsys.readouterr().err
-    assert run_main(student_main, base + ["--tune", "--out", str(tmp_path / "t")]) == 1
+    assert run_main(student_main, base + ["--tune", "--out", str(tmp_path / "t")]) == 2
     assert "--config does not apply with --tune" in capsys.readouterr().err
 
 
@@ -210,7 +210,7 @@ def test_check_data_reads_every_row(tiny_data, tmp_path):
     np.save(bad / "train-attenMap.npy", mu)
     from shared.cli import run_main
 
-    assert run_main(check_main, ["--data", str(bad), "--json", str(tmp_path / "bad.json")]) == 1
+    assert run_main(check_main, ["--data", str(bad), "--json", str(tmp_path / "bad.json")]) == 2
     assert not (tmp_path / "bad.json").exists()  # bad input: nothing written
     report = __import__("shared.data.check", fromlist=["check_dataset"]).check_dataset(bad, log=lambda *a: None)
     assert report["problems"] == [f"{bad / 'train-attenMap.npy'}: row 5 contains NaN/Inf"]

@@ -69,7 +69,7 @@ def test_a_fifo_in_place_of_an_array_is_refused_not_waited_on(tiny_data, tmp_pat
     os.mkfifo(target)
     r = subprocess.run([sys.executable, "-m", "frozenflow", "check-data", "--data", str(data)], capture_output=True,
                        text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == f"error: {target}: not a regular file (a .npy " \
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"error: {target}: not a regular file (a .npy " \
                                                                        f"array is expected here)", r.stderr
 
 
@@ -81,7 +81,7 @@ def test_verify_and_runs_name_what_they_cannot_read(tmp_path, capsys):
 
     other = tmp_path / "other.zarr"
     zarr.open_group(str(other), mode="w").create_array("a", shape=(2, 2), dtype="float32")
-    assert verify_main(["--features", str(other)]) == 1
+    assert verify_main(["--features", str(other)]) == 2
     assert f"{other}: not a feature store (a Zarr store without a teacher identity)" in capsys.readouterr().out
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
@@ -100,7 +100,7 @@ def test_a_deleted_tap_array_is_named(tiny_store, tiny_data, tmp_path, capsys):
     store = tmp_path / "s.zarr"
     shutil.copytree(tiny_store, store)
     (store / "train" / "enc36" / "zarr.json").unlink()
-    assert verify_main(["--features", str(store)]) == 1
+    assert verify_main(["--features", str(store)]) == 2
     assert f"train/enc36: array missing ({store}/train/enc36/zarr.json deleted?)" in capsys.readouterr().out
     cfg = tmp_path / "s.json"
     cfg.write_text(json.dumps(tiny_student_config()))

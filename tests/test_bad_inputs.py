@@ -109,7 +109,7 @@ def bad_data(tiny_data, tmp_path_factory):
 def _fails_cleanly(main, argv, capsys, must_contain):
     rc = run_main(main, argv)
     err = capsys.readouterr().err.strip()
-    assert rc == 1, err
+    assert rc == 2, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert err.startswith("error: ") and must_contain in err, err
     return err
@@ -218,6 +218,33 @@ def test_cli_tracebacks_only_with_debug(tiny_data, tmp_path):
     bad = tmp_path / "nowhere"
     cmd = [sys.executable, "-m", "phase1_teacher.train", "--data", str(bad), "--out", str(tmp_path / "o")]
     r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 1 and r.stderr.strip() == f"error: {bad}/dataset.json: missing (not a dataset folder?)"
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {bad}/dataset.json: missing (not a dataset folder?)"
     r = subprocess.run(cmd + ["--debug"], capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_a_bug_is_a_traceback_exit_1_and_bad_input_one_line_exit_2(tiny_data, tmp_path, capsys, monkeypatch):
+    """The two never look alike: FrozenFlowError (bad input, a refused state) → one line, exit 2; anything
+    else escaping a command — here a KeyError planted in training — is a bug: traceback, exit 1."""
+    import json
+
+    import shared.training
+    from phase1_teacher.train import main as teacher_main
+    from shared.cli import BUG_HEADER
+    from tests.conftest import tiny_teacher_config
+
+    cfg = tmp_path / "t.json"
+    cfg.write_text(json.dumps(tiny_teacher_config()))
+    argv = ["--data", str(tiny_data), "--out", str(tmp_path / "t"), "--epochs", "1", "--config", str(cfg), "--quiet"]
+
+    def planted(*a, **k):
+        raise KeyError("gen_lr_typo")
+
+    monkeypatch.setattr(shared.training, "build_optimizer", planted)
+    assert run_main(teacher_main, argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(BUG_HEADER) and "Traceback" in err and "KeyError: 'gen_lr_typo'" in err
+    monkeypatch.undo()
+    assert run_main(teacher_main, [*argv[:5], "0", *argv[6:]]) == 2  # --epochs 0: bad input
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --epochs must be") and len(err.splitlines()) == 1

@@ -89,7 +89,7 @@ def test_rerun_is_idempotent_and_other_teacher_needs_overwrite(tiny_store, tiny_
     _fit(tiny_data, tmp_path / "other", epochs=1, seed=5)  # another teacher
     store = tmp_path / "copy.zarr"
     assert _export(teacher_path, tiny_data, store, "--splits", "val") == 0
-    assert _export(tmp_path / "other" / "best.pt", tiny_data, store, "--splits", "val") == 1
+    assert _export(tmp_path / "other" / "best.pt", tiny_data, store, "--splits", "val") == 2
     err = capsys.readouterr().err
     assert "teacher_sha256" in err and "--overwrite" in err
     assert _export(tmp_path / "other" / "best.pt", tiny_data, store, "--splits", "val", "--overwrite") == 0
@@ -208,7 +208,7 @@ def test_float16_overflow_asks_for_float32(tiny_teacher, tiny_data, tmp_path, ca
     ckpt = ckpt_io.load(tiny_teacher)
     ckpt["meta"] = {**ckpt["meta"], "input_scale": 1e7}  # absurd input → activations beyond 65504
     ckpt_io.save_atomic(ckpt, tmp_path / "loud.pt")
-    assert _export(tmp_path / "loud.pt", tiny_data, tmp_path / "s.zarr", "--splits", "val") == 1
+    assert _export(tmp_path / "loud.pt", tiny_data, tmp_path / "s.zarr", "--splits", "val") == 2
     assert "--dtype float32" in capsys.readouterr().err
     assert _export(tmp_path / "loud.pt", tiny_data, tmp_path / "s32.zarr", "--splits", "val", "--dtype",
                    "float32") == 0

@@ -99,7 +99,7 @@ def test_checkpoints_bind_the_model_spec(tiny_data, tmp_path, capsys):
     assert "not read by" in out and "SI_unused" in out and "SI_gen_hidden_dim" in out  # an IS run reads IS_ keys
     other = tmp_path / "mine" / "other.yaml"  # the same class, another tap map
     other.write_text(spec.read_text().replace("  dec9: neck\n", "", 1))
-    assert run_main(teacher_main, [*args[:5], "2", *args[6:9], str(other), "--resume"]) == 1
+    assert run_main(teacher_main, [*args[:5], "2", *args[6:9], str(other), "--resume"]) == 2
     assert "the model differs from the run being resumed (taps:" in capsys.readouterr().err
     factory.write_text(factory.read_text() + "\n# a comment changes the file's hash, not the model\n")
     assert teacher_main([*args[:5], "2", *args[6:], "--resume", "--quiet"]) == 0  # resumes

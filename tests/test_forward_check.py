@@ -67,7 +67,7 @@ def test_calibration_factor_is_found(tiny_data, tmp_path):
                                                 ("radial_flip+angle_reverse", 0), ("identity", 7)])
 def test_undeclared_orientation_is_refused_and_declared_one_trains(tiny_data, tmp_path, capsys, orientation, offset):
     d = _resimulate(tiny_data, tmp_path / "m", orientation=orientation, offset=offset)
-    assert run_main(check_main, ["--data", str(d)]) == 1
+    assert run_main(check_main, ["--data", str(d)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"orientation {orientation!r}, angle offset {offset} bins" in err[0]
     assert "actSino.npy" in err[0] and "geometry.orientation" in err[0]
@@ -123,7 +123,7 @@ def test_bad_inputs_to_the_check_name_the_file_and_write_nothing(tiny_data, tmp_
     cases["no_mu"] = "val-attenMap.npy"
     for name, file in cases.items():
         out = tmp_path / f"{name}.json"
-        assert run_main(check_main, ["--data", str(tmp_path / name), "--json", str(out)]) == 1, name
+        assert run_main(check_main, ["--data", str(tmp_path / name), "--json", str(out)]) == 2, name
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and file in err[0], (name, err)
         assert not out.exists(), name
@@ -162,7 +162,7 @@ def test_binding_the_chain_teacher_store_student(tiny_data, tiny_store, tiny_tea
     base = ["--data", str(tiny_data), "--config", str(cfg), "--epochs", "1", "--quiet"]
 
     assert run_main(student_main, base + ["--features", str(other_store), "--ckpt", str(tiny_teacher),
-                                          "--out", str(tmp_path / "x")]) == 1
+                                          "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert str(other_store) in err and str(tiny_teacher) in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
@@ -172,11 +172,11 @@ def test_binding_the_chain_teacher_store_student(tiny_data, tiny_store, tiny_tea
                                           "--out", str(run)]) == 0
     capsys.readouterr()
     assert run_main(evaluate_main, ["--student", str(run / "student.pt"), "--features", str(other_store), "--data",
-                                    str(tiny_data), "--out", str(tmp_path / "e"), "--methods", "student"]) == 1
+                                    str(tiny_data), "--out", str(tmp_path / "e"), "--methods", "student"]) == 2
     err = capsys.readouterr().err.strip()
     assert str(other_store) in err and str(run / "student.pt") in err and "teacher" in err
     assert run_main(student_main, base + ["--features", str(other_store), "--out", str(run), "--resume",
-                                          "--epochs", "2"]) == 1
+                                          "--epochs", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "last.pt" in err and "teacher_sha256 differs" in err
 
@@ -214,5 +214,5 @@ def test_independently_simulated_data(tmp_path, capsys):
     for split in ("train", "val", "test"):
         y = np.load(mirrored / f"{split}-actSino.npy")
         np.save(mirrored / f"{split}-actSino.npy", np.ascontiguousarray(y[:, :, ::-1]))
-    assert run_main(check_main, ["--data", str(mirrored)]) == 1
+    assert run_main(check_main, ["--data", str(mirrored)]) == 2
     assert "orientation 'radial_flip'" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def test_teacher_cli_with_bf16_and_fp16_refused_on_cpu(tiny_data, tmp_path, caps
     base = ["--data", str(tiny_data), "--config", str(cfg), "--epochs", "1", "--quiet"]
     assert run_main(teacher_main, base + ["--out", str(tmp_path / "bf16"), "--amp", "bf16"]) == 0
     assert (tmp_path / "bf16" / "best.pt").exists()
-    assert run_main(teacher_main, base + ["--out", str(tmp_path / "fp16"), "--amp", "fp16"]) == 1
+    assert run_main(teacher_main, base + ["--out", str(tmp_path / "fp16"), "--amp", "fp16"]) == 2
     assert "fp16 needs a CUDA device" in capsys.readouterr().err and not (tmp_path / "fp16").exists()
 
 
@@ -88,12 +88,12 @@ def _tune_args(tiny_data, tiny_store, out, *extra):
 def test_more_gpus_per_trial_than_the_cluster_has_fails_at_once(tiny_data, tiny_store, tmp_path, capsys):
     out = tmp_path / "tune"
     t0 = time.time()
-    assert run_main(student_main, _tune_args(tiny_data, tiny_store, out, "--gpus-per-trial", "0.5")) == 1
+    assert run_main(student_main, _tune_args(tiny_data, tiny_store, out, "--gpus-per-trial", "0.5")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--gpus-per-trial 0.5: the Ray cluster has 0 GPU(s)" in err[0], err
     assert time.time() - t0 < 60 and not (out / "ray").exists()
-    assert run_main(student_main, _tune_args(tiny_data, tiny_store, out, "--gpus-per-trial", "-1")) == 1
-    assert run_main(student_main, ["--data", str(tiny_data), "--out", str(out), "--gpus-per-trial", "1"]) == 1
+    assert run_main(student_main, _tune_args(tiny_data, tiny_store, out, "--gpus-per-trial", "-1")) == 2
+    assert run_main(student_main, ["--data", str(tiny_data), "--out", str(out), "--gpus-per-trial", "1"]) == 2
     assert "applies only with --tune" in capsys.readouterr().err
 
 

@@ -7,6 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
+
+from shared.errors import TrainingError
 import torch
 import zarr
 
@@ -162,7 +164,7 @@ def test_damaged_chunk_is_named_on_read(damage, tiny_teacher, tiny_data, tmp_pat
         ds.get(5)
     with pytest.raises(StoreError, match="train/dec36 sample 5"):
         ds.__getitems__([3, 5, 7])  # through the batch path (thread pool) too
-    assert run_main(verify_main, ["--features", str(store), "--full"]) == 1
+    assert run_main(verify_main, ["--features", str(store), "--full"]) == 2
     out = capsys.readouterr().out
     assert "train/dec36: sample(s) 5 " in out and ("damaged chunk" in out or "not finite" in out), out
 
@@ -218,7 +220,7 @@ def test_training_that_goes_non_finite_names_the_samples(tiny_data, tmp_path, mo
     cfg.write_text(json.dumps(tiny_student_config()))
     argv = ["--data", str(tiny_data), "--out", str(tmp_path / "st"), "--inject", "none", "--epochs", "1",
             "--config", str(cfg), "--quiet"]
-    err = pytest.raises(FloatingPointError, student_main, argv).value
+    err = pytest.raises(TrainingError, student_main, argv).value
     rows = list(EpochSampler(24, 0))[4:8]  # batch 2 of epoch 1, batch size 4
     assert f"epoch 1, batch 2 (train samples {rows})" in str(err)
 

@@ -95,7 +95,7 @@ def test_a_damaged_chunk_inside_a_shard_is_named(engine, tiny_store, tmp_path, c
     ds.get(4)  # its neighbour in the same shard is fine
     with pytest.raises(StoreError, match=rf"{store}: train/dec36 sample 5: damaged chunk"):
         ds.__getitems__([3, 5, 7])
-    assert run_main(verify_main, ["--features", str(store), "--full"]) == 1
+    assert run_main(verify_main, ["--features", str(store), "--full"]) == 2
     assert "train/dec36: sample(s) 5 damaged chunk" in capsys.readouterr().out
 
 

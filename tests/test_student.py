@@ -169,10 +169,10 @@ def test_train_cli_writes_student_pt_and_evaluate_writes_reports(tiny_data, tiny
     assert p["n"] == 8 and 0 <= p["p_t"] <= 1 and p["ci95"][0] <= p["mean_diff"] <= p["ci95"][1]
     assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--features", str(tiny_store), "--plain",
                                     str(out / "student.pt"), "--data", str(tiny_data), "--methods", "student",
-                                    "--out", str(tmp_path / "ev3")]) == 1  # --plain must be a plain student
+                                    "--out", str(tmp_path / "ev3")]) == 2  # --plain must be a plain student
     # the student cannot be evaluated without its store, nor with another store
     assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--data", str(tiny_data),
-                                    "--out", str(tmp_path / "e2")]) == 1
+                                    "--out", str(tmp_path / "e2")]) == 2
     assert not (tmp_path / "e2").exists()
 
 

@@ -101,10 +101,10 @@ def test_cli_refuses_to_overwrite_and_bad_data_names_file(tiny_data, tmp_path, c
     args = ["--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", "--config", str(cfg), "--quiet"]
     assert run_main(teacher_main, args) == 0
     before = (tmp_path / "run" / "best.pt").read_bytes()
-    assert run_main(teacher_main, args) == 1
+    assert run_main(teacher_main, args) == 2
     assert "--resume" in capsys.readouterr().err
     assert (tmp_path / "run" / "best.pt").read_bytes() == before
-    assert run_main(teacher_main, ["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
+    assert run_main(teacher_main, ["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "nowhere/dataset.json" in capsys.readouterr().err
 
 

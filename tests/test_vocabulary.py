@@ -154,7 +154,7 @@ def test_their_var_weighted_mse_by_hand():
 def test_what_frozenflow_does_not_do_is_refused_naming_the_key(key, value, text, tiny_data, tmp_path, capsys):
     cfg = _write(tmp_path, key, act_dict(**{key: value}))
     out = tmp_path / "s"
-    assert run_main(student_main, _args(tiny_data, out, cfg, "--inject", "none")) == 1
+    assert run_main(student_main, _args(tiny_data, out, cfg, "--inject", "none")) == 2
     err = capsys.readouterr().err
     assert text in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
@@ -167,11 +167,11 @@ def test_the_frozen_part_must_agree_with_the_store(tiny_data, tiny_store, tmp_pa
     assert ok == {**act_dict(), **frozen}
     wrong = teacher["IS_gen_hidden_dim"] + 1
     cfg = _write(tmp_path, "wrong", {**act_dict(), **frozen, "FROZEN_IS_gen_hidden_dim": wrong})
-    assert run_main(student_main, _args(tiny_data, tmp_path / "x", cfg, "--features", str(tiny_store))) == 1
+    assert run_main(student_main, _args(tiny_data, tmp_path / "x", cfg, "--features", str(tiny_store))) == 2
     assert (f"config key 'FROZEN_IS_gen_hidden_dim'={wrong}, but the teacher of {tiny_store} was trained with"
             in capsys.readouterr().err)
     cfg = _write(tmp_path, "extra", {**act_dict(), **frozen, "FROZEN_IS_gen_colour": "red"})
-    assert run_main(student_main, _args(tiny_data, tmp_path / "y", cfg, "--features", str(tiny_store))) == 1
+    assert run_main(student_main, _args(tiny_data, tmp_path / "y", cfg, "--features", str(tiny_store))) == 2
     assert "'FROZEN_IS_gen_colour': the frozen network of" in capsys.readouterr().err
     # the original convention: the teacher's IS_ keys unprefixed beside the student's SI_ keys
     legacy = {**act_dict(), **{k: v for k, v in teacher.items() if k.startswith("IS_")}}
@@ -232,11 +232,11 @@ def test_their_search_space_module_is_merged_in_order_and_every_value_checked(ti
     assert space["IS_gen_hidden_dim"] == 6  # later dicts win, as their builder merges them
     assert space["sup_base_criterion"] == {"choice": ["MSELoss", "VarWeightedMSE"]}
     assert space["IS_dropout"] == {"choice": ["true", "false"]}
-    assert run_main(teacher_main, [*base, "--search-space", f"{spec},config_BAD"]) == 1
+    assert run_main(teacher_main, [*base, "--search-space", f"{spec},config_BAD"]) == 2
     err = capsys.readouterr().err
     assert "IS_gen_neck can draw 'huge', which no trial can train" in err and "Traceback" not in err
     assert not (tmp_path / "t").exists()
-    assert run_main(teacher_main, [*base, "--search-space", f"{module}:config_NONE"]) == 1
+    assert run_main(teacher_main, [*base, "--search-space", f"{module}:config_NONE"]) == 2
     assert "'config_NONE' is not a dict in the module (dicts there: config_BAD, config_RAY_IS" in capsys.readouterr().err
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from . import search_spaces as sp
 from .schema import ConfigError, frozenflow_keys
 from .vocabulary import to_stored
+from shared.errors import InputError
 
 TASKS = ("teacher", "student")
 
@@ -18,7 +19,7 @@ def search_space(task: str, learned_scale: bool = True, cpu: bool = False) -> di
     space of networks a CPU trains in minutes (demo, tests) instead of the researcher's ranges."""
     arch = {"teacher": (sp.config_RAY_IS, sp.config_RAY_IS_cpu), "student": (sp.config_RAY_SI, sp.config_RAY_SI_cpu)}
     if task not in arch:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        raise InputError(f"task must be one of {TASKS}, got {task!r}")
     d = "IS" if task == "teacher" else "SI"
     scale = getattr(sp, f"config_RAY_{d}_{'learnScale' if learned_scale else 'fixedScale'}")
     space = {**arch[task][cpu], **scale, **(sp.config_RAY_SUP_cpu if cpu else sp.config_RAY_SUP)}
@@ -52,7 +53,7 @@ def resolve(space: dict, seed: int = 0) -> dict:
 
 def tuned_path(task: str) -> Path:
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        raise InputError(f"task must be one of {TASKS}, got {task!r}")
     return Path(str(resources.files("shared.config") / "tuned" / f"{task}.json"))
 
 
@@ -74,7 +75,7 @@ def load_config(task: str, path: str | Path | None = None, overrides: dict | Non
     path = Path(path) if path else tuned_path(task)
     for key, value in to_stored(overrides or {}).items():
         if key not in config and key not in frozenflow_keys(task):
-            raise ValueError(f"{path}: override for unknown key {key!r}")
+            raise InputError(f"{path}: override for unknown key {key!r}")
         config[key] = value
     return config
 
@@ -83,9 +84,9 @@ def _read_json(path: Path) -> dict:
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as e:  # JSONDecodeError, and UnicodeDecodeError for a non-UTF-8 file
-        raise ValueError(f"{path}: cannot read config JSON ({' '.join(str(e).split())[:120]})") from None
+        raise InputError(f"{path}: cannot read config JSON ({' '.join(str(e).split())[:120]})") from None
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object of config keys")
+        raise InputError(f"{path}: expected a JSON object of config keys")
     return config
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
+from shared.errors import InputError
 
 DIRECTIONS = ("SI", "IS")  # SI: sinogram → image (student); IS: image → sinogram (teacher)
 # Tap levels, named by their spatial size at the reference working size S = 288 (S/2, S/8, S/32).
@@ -36,7 +37,7 @@ LEGACY_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu"
 DROPOUT_IF_TRUE = 0.5  # their ``SI_dropout: true``: element-wise dropout p = 0.5 after every conv layer
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A missing or invalid configuration key; the message names the key."""
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from shared.errors import InputError
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 
@@ -29,15 +30,15 @@ def read_space(path: str | Path) -> dict:
     if ":" in text and text.split(":", 1)[0].endswith(".py"):
         return read_python_space(*text.split(":", 1))
     if text.endswith(".py"):
-        raise ValueError(f"{path}: name the dicts to merge, e.g. {path}:config_RAY_SI,config_RAY_SUP")
+        raise InputError(f"{path}: name the dicts to merge, e.g. {path}:config_RAY_SI,config_RAY_SUP")
     path = Path(path)
     try:
         text = path.read_text()
         raw = json.loads(text) if path.suffix.lower() == ".json" else _yaml(text)
     except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
-        raise ValueError(f"{path}: cannot read search space ({' '.join(str(e).split())})") from None
+        raise InputError(f"{path}: cannot read search space ({' '.join(str(e).split())})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys")
+        raise InputError(f"{path}: expected a mapping of config keys")
     out = {}
     for key, value in raw.items():
         if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS:
@@ -50,10 +51,10 @@ def read_space(path: str | Path) -> dict:
             if not ok:
                 want = ("a non-empty list" if kind == "choice" else
                         "[low, high] with 0 < low < high" if kind.startswith("log") else "[low, high] with low < high")
-                raise ValueError(f"{path}: {key}: {kind} expects {want}, got {args!r}")
+                raise InputError(f"{path}: {key}: {kind} expects {want}, got {args!r}")
             out[key] = tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
         elif isinstance(value, dict):
-            raise ValueError(f"{path}: {key}: a sampled value is one of {list(SAMPLERS)}, got {sorted(value)}")
+            raise InputError(f"{path}: {key}: a sampled value is one of {list(SAMPLERS)}, got {sorted(value)}")
         else:
             out[key] = value
     return out
@@ -67,25 +68,25 @@ def read_python_space(path: str, names: str) -> dict:
 
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"{file}: no such search-space module")
+        raise InputError(f"{file}: no such search-space module")
     spec = importlib.util.spec_from_file_location(f"_frozenflow_space_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except Exception as e:  # their module: any error in it is theirs, named with the file
-        raise ValueError(f"{file}: cannot import the search-space module ({type(e).__name__}: {e})") from None
+        raise InputError(f"{file}: cannot import the search-space module ({type(e).__name__}: {e})") from None
     merged = {}
     for name in [n.strip() for n in names.split(",") if n.strip()] or [""]:
         value = getattr(module, name, None) if name else None
         if not isinstance(value, dict):
             have = sorted(k for k, v in vars(module).items() if isinstance(v, dict) and not k.startswith("_"))
-            raise ValueError(f"{file}: {name or '(no name)'!r} is not a dict in the module (dicts there: "
+            raise InputError(f"{file}: {name or '(no name)'!r} is not a dict in the module (dicts there: "
                              f"{', '.join(have) or 'none'})")
         merged.update(value)
     for key, value in merged.items():
         json_safe = isinstance(value, (str, int, float, bool, list, type(None)))
         if not (isinstance(value, Domain) or json_safe):
-            raise ValueError(f"{file}: {key}: {type(value).__name__} is neither a ray.tune domain nor a plain value "
+            raise InputError(f"{file}: {key}: {type(value).__name__} is neither a ray.tune domain nor a plain value "
                              f"(write activations by class name, e.g. 'LeakyReLU')")
     return merged
 
@@ -108,11 +109,11 @@ def _yaml(text: str):
     try:
         import yaml
     except ImportError:
-        raise ValueError("YAML needs PyYAML (pip install pyyaml); or write the space as .json") from None
+        raise InputError("YAML needs PyYAML (pip install pyyaml); or write the space as .json") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ValueError(str(e)) from None
+        raise InputError(str(e)) from None
 
 
 def describe(space: dict) -> dict:

@@ -19,6 +19,7 @@ import dataclasses
 import torch
 
 from shared.projector import ParallelGeometry, Projector
+from shared.errors import InputError
 
 
 class FineAcquisition:
@@ -28,7 +29,7 @@ class FineAcquisition:
 
     def __init__(self, geometry: ParallelGeometry, factor: int = 2, cache_dir=None):
         if int(factor) != factor or factor < 1:
-            raise ValueError(f"oversampling factor must be an integer ≥ 1, got {factor}")
+            raise InputError(f"oversampling factor must be an integer ≥ 1, got {factor}")
         self.geometry, self.k = geometry, int(factor)
         g = geometry
         self.fine = dataclasses.replace(g, image_size=g.image_size * self.k, pixel_mm=g.pixel_mm / self.k,

@@ -16,6 +16,7 @@ The discrete facts used:
 from __future__ import annotations
 
 import torch
+from shared.errors import InputError
 
 # index v -> name; image op  <->  sinogram op
 FLIP_VARIANTS = (
@@ -29,10 +30,10 @@ FLIP_VARIANTS = (
 def _variant(v) -> int:
     if isinstance(v, str):
         if v not in FLIP_VARIANTS:
-            raise ValueError(f"flip variant must be one of {FLIP_VARIANTS}, got {v!r}")
+            raise InputError(f"flip variant must be one of {FLIP_VARIANTS}, got {v!r}")
         return FLIP_VARIANTS.index(v)
     if int(v) != v or not 0 <= int(v) < len(FLIP_VARIANTS):
-        raise ValueError(f"flip variant must be an int in 0..3 or a name in {FLIP_VARIANTS}, got {v!r}")
+        raise InputError(f"flip variant must be an int in 0..3 or a name in {FLIP_VARIANTS}, got {v!r}")
     return int(v)
 
 
@@ -87,7 +88,7 @@ def rotate_image_for_roll(img: torch.Tensor, k: int, n_angles: int) -> torch.Ten
     ``n_angles``; anything else raises ValueError (use the sinogram roll alone then).
     """
     if (2 * int(k)) % int(n_angles):
-        raise ValueError(f"rotate_image_for_roll: rolling {k} of {n_angles} angle columns is a rotation by "
+        raise InputError(f"rotate_image_for_roll: rolling {k} of {n_angles} angle columns is a rotation by "
                          f"{k * 180 / n_angles:g}°, which is exact on the pixel grid only for multiples of 90°")
     quarter_turns = (2 * int(k)) // int(n_angles)
     return torch.rot90(img, quarter_turns % 4, dims=(-2, -1))

@@ -20,6 +20,7 @@ REPORT_KIND = "check-data report"
 from shared.cli import new_parser, run_main
 
 from .dataset_io import KINDS, NONNEGATIVE_KINDS, DataError, Dataset, open_dataset, read_rows
+from shared.errors import InputError
 
 BLOCK_ROWS = 64
 
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
 
     args = parser().parse_args(argv)
     if args.samples < 1:
-        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+        raise InputError(f"--samples must be >= 1, got {args.samples}")
     if args.json:  # before any work: an existing file that is not our report is never replaced
         claim_file(args.json, REPORT_KIND, "--json")
     print(f"check-data {args.data}")

@@ -33,6 +33,7 @@ from shared.projector import ParallelGeometry
 
 from .orientation import ORIENTATIONS, OrientedArray
 from .scan import row_digest, scan_rows
+from shared.errors import InputError
 
 FORMAT_VERSION = 1
 META_NAME = "dataset.json"
@@ -47,7 +48,7 @@ OPTIONAL_KEYS = ("files", "extra", "calibration")
 ORIENTATION_KEYS = ("orientation", "angle_offset")  # optional geometry entries (shared.data.orientation)
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A dataset folder that does not match its dataset.json (or the format itself)."""
 
 

@@ -13,6 +13,7 @@ All are index permutations on the last two axes [..., R, A]; numpy arrays and to
 from __future__ import annotations
 
 import numpy as np
+from shared.errors import InputError
 
 ORIENTATIONS = ("identity", "radial_flip", "angle_reverse", "radial_flip+angle_reverse")
 
@@ -25,7 +26,7 @@ def _flip(s, axes):
 
 def _flips(s, orientation: str):
     if orientation not in ORIENTATIONS:
-        raise ValueError(f"orientation must be one of {list(ORIENTATIONS)}, got {orientation!r}")
+        raise InputError(f"orientation must be one of {list(ORIENTATIONS)}, got {orientation!r}")
     axes = {"identity": (), "radial_flip": (-2,), "angle_reverse": (-1,), "radial_flip+angle_reverse": (-2, -1)}
     axes = axes[orientation]
     return _flip(s, axes) if axes else s
@@ -68,7 +69,7 @@ class OrientedArray:
 
     def __init__(self, arr: np.ndarray, orientation: str, angle_offset: int):
         if orientation not in ORIENTATIONS:
-            raise ValueError(f"orientation must be one of {list(ORIENTATIONS)}, got {orientation!r}")
+            raise InputError(f"orientation must be one of {list(ORIENTATIONS)}, got {orientation!r}")
         self.base, self.orientation, self.angle_offset = arr, orientation, int(angle_offset)
         self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
 

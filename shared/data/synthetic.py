@@ -33,6 +33,7 @@ import torch
 from shared.data.acquisition import FineAcquisition
 from shared.data.dataset_io import write_dataset
 from shared.projector import ParallelGeometry, Projector
+from shared.errors import InputError
 
 # Linear attenuation coefficients at 511 keV, 1/cm (ranges are sampled per phantom).
 MU = {"air": 0.0, "lung": (0.024, 0.036), "fat": 0.090, "soft": 0.096, "liver": 0.100,
@@ -321,12 +322,12 @@ def make_synthetic_dataset(out, n_train: int, n_val: int, n_test: int, seed: int
     from tqdm import tqdm
 
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise InputError(f"channels must be 1 or 3, got {channels}")
     if counts <= 0:
-        raise ValueError(f"counts must be > 0, got {counts}")
+        raise InputError(f"counts must be > 0, got {counts}")
     g = ParallelGeometry(image_size, pixel_mm, n_radial, n_angles)
     if fit_radius_px(g) < 4:
-        raise ValueError(f"geometry too small for a phantom: {g}")
+        raise InputError(f"geometry too small for a phantom: {g}")
     acq = FineAcquisition(g, oversample, cache_dir=cache_dir)
     sizes = dict(zip(SPLITS, (n_train, n_val, n_test)))
     seqs = dict(zip(SPLITS, np.random.SeedSequence(seed).spawn(len(SPLITS))))
@@ -339,7 +340,7 @@ def make_synthetic_dataset(out, n_train: int, n_val: int, n_test: int, seed: int
             if n > 0:
                 arrays[name] = _make_split(seqs[name], n, g, acq, counts, channels, psf_fwhm_mm, bar)
     if not arrays:
-        raise ValueError("make_synthetic_dataset: all splits are empty")
+        raise InputError("make_synthetic_dataset: all splits are empty")
     ref = arrays.get("train") or next(iter(arrays.values()))
     scales = {"actSino": _scale(ref["actSino"]), "actMap": _scale(ref["actMap"]), "attenMap": 1.0,
               "attenSino": _scale(ref["attenSino"])}
@@ -418,13 +419,13 @@ def _check_flags(a) -> None:
                              ("--image-size", a.image_size, 1), ("--n-radial", a.n_radial, 1),
                              ("--n-angles", a.n_angles, 1), ("--oversample", a.oversample, 1)):
         if value < low:
-            raise ValueError(f"{flag} must be an integer ≥ {low}, got {value}")
+            raise InputError(f"{flag} must be an integer ≥ {low}, got {value}")
     for flag, value, zero_ok in (("--counts", a.counts, False), ("--pixel-mm", a.pixel_mm, False),
                                  ("--psf-fwhm-mm", a.psf_fwhm_mm, True)):
         if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-            raise ValueError(f"{flag} must be a finite number {'≥' if zero_ok else '>'} 0, got {value}")
+            raise InputError(f"{flag} must be a finite number {'≥' if zero_ok else '>'} 0, got {value}")
     if a.n_train + a.n_val + a.n_test == 0:
-        raise ValueError("--n-train, --n-val and --n-test are all 0: nothing to make")
+        raise InputError("--n-train, --n-val and --n-test are all 0: nothing to make")
 
 
 def main(argv=None) -> int:

@@ -19,6 +19,7 @@ from shared.config.schema import sino_channels
 
 from .hooks import probe
 from .spec import ModelSpec, load_spec
+from shared.errors import InputError
 
 
 def describe(spec: ModelSpec, config: dict, direction: str, depth: int | None = None) -> list[str]:
@@ -96,7 +97,7 @@ def _read_dict(path: Path) -> dict:
     try:
         raw = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot read the config ({e})") from None
+        raise InputError(f"{path}: cannot read the config ({e})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys")
+        raise InputError(f"{path}: expected a mapping of config keys")
     return raw

@@ -26,6 +26,7 @@ from shared.projector import crop_sinogram
 from .hooks import Seen, StopForward, capture, module_at, probe
 from .side import side_conv
 from .spec import ModelError, ModelSpec
+from shared.errors import InputError
 
 
 class Network(nn.Module):
@@ -108,7 +109,7 @@ class Network(nn.Module):
     # ------------------------------------------------------------------ run
     def _sized(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-1] > self.size or x.shape[-2] > self.size:
-            raise ValueError(f"{self.direction} network expects [B, {self.in_channels}, ≤{self.size}, ≤{self.size}] "
+            raise InputError(f"{self.direction} network expects [B, {self.in_channels}, ≤{self.size}, ≤{self.size}] "
                              f"(padded to {self.size}×{self.size}), got {list(x.shape)}")
         dh, dw = self.size - x.shape[-2], self.size - x.shape[-1]
         if dh or dw:  # centre the input in the S×S working grid
@@ -118,16 +119,16 @@ class Network(nn.Module):
     def _routed(self, features):
         if not self.plan:
             if features:
-                raise ValueError("this network injects nothing (inject_levels empty); pass no features")
+                raise InputError("this network injects nothing (inject_levels empty); pass no features")
             return None
         if features is None:
-            raise ValueError(f"this student injects {sorted(set(self.plan.values()))}; pass their features")
+            raise InputError(f"this student injects {sorted(set(self.plan.values()))}; pass their features")
         out = {}
         for s, t in self.plan.items():
             if t not in features:
-                raise ValueError(f"teacher features {t} are needed for injection but were not given")
+                raise InputError(f"teacher features {t} are needed for injection but were not given")
             if tuple(features[t].shape[1:]) != self.feature_shapes[t]:
-                raise ValueError(f"features[{t!r}] has shape {tuple(features[t].shape[1:])}, the student was "
+                raise InputError(f"features[{t!r}] has shape {tuple(features[t].shape[1:])}, the student was "
                                  f"built for {self.feature_shapes[t]}")
             out[s] = features[t] * self.scales[s]
         return out
