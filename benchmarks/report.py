@@ -66,6 +66,13 @@ def figures() -> list[dict]:
                            ("lz4_2_workers_vs_raw", "reader / raw npy memmap (lz4 store, 2 workers)")):
             if key in v:
                 rows.append(_row(label, v[key], f">= {v['target_vs_raw']:g}", v[key] >= v["target_vs_raw"], f, rd))
+    h, f = _load("reader_hot")
+    if h:
+        for key, res in h["results"]["results"].items():
+            r = res["reader"]["vs_raw"]
+            rows.append(_row(f"reader in-process / raw per-sample memmap ({key})", r, ">= 1.0 (#25)", r >= 1.0, f, h))
+            rows.append(_row(f"reader in-process, bit check / torch isfinite ({key})",
+                             res["reader"]["vs_raw"] / res["reader, torch isfinite"]["vs_raw"], source=f, doc=h))
     c, f = _load("checksum")
     if c:
         for r in c["results"]["rows"]:

@@ -21,6 +21,18 @@ from .engine import SplitArrays, resolve_engine
 from .manifest import open_store
 
 
+EXPONENT_BITS = {np.dtype(np.float16): (np.uint16, 0x7C00), np.dtype(np.float32): (np.uint32, 0x7F800000)}
+
+
+def nonfinite_rows(block: np.ndarray) -> np.ndarray:
+    """Which rows hold a NaN or ±inf, from the stored bits (exponent all ones): one single-threaded numpy
+    pass instead of torch's ``isfinite`` on half, which dominated the batch read (whole ``__getitems__`` of
+    16 default samples: 18.1 → 5.4 ms quiet, 43.8 → 16.6 ms with a core busy; results/reader_hot.json)."""
+    utype, mask = EXPONENT_BITS[block.dtype]
+    bits = block.reshape(len(block), -1).view(utype)
+    return (bits & mask).max(axis=1) == mask
+
+
 def reader_threads(requested: int | None = None) -> int:
     """Read threads per process: ``requested``, or the cores this process may use divided by the
     DataLoader's worker processes (at most 8), so workers × threads never oversubscribe the cores."""
@@ -84,13 +96,12 @@ class FeatureStoreDataset(Dataset):
         except ValueError:  # a checksum or decoding failure somewhere in the batch: find and name it
             blocks = {tap: np.stack([self._read_one(arrays, tap, k) for k in keys]) for tap in self.taps}
         for tap in self.taps:
-            raw = torch.from_numpy(np.ascontiguousarray(blocks[tap]))
-            finite = torch.isfinite(raw).flatten(1).all(1)  # on the stored dtype: half the bytes of float32
-            x = raw.float()
-            if not bool(finite.all()):  # export refuses non-finite features: NaN here is a missing chunk
-                k = keys[int((~finite).nonzero()[0, 0])]
+            block = np.ascontiguousarray(blocks[tap])
+            bad = nonfinite_rows(block)
+            if bad.any():  # export refuses non-finite features: NaN here is a missing chunk
+                k = keys[int(np.flatnonzero(bad)[0])]
                 raise L.StoreError(f"{self._where(tap, k)}: not finite (a deleted chunk reads as NaN); re-export the store")
-            for row, item in zip(x, out):
+            for row, item in zip(torch.from_numpy(block).float(), out):
                 item[tap] = row
         return out
 
