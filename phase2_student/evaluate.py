@@ -106,7 +106,7 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out: Path | None = None,
-                    calibration: tuple[float, str] | None = None) -> dict:
+                    calibration: tuple[float, str] | None = None, device="cpu") -> dict:
     """FBP/MLEM reconstructions of ``split`` in actMap units; their settings are tuned on ``tuned_on`` (the
     validation split, as the student's are) by mean relative L2, or the module defaults when ``tuned_on``
     is None.  The sinograms are divided by the dataset's calibration (declared, else fitted)."""
@@ -118,12 +118,12 @@ def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out
     settings = {}
     if tuned_on:
         print(f"[evaluate] tuning FBP filter/cutoff and MLEM iterations/post-filter on the {tuned_on} split")
-        best = tune_baselines(data, tuned_on, subsets=(1,), max_iter={1: 60}, calibration=c)["best"]
+        best = tune_baselines(data, tuned_on, subsets=(1,), max_iter={1: 60}, calibration=c, device=device)["best"]
         settings = {m: best[m] for m in methods}
     recons = {}
     for m in methods:
         print(f"[evaluate] {m} on {split} ({data.split(split).n} samples) {settings.get(m) or BASELINES[m].keywords}")
-        recons[m] = reconstruct_split(data, split, m, calibration=c, **settings.get(m, {}))
+        recons[m] = reconstruct_split(data, split, m, calibration=c, device=device, **settings.get(m, {}))
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(out) / "baseline_settings.json",
@@ -161,7 +161,7 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
 
         calibration = calibration_of(data, baseline_split or split)
         recons.update(baseline_recons(data, split, classical, tuned_on=baseline_split, out=out,
-                                      calibration=calibration))
+                                      calibration=calibration, device=device))
     out.mkdir(parents=True, exist_ok=True)
     rows, means, stats, per = [], {}, {}, {}
     for m, rec in recons.items():

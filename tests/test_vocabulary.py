@@ -277,3 +277,14 @@ def test_a_normalized_student_is_trained_on_shapes_and_evaluated_at_the_true_tot
     assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--data", str(tiny_data), "--out",
                                     str(tmp_path / "e"), "--methods", "student"]) == 0
     assert "scaled to its true image's total activity" in capsys.readouterr().out
+
+
+def test_reading_a_config_does_not_import_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys; from shared.config.construct_dictionaries import load_config; "
+            "from shared.config.schema import check_task_config; "
+            "check_task_config(load_config('student'), 'student'); print('ray' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
