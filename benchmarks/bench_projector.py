@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
         first_s = time.perf_counter() - t0
         load = time_call(lambda: Projector(g, cache_dir=cache), repeats=3, warmup=0)
         P = Projector(g, cache_dir=cache)
-    W = P._impl._cpu[0]
+    W = P.system_matrix()
     nnz = int(W.values().numel())
 
     gen = torch.Generator().manual_seed(0)

@@ -243,6 +243,32 @@ class Projector:
     A = forward
     A_adjoint = adjoint
 
+    def system_matrix(self) -> torch.Tensor | None:
+        """The CPU system matrix A (torch sparse CSR, rows = sinogram bins radial-major), or None for a
+        backend without one (parallelproj)."""
+        return self._impl.matrices[0] if isinstance(self._impl, _MatrixBackend) else None
+
+    def angle_subset_matrices(self, columns: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """For each set of angle columns, the rows of A restricted to them and its transpose (torch CSR on
+        CPU): what OSEM's subset iterations apply (1/S of a full one's work). None without a matrix."""
+        W = self.system_matrix()
+        if W is None:
+            return None
+        import scipy.sparse as sp
+
+        g = self.geometry
+        Wsp = sp.csr_matrix((W.values().numpy(), W.col_indices().numpy(), W.crow_indices().numpy()),
+                            shape=tuple(W.shape))
+        out = []
+        for c in columns:
+            rows = (np.arange(g.n_radial)[:, None] * g.n_angles + np.asarray(c)[None, :]).ravel()
+            Ws = Wsp[rows].tocsr()
+            Ws.sum_duplicates()
+            Wst = Ws.T.tocsr()
+            Wst.sum_duplicates()
+            out.append((_torch_csr(Ws), _torch_csr(Wst)))
+        return out
+
 
 class _MatrixBackend:
     def __init__(self, geometry: ParallelGeometry, cache_dir, model: str = "linear"):
@@ -250,14 +276,14 @@ class _MatrixBackend:
         W = load_system_matrix(geometry, cache_dir, model)
         Wt = W.T.tocsr()
         Wt.sum_duplicates()  # sorted column indices
-        self._cpu = (_torch_csr(W), _torch_csr(Wt))
-        self._by_device = {torch.device("cpu"): self._cpu}
+        self.matrices = (_torch_csr(W), _torch_csr(Wt))  # CPU copies; per device below
+        self._by_device = {torch.device("cpu"): self.matrices}
 
     def _mats(self, device: torch.device):
         if device not in self._by_device:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
-                self._by_device[device] = tuple(m.to(device) for m in self._cpu)
+                self._by_device[device] = tuple(m.to(device) for m in self.matrices)
         return self._by_device[device]
 
     def _apply(self, x: torch.Tensor, transpose: bool, out_shape: tuple[int, int]) -> torch.Tensor:

@@ -161,29 +161,12 @@ class _SubsetOperators:
             self._mats = self._slice(projector)
 
     def _slice(self, projector):
-        import scipy.sparse as sp
-
-        mats = getattr(getattr(projector, "_impl", None), "_cpu", None)
+        mats = projector.angle_subset_matrices(self.cols) if hasattr(projector, "angle_subset_matrices") else None
         g = self.g
-        try:
-            W = mats[0]
-            if W.layout != torch.sparse_csr or tuple(W.shape) != (g.n_radial * g.n_angles, g.image_size ** 2):
-                return None
-            Wsp = sp.csr_matrix((W.values().numpy(), W.col_indices().numpy(), W.crow_indices().numpy()),
-                                shape=tuple(W.shape))
-        except Exception:  # another backend or a changed internal layout: fall back to masking
-            return None
-        from shared.projector import _torch_csr
-
-        out = []
-        for c in self.cols:
-            rows = (np.arange(g.n_radial)[:, None] * g.n_angles + c.numpy()[None, :]).ravel()
-            Ws = Wsp[rows].tocsr()
-            Ws.sum_duplicates()
-            Wst = Ws.T.tocsr()
-            Wst.sum_duplicates()
-            out.append((_torch_csr(Ws), _torch_csr(Wst)))
-        return out
+        if mats is None or any(tuple(W.shape) != (g.n_radial * len(c), g.image_size ** 2)
+                               for (W, _), c in zip(mats, self.cols)):
+            return None  # another operator: fall back to masking
+        return mats
 
     @property
     def P(self):

@@ -10,7 +10,6 @@ import torch
 
 from .checkpoint import load
 from .metrics import HIGHER_IS_BETTER
-from .config.construct_dictionaries import load_config
 from .data.dataset_io import open_dataset
 from .model import load_spec
 from .model.network import build
@@ -18,13 +17,21 @@ from .projector import Projector
 from .tables import markdown_table, paired_lines
 
 
-def describe_generators(data) -> list[str]:
+def describe_generators(root: Path) -> list[str]:
+    """The built-in Generators the run trained (teacher/best.pt, student/student.pt), built from their own
+    checkpoints' configs: parameters and tap shapes."""
     lines = []
-    for task, direction in (("teacher", "IS"), ("student", "SI")):
-        g = build(load_spec("builtin"), load_config(task), direction)
-        n = g.parameter_count()
+    for task, direction, path in (("teacher", "IS", root / "teacher" / "best.pt"),
+                                  ("student", "SI", root / "student" / "student.pt")):
+        if not path.exists():
+            continue
+        ck = load(path)
+        if (ck.get("meta", {}).get("model") or {}).get("source", "builtin") != "builtin":
+            continue  # a user's class: describe_own_models
+        g = build(load_spec("builtin"), ck["config"], direction)
         taps = ", ".join(f"{k} {c}x{h}x{w}" for k, (c, h, w) in g.tap_shapes.items())
-        lines.append(f"  {task} Generator({direction}): {n:,} parameters; taps {taps}")
+        lines.append(f"  {task} Generator({direction}) of {path.relative_to(root)}: {g.parameter_count():,} "
+                     f"parameters; taps {taps}")
     return lines
 
 
@@ -60,7 +67,7 @@ def main(argv=None):
     data = open_dataset(root / "data")
     print("\n== summary")
     print(f"  data: {data}")
-    for line in describe_projector(data) + describe_generators(data) + describe_own_models(root):
+    for line in describe_projector(data) + describe_generators(root) + describe_own_models(root):
         print(line)
     teacher = root / "teacher" / "best.pt"
     if teacher.exists():

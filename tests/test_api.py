@@ -214,3 +214,19 @@ def test_check_data_reads_every_row(tiny_data, tmp_path):
     assert not (tmp_path / "bad.json").exists()  # bad input: nothing written
     report = __import__("shared.data.check", fromlist=["check_dataset"]).check_dataset(bad, log=lambda *a: None)
     assert report["problems"] == [f"{bad / 'train-attenMap.npy'}: row 5 contains NaN/Inf"]
+
+
+def test_the_summary_describes_the_trained_generators_not_the_defaults(tiny_teacher, tmp_path):
+    import shutil
+
+    from shared import checkpoint as ckpt_io
+    from shared.model import load_spec
+    from shared.model.network import build
+    from shared.summary import describe_generators
+
+    (tmp_path / "teacher").mkdir()
+    shutil.copy(tiny_teacher, tmp_path / "teacher" / "best.pt")
+    (line,) = describe_generators(tmp_path)
+    n = build(load_spec("builtin"), ckpt_io.load(tiny_teacher)["config"], "IS").parameter_count()
+    default = build(load_spec("builtin"), load_config("teacher"), "IS").parameter_count()
+    assert n != default and f"teacher Generator(IS) of teacher/best.pt: {n:,} parameters" in line
