@@ -202,6 +202,22 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None
     print(markdown_table(rows, columns, floatfmt))
 
 
+def kill_args(argv, doc: str, kills: int, epochs: int | None = None):
+    """The kill harnesses' flags (``--kills``, ``--seed``, optionally ``--epochs``) and the seeded generator
+    of kill instants."""
+    import argparse
+
+    import numpy as np
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--kills", type=int, default=kills)
+    if epochs is not None:
+        ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    return a, np.random.default_rng(a.seed)
+
+
 def tiny_workspace(prefix: str):
     """The kill harnesses' setting: a temporary folder with its own cache, the tests' tiny dataset in
     ``data`` and the tiny teacher config in ``t.json``; returns (work, data, config path)."""

@@ -11,7 +11,6 @@ the reference, no ``*.partial`` or ``*.__lock`` temp files.  Results: benchmarks
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from benchmarks.common import kill_rounds, kill_summary, rerun_error, tiny_workspace
+from benchmarks.common import kill_args, kill_rounds, kill_summary, rerun_error, tiny_workspace
 
 
 def _export_cmd(teacher, data, store):
@@ -40,11 +39,7 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kills", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    rng = np.random.default_rng(a.seed)
+    a, rng = kill_args(argv, __doc__, kills=30)
     work, data, config = tiny_workspace("kill_export_")
     from phase1_teacher.train import main as teacher_main
 

@@ -12,7 +12,6 @@ benchmarks/results/kills_train.json (README "Reliability").
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import subprocess
@@ -20,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from benchmarks.common import kill_rounds, kill_summary, rerun_error, tiny_workspace
+from benchmarks.common import kill_args, kill_rounds, kill_summary, rerun_error, tiny_workspace
 
 
 def _cmd(data, out, config, epochs, resume=False):
@@ -41,12 +39,7 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    rng = np.random.default_rng(a.seed)
+    a, rng = kill_args(argv, __doc__, kills=20, epochs=4)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # every run the same threads: bit-identical floats
     work, data, config = tiny_workspace("kill_train_")
     from shared.outputs import MARKER

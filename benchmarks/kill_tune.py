@@ -14,7 +14,6 @@ Results: benchmarks/results/kills_tune.json (README "Reliability").
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess
@@ -22,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-from benchmarks.common import kill_rounds, kill_summary, rerun_error, tiny_workspace
+from benchmarks.common import kill_args, kill_rounds, kill_summary, rerun_error, tiny_workspace
 from tests.test_faults import _tiny_tune
 
 SAMPLES = 2
@@ -53,11 +51,7 @@ def _check(out: Path, session: str | None) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kills", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    rng = np.random.default_rng(a.seed)
+    a, rng = kill_args(argv, __doc__, kills=10)
     work, data, config = tiny_workspace("kill_tune_")
     py = sys.executable
     subprocess.run([py, "-m", "phase1_teacher.train", "--data", str(data), "--out", str(work / "teacher"), "--epochs",
