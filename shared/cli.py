@@ -81,7 +81,7 @@ def add_training_args(p: argparse.ArgumentParser, default_metric: str = "nrmse")
                         "taps and receivers (README 'Your own Generator'; frozenflow inspect-model helps write one)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (with --tune: pin it in the search space); repeatable")
-    p.add_argument("--batch-size", type=int, help="shorthand for --set batch_size=N")
+    p.add_argument("--batch-size", type=int, help="batch size, a power of two: shorthand for --set batch_base2_exponent=log2(N)")
     p.add_argument("--lr", type=float, help="shorthand for --set gen_lr=X")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
@@ -124,7 +124,14 @@ def common_overrides(args) -> dict:
 
     overrides = parse_overrides(args.set)
     if args.batch_size is not None:
-        overrides["batch_size"] = args.batch_size
+        b = args.batch_size
+        if b < 1 or b & (b - 1):
+            raise InputError(f"--batch-size {b}: batches are 2**batch_base2_exponent; give a power of two")
+        k = b.bit_length() - 1
+        if overrides.get("batch_base2_exponent", k) != k or overrides.get("batch_size", b) != b:
+            raise InputError(f"--batch-size {b} and --set batch_base2_exponent/batch_size disagree; give one")
+        overrides.pop("batch_size", None)
+        overrides["batch_base2_exponent"] = k
     if args.lr is not None:
         overrides["gen_lr"] = args.lr
     return to_stored(overrides)  # FrozenFlow's older batch_size / loss → the researcher's keys

@@ -107,3 +107,14 @@ def test_a_deleted_tap_array_is_named(tiny_store, tiny_data, tmp_path, capsys):
     _fails_cleanly(student_main, ["--data", str(tiny_data), "--features", str(store), "--out", str(tmp_path / "st"),
                                   "--epochs", "1", "--config", str(cfg), "--quiet"], capsys,
                    "tap(s) ['enc36'] are in the store's metadata but their arrays are missing")
+
+
+@pytest.mark.parametrize("flags,text", [(["--batch-size", "12"], "--batch-size 12: batches are 2**batch_base2_exponent"),
+                                        (["--batch-size", "8", "--set", "batch_base2_exponent=2"], "disagree")])
+def test_batch_size_flag_is_the_researchers_exponent(flags, text, tiny_data, tmp_path, capsys):
+    out = tmp_path / "t"
+    _fails_cleanly(teacher_main, ["--data", str(tiny_data), "--out", str(out), "--epochs", "1", *flags], capsys, text)
+    assert not out.exists()
+    assert teacher_main(["--data", str(tiny_data), "--out", str(out), "--print-config", "--batch-size", "16"]) in (0, None)
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("{"):])["batch_base2_exponent"] == 4

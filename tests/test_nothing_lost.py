@@ -249,7 +249,7 @@ def test_bad_dataset_json_is_named(mutate, text, tiny_data, tmp_path):
 @pytest.mark.parametrize("flags,text", [(["--epochs", "0"], "--epochs must be an integer ≥ 1, got 0"),
                                         (["--val-samples", "0"], "--val-samples must be an integer ≥ 1, got 0"),
                                         (["--metric", "accuracy"], "--metric must be one of"),
-                                        (["--batch-size", "0"], "batch_size"),
+                                        (["--batch-size", "0"], "--batch-size 0"),
                                         (["--inject", ""], "--inject names no level"),
                                         (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto"),
                                         (["--device", "cuda"], "no CUDA device")])

@@ -144,7 +144,12 @@ def test_train_cli_writes_student_pt_and_evaluate_writes_reports(tiny_data, tiny
     whole = {"mse", "psnr", "ssim", "ssim_global", "nrmse"}
     assert set(summary["methods"]["fbp"]) == whole | {f"masked_{k}" for k in whole - {"ssim_global"}}
     st = summary["statistics"]["mlem"]["masked_nrmse"]
-    assert st["n"] == 8 and st["ci95"][0] < st["mean"] < st["ci95"][1]
+    from scipy import stats
+
+    v = np.array([float(r["masked_nrmse"]) for r in csv.DictReader(open(ev / "per_sample.csv")) if r["method"] == "mlem"])
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))  # Student t, n − 1 dof
+    assert st["n"] == 8 and st["mean"] == pytest.approx(v.mean(), rel=1e-6) and st["std"] == pytest.approx(v.std(ddof=1), rel=1e-6)
+    assert st["ci95"] == pytest.approx([v.mean() - half, v.mean() + half], rel=1e-6)
     assert set(summary["paired"]) == {"student - mlem"}
     assert (out / "command.txt").read_text().strip() and (out / "revision.txt").read_text().strip()
     assert (out / "feature_scales.png").stat().st_size > 5_000
@@ -166,7 +171,18 @@ def test_train_cli_writes_student_pt_and_evaluate_writes_reports(tiny_data, tiny
                                     str(plain / "student.pt"), "--data", str(tiny_data), "--methods", "student",
                                     "--out", str(tmp_path / "ev2")]) == 0
     p = json.loads((tmp_path / "ev2" / "summary.json").read_text())["paired"]["student - plain"]["nrmse"]
-    assert p["n"] == 8 and 0 <= p["p_t"] <= 1 and p["ci95"][0] <= p["mean_diff"] <= p["ci95"][1]
+    # recomputed from the per-sample table: the paired difference, its t-interval and both tests
+    from scipy import stats
+
+    rows = list(csv.DictReader(open(tmp_path / "ev2" / "per_sample.csv")))
+    by = {m: np.array([float(r["nrmse"]) for r in sorted((r for r in rows if r["method"] == m), key=lambda r: int(r["sample"]))])
+          for m in ("student", "plain")}
+    d = by["student"] - by["plain"]
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    assert p["n"] == 8 and p["mean_diff"] == pytest.approx(d.mean(), rel=1e-6)
+    assert p["ci95"] == pytest.approx([d.mean() - half, d.mean() + half], rel=1e-6)
+    assert p["p_t"] == pytest.approx(stats.ttest_rel(by["student"], by["plain"]).pvalue, rel=1e-6)
+    assert p["p_wilcoxon"] == pytest.approx(stats.wilcoxon(by["student"], by["plain"]).pvalue, rel=1e-6)
     assert run_main(evaluate_main, ["--student", str(out / "student.pt"), "--features", str(tiny_store), "--plain",
                                     str(out / "student.pt"), "--data", str(tiny_data), "--methods", "student",
                                     "--out", str(tmp_path / "ev3")]) == 2  # --plain must be a plain student
