@@ -132,7 +132,7 @@ def export_cli(ckpt: Path, data: Path, store: Path, *extra: str, threads: int | 
 
 
 def tap_bytes_per_sample(ckpt: Path, dtype: str = "float16") -> int:
-    from shared.frozen import load_frozen
+    from shared.models.frozen import load_frozen
 
     t = load_frozen(ckpt, kind="teacher", direction="IS")
     return int(sum(np.prod(s) for s in t.tap_shapes.values()) * np.dtype(dtype).itemsize)

@@ -3,7 +3,7 @@
 Both students are the tuned built-in Generator (S = 288) with all levels injected crosswise and the
 same per-channel scales. The baseline is the pre-contract path, re-expressed here: each receiving
 layer widened by the injected channels and the scaled features concatenated before it (one wider
-convolution). The shipped path (``shared.model.Network``) keeps the receiving layer and adds a bias-free
+convolution). The shipped path (``shared.models.Network``) keeps the receiving layer and adds a bias-free
 side convolution's output by a forward hook. One training step = forward, MSE loss, backward, Adam.
 Steps alternate between the two, so drift of a shared machine hits both; the figure is the ratio of
 medians, quiet and while another process spins on one core.
@@ -25,10 +25,10 @@ from benchmarks.common import environment, write_results
 from phase2_student.injection import build_student
 from shared.config.construct_dictionaries import load_config
 from shared.config.schema import InjectionConfig
-from shared.generator import N_SCALES, Generator
-from shared.model import load_spec
-from shared.model.network import build
-from shared.model.side import NEGATIVE_SLOPE
+from shared.models.generator import N_SCALES, Generator
+from shared.models import load_spec
+from shared.models.network import build
+from shared.models.side import NEGATIVE_SLOPE
 
 # stage (module path) → the tap whose injected channels it takes; receiver = its first convolution
 RECEIVING_STAGE = {"enc144": "encoder.1", "enc36": "encoder.3", "enc9": "neck", "dec9": "decoder.0",

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import environment, print_table, write_results
-from shared.data.acquisition import FineAcquisition
+from shared.physics.acquisition import Acquisition, FineAcquisition
 from shared.data.synthetic import PIXEL_KEYS, _render, _sample_params, fit_radius_px
-from shared.projector import ParallelGeometry, Projector
-from shared.recon import fbp, mlem
+from shared.physics.projector import ParallelGeometry
+from shared.physics.recon import fbp, mlem
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     g = ParallelGeometry(180, 3.0, 180, 180)
     acq = FineAcquisition(g, 2)
-    P = Projector(g)
+    P = Acquisition.of(g)
     rng = np.random.default_rng(a.seed)
     p = _sample_params(rng, a.samples, fit_radius_px(g), g.pixel_mm)
     p.update({k: p[k] * acq.k for k in PIXEL_KEYS})
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     lam_fine, _ = acq.acquire(mu_f, act_f)
     mu, act = acq.bin_image(mu_f), acq.bin_image(act_f)
     with torch.no_grad():
-        lam_crime = torch.exp(-P(mu)) * P(act)
+        lam_crime = P.expected(act, mu)
 
     def nrmse(x):
         return float(((x - act).flatten(1).norm(dim=1) / act.flatten(1).norm(dim=1)).mean())

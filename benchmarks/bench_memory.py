@@ -34,8 +34,8 @@ GPU_BYTES, MARGIN = 24 * 10 ** 9, 1.25
 def _models():
     from phase2_student.injection import build_student
     from shared.config.construct_dictionaries import load_config
-    from shared.model import load_spec
-    from shared.model.network import build
+    from shared.models import load_spec
+    from shared.models.network import build
 
     teacher = build(load_spec("builtin"), load_config("teacher"), "IS")
     shapes = teacher.tap_shapes

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import CpuMonitor, environment, print_table, time_call, write_results
-from shared.projector import ParallelGeometry, Projector
+from shared.physics.projector import ParallelGeometry, Projector
 
 TARGET_VS_SKIMAGE = 30.0
 TARGET_VS_ASTRA = 10.0

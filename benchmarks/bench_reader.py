@@ -111,7 +111,7 @@ def loader_rate(make_ds, workers: int, epochs: int) -> float:
 
 
 def teacher_rate(ckpt: Path, data: Path, epochs: int, threads: int) -> float:
-    from shared.frozen import load_frozen
+    from shared.models.frozen import load_frozen
 
     torch.set_num_threads(threads)
     teacher = load_frozen(ckpt, kind="teacher", direction="IS")

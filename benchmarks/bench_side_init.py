@@ -19,7 +19,7 @@ import yaml
 from benchmarks.common import environment, write_results
 from phase2_student import StudentOptions, fit
 from shared.config.construct_dictionaries import load_config
-from shared.model.spec import SIDE_INITS
+from shared.models.spec import SIDE_INITS
 
 BUILTIN_SPEC = Path(__file__).resolve().parent.parent / "shared" / "model" / "builtin.yaml"
 

@@ -124,8 +124,8 @@ def _batch_256(device, amp, teacher_cfg, student_cfg, manifest) -> list[dict]:
     from phase2_student.task import student_network
     from shared.config.construct_dictionaries import merge_teacher_keys
     from shared.device import autocast, resolve_amp
-    from shared.model import load_spec
-    from shared.model.network import build
+    from shared.models import load_spec
+    from shared.models.network import build
 
     dtype = resolve_amp(amp, device)
     rows = []

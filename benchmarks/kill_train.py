@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     a, rng = kill_args(argv, __doc__, kills=20, epochs=4)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # every run the same threads: bit-identical floats
     work, data, config = tiny_workspace("kill_train_")
-    from shared.outputs import MARKER
+    from shared.files.outputs import MARKER
 
     ref = work / "ref"
     t0 = time.perf_counter()

@@ -30,8 +30,8 @@ SAMPLES = 2
 
 def _check(out: Path, session: str | None) -> str:
     """'' when the resumed tune is whole and true, else what is wrong."""
-    from shared import checkpoint as ckpt_io
-    from shared.tune_runner import session_processes
+    from shared.files import checkpoint as ckpt_io
+    from shared.train.tune import session_processes
 
     rows = list(csv.DictReader(open(out / "trials.csv")))
     if len(rows) != SAMPLES or any(r["error"] for r in rows):

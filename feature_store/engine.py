@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from shared.atomic import atomic_write
+from shared.files.atomic import atomic_write
 
 from . import layout as L
 from shared.errors import InputError
@@ -271,7 +271,7 @@ class ShardFiles:
 
     def write(self, start: int, values: np.ndarray) -> int:
         """Write one whole shard (see ``can_write``): chunks with their crc32c, then the index and its
-        crc32c, atomically (shared.atomic: a temp file renamed into place), so a reader or a killed
+        crc32c, atomically (shared.files.atomic: a temp file renamed into place), so a reader or a killed
         writer never sees half a shard.  Returns the bytes written."""
         n_var = self.per_shard[1] if len(self.shard) == 5 else 1
         flat = np.ascontiguousarray(values, dtype=self.dtype).reshape(len(values) * n_var, -1).view(np.uint8)

@@ -23,7 +23,7 @@ from shared.data.augment import flip_image
 from shared.data.dataset_io import open_dataset, read_rows
 from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device
-from shared.frozen import load_frozen
+from shared.models.frozen import load_frozen
 
 from . import layout as L
 from .engine import ENGINE_HELP, ENGINES, SplitArrays, resolve_engine
@@ -297,7 +297,7 @@ def export_with_ray(spec: ExportSpec, items, workers: int, address: str | None,
     resolves itself (``auto``: the GPU Ray assigned it, if any)."""
     import ray
 
-    from shared.tune_runner import ray_gpu_share
+    from shared.train.tune import ray_gpu_share
 
     n_gpu = ray_gpu_share(gpus_per_worker, "--gpus-per-worker", spec.device, address, "worker")
     print(f"[export] {workers} Ray worker(s), {spec.threads or 1} CPU(s) and {n_gpu:g} GPU(s) each")
@@ -364,8 +364,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--range-size", type=int,
                    help=f"only with --shard-size 0: samples per resumable unit (default {DEFAULT_RANGE})")
     p.add_argument("--engine", default="auto", choices=list(ENGINES), help=ENGINE_HELP)
-    p.add_argument("--variants", default="none", choices=list(L.VARIANTS),
-                   help="flips: also store the teacher's features of the 3 Radon-symmetric flips (for --augment)")
+    p.add_argument("--flips", action="store_true",
+                   help="also store the teacher's features of the 3 Radon-symmetric flips (for --augment)")
     p.add_argument("--batch-size", type=int, default=16, help="μ-maps per teacher forward pass")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true",
@@ -388,7 +388,7 @@ def main(argv=None) -> int:
         raise InputError("--gpus-per-worker applies only to Ray workers (--ray-workers N or --ray-address)")
     spec = ExportSpec(ckpt=args.ckpt, data=args.data, store=args.out, levels=L.parse_levels(args.levels),
                       splits=[s for s in args.splits.split(",") if s], dtype=args.dtype, codec=args.codec,
-                      shard_size=args.shard_size, range_size=args.range_size, engine=args.engine, variants=args.variants,
+                      shard_size=args.shard_size, range_size=args.range_size, engine=args.engine, variants="flips" if args.flips else "none",
                       batch_size=args.batch_size, device=args.device.strip().lower(), threads=args.threads)
     t0 = time.time()
     quick_check(open_dataset(spec.data))  # mirrored or mis-scaled data would give misaligned features

@@ -53,7 +53,7 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
     taps, dtype, V = m.taps, m.dtype, m.n_variants
     teacher = None
     if ckpt:
-        from shared.frozen import load_frozen
+        from shared.models.frozen import load_frozen
 
         teacher = load_frozen(ckpt, kind="teacher", direction="IS", device=resolve_device(device))
         check(m.teacher_sha256 == teacher.sha256,
@@ -158,7 +158,7 @@ def parser():
     p.add_argument("--features", required=True, help="feature store to check (features.zarr or fsspec URL)")
     p.add_argument("--ckpt", help="teacher checkpoint: check the store's teacher hash and recompute samples")
     p.add_argument("--data", help="dataset folder: check the fingerprint (with --ckpt: recompute samples)")
-    p.add_argument("--samples", type=int, default=4, help="random samples per split checked beyond the first/last")
+    p.add_argument("--samples", type=int, default=4, help="rows per split checked, chosen at random, beyond the first and last")
     p.add_argument("--full", action="store_true", help="read every sample of every tap (checksums and finiteness)")
     p.add_argument("--seed", type=int, help="seed of the random sample choice (default: a new one, printed)")
     p.add_argument("--verbose", action="store_true", help="list every check, not only failures")

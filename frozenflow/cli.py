@@ -12,7 +12,7 @@ import sys
 COMMANDS = {
     "make-data": ("shared.data.synthetic", "write the built-in synthetic dataset"),
     "check-data": ("shared.data.check", "read every row of a dataset folder and report faults"),
-    "inspect-model": ("shared.model.inspect", "every module path of a network with its output shape (for a spec)"),
+    "inspect-model": ("shared.models.inspect", "every module path of a network with its output shape (for a spec)"),
     "train-teacher": ("phase1_teacher.train", "train (or --tune) the attenuation teacher"),
     "export": ("feature_store.export", "run the frozen teacher once and store its features (Zarr)"),
     "verify": ("feature_store.verify", "check a feature store against its teacher and dataset"),
@@ -20,7 +20,7 @@ COMMANDS = {
     "train-student": ("phase2_student.train", "train one student (with or without injection)"),
     "evaluate": ("phase2_student.evaluate", "student vs FBP and MLEM on a split"),
     "ablate": ("phase2_student.ablate", "injection variants and controls over several seeds"),
-    "runs": ("shared.runs_table", "finished runs side by side: best metrics and the config keys that differ"),
+    "runs": ("shared.evaluation.runs_table", "finished runs side by side: best metrics and the config keys that differ"),
 }
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from shared.frozen import load_frozen
-from shared.model.network import Network
+from shared.models.frozen import load_frozen
+from shared.models.network import Network
 
 
 def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Network:

@@ -4,26 +4,27 @@ from __future__ import annotations
 import torch
 
 from shared.config.schema import normalized_scale, sino_channel_key, sino_channels
-from shared.model import ModelSpec, load_spec
-from shared.model.network import build, record
-from shared.projector import Projector, crop_sinogram, pad_sinogram
-from shared.training import Task
+from shared.models import ModelSpec, load_spec
+from shared.models.network import build, record
+from shared.physics.acquisition import Acquisition
+from shared.physics.projector import crop_sinogram, pad_sinogram
+from shared.train.loop import Task
 from shared.errors import InputError
 
 
 class OnTheFlyTarget:
-    """Attenuation sinograms ∫μ dl of a μ-map batch, on the batch's device, padded to S×S."""
+    """Attenuation sinograms A μ (∫μ dl) of a μ-map batch, on the batch's device, padded to S×S."""
 
-    def __init__(self, projector: Projector, size: int, pad_mode: str = "sino"):
-        self.projector, self.size, self.pad_mode = projector, size, pad_mode
+    def __init__(self, physics: Acquisition, size: int, pad_mode: str = "sino"):
+        self.physics, self.size, self.pad_mode = physics, size, pad_mode
 
     def __call__(self, mu: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return pad_sinogram(self.projector.forward(mu), self.size, self.pad_mode)
+            return pad_sinogram(self.physics.attenuation_sinogram(mu), self.size, self.pad_mode)
 
 
 def teacher_task(config: dict, data, *, spec: ModelSpec | None = None, use_stored_sino: bool = False,
-                 projector: Projector | None = None, pad_mode: str = "sino") -> Task:
+                 physics: Acquisition | None = None, pad_mode: str = "sino") -> Task:
     """``data`` is an opened dataset (shared.data.dataset_io.Dataset): geometry, scales, fingerprint.
 
     The network (``spec``, default the built-in Generator) sees the μ-map zero-padded to S×S and
@@ -42,7 +43,7 @@ def teacher_task(config: dict, data, *, spec: ModelSpec | None = None, use_store
                          f"{sino_channels(config, 'IS')}; the student's follows the data)")
     mu_scale = float(data.scales.get("attenMap", 1.0))
     sino_scale = float(data.scales.get("attenSino", 1.0))
-    target_of = None if use_stored_sino else OnTheFlyTarget(projector or Projector(g), S, pad_mode)
+    target_of = None if use_stored_sino else OnTheFlyTarget(physics or Acquisition.of(g), S, pad_mode)
 
     def step(model, batch, device):
         mu = batch["mu"].to(device, non_blocking=True)
@@ -57,7 +58,7 @@ def teacher_task(config: dict, data, *, spec: ModelSpec | None = None, use_store
                 crop_sinogram(target, g.n_radial, g.n_angles) * sino_scale)
 
     def preview(model, batch, device, path):
-        from shared.plots import image_grid
+        from shared.evaluation.plots import image_grid
 
         pred, target = step(model, batch, device)
         rows = [[batch["mu"][i, 0].numpy(), target[i, 0].cpu().numpy(), pred[i, 0].cpu().numpy(),

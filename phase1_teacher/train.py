@@ -14,15 +14,16 @@ from pathlib import Path
 
 import torch
 
-from shared.cli import add_training_args, common_overrides, fit_options, new_parser, run_main
+from shared.cli import new_parser, run_main
+from shared.train.flags import add_training_args, common_overrides, fit_options
 from shared.config.schema import check_task_config
 from shared.config.vocabulary import to_stored
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
-from shared.entry import run_training
-from shared.model import load_spec
-from shared.model.network import report_model
-from shared.training import FitOptions, train
+from shared.train.entry import run_training
+from shared.models import load_spec
+from shared.models.network import report_model
+from shared.train.loop import FitOptions, train
 
 from .data import MuMapDataset
 from .task import teacher_task

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.atomic import atomic_write, atomic_write_json
+from shared.files.atomic import atomic_write, atomic_write_json
 from shared.cli import new_parser, parse_overrides, run_main
 from shared.config.construct_dictionaries import load_config
 from shared.config.schema import InjectionConfig, check_override_keys
 from shared.data.dataset_io import open_dataset
 from shared.device import DEVICE_HELP
-from shared.model import load_spec
-from shared.outputs import claim
-from shared.tables import markdown_table
+from shared.models import load_spec
+from shared.files.outputs import claim
+from shared.evaluation.tables import markdown_table
 
 from .evaluate import baseline_recons, per_sample_metrics, predict
 from .task import load_student

@@ -2,7 +2,7 @@
 features of the same sample (and flip variant).
 
 Features are precomputed, so the only augmentation that can stay consistent with them is the
-set of flips the store was exported with (``--variants flips``); anything else is refused.
+set of flips the store was exported with (``export --flips``); anything else is refused.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from feature_store import FeatureStoreDataset, StoreError
 from shared.data.augment import flip_image, flip_sinogram
 from shared.data.dataset_io import DataError, as_dataset
-from shared.projector import pad_sinogram
+from shared.physics.projector import pad_sinogram
 
 
 class StudentDataset(Dataset):
@@ -43,15 +43,15 @@ class StudentDataset(Dataset):
         self.n_variants = self.features.n_variants if self.features is not None else 4
         if augment and self.features is not None and self.n_variants == 1:
             raise StoreError(f"{store}: augmentation with precomputed features needs a store exported with "
-                             f"--variants flips (the features must be flipped with the sinogram); re-export or drop "
+                             f"--flips (the features must be flipped with the sinogram); re-export or drop "
                              f"--augment")
         self.augment = augment
         self.perm = None if feature_permutation is None else np.asarray(feature_permutation)
         self.atten_channel = atten_channel
         if atten_channel:
-            from shared.projector import Projector
+            from shared.physics.acquisition import Acquisition
 
-            self._projector = Projector(self.data.geometry)
+            self._physics = Acquisition.of(self.data.geometry)
         self.sino_scale = float(self.data.scales.get("actSino", 1.0))
         self.image_scale = float(self.data.scales.get("actMap", 1.0))
         self.atten_scale = float(self.data.scales.get("attenSino", 1.0))
@@ -68,7 +68,7 @@ class StudentDataset(Dataset):
         if self.atten_channel:
             mu = torch.from_numpy(np.array(self.arrays.attenMap[i : i + 1], dtype=np.float32))
             with torch.no_grad():
-                sino = torch.cat([sino, self._projector.forward(mu)[0] * self.atten_scale])
+                sino = torch.cat([sino, self._physics.attenuation_sinogram(mu)[0] * self.atten_scale])
         item = {"index": i, "variant": v, "sino": pad_sinogram(flip_sinogram(sino, v), self.size, self.pad_mode),
                 "image": flip_image(image, v)}
         return item

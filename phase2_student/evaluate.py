@@ -8,7 +8,7 @@ body, μ > 0, as masked_*), OUT/summary.json ({"split", "methods": {method: {met
 OUT/comparison.png (target | FBP | MLEM | plain | student on one colour scale, their errors centred
 on zero, a line profile through a lesion) and OUT/box_plots.png.  All images are compared in the activity map's physical units.
 With a dataset that knows its lesions (``lesionMap``, the synthetic data) also contrast recovery per
-lesion and background variability (shared.lesion_metrics): OUT/per_lesion.csv, OUT/crc_vs_size.png
+lesion and background variability (shared.evaluation.lesions): OUT/per_lesion.csv, OUT/crc_vs_size.png
 and summary["lesions"] ({"n", "statistics": {method: {crc_hot, crc_cold, bv}}, "paired"}).
 """
 from __future__ import annotations
@@ -20,16 +20,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from feature_store import StoreError, open_store
-from shared.atomic import atomic_write_csv, atomic_write_json
+from shared.files.atomic import atomic_write_csv, atomic_write_json
 from shared.cli import new_parser, run_main
 from shared.config.schema import normalized_scale
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device
-from shared.lesion_metrics import format_lesions
-from shared.metrics import METRICS, masked_metrics
-from shared.outputs import claim
-from shared.tables import markdown_table, paired_lines
+from shared.evaluation.lesions import format_lesions
+from shared.evaluation.metrics import METRICS, masked_metrics
+from shared.files.outputs import claim
+from shared.evaluation.tables import markdown_table, paired_lines
 
 from .task import load_student, student_datasets
 from shared.errors import InputError
@@ -111,7 +111,7 @@ def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out
     validation split, as the student's are) by mean relative L2, or the module defaults when ``tuned_on``
     is None.  The sinograms are divided by the dataset's calibration (declared, else fitted)."""
     from shared.data.forward_check import calibration_of
-    from shared.recon import BASELINES, reconstruct_split, tune_baselines
+    from shared.evaluation.baselines import BASELINES, reconstruct_split, tune_baselines
 
     c, source = calibration or calibration_of(data, tuned_on or split)
     print(f"[evaluate] calibration c = {c:.4g} ({source}): baselines reconstruct actSino / c")
@@ -136,7 +136,7 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
              baseline_split: str | None = "val", plain_path=None, overwrite: bool = False) -> dict:
     """Every method on ``split``; ``plain_path`` adds a second (plain, feature-free) student as
     ``plain`` and the paired comparisons student − plain and student − MLEM. ``out`` follows the output
-    rule (``shared.outputs``), claimed once the students and the store have passed their checks."""
+    rule (``shared.files.outputs``), claimed once the students and the store have passed their checks."""
     out = Path(out)
     data = as_dataset(data_dir)
     device = resolve_device(device)
@@ -178,7 +178,7 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
         summary["lesions"] = lesion_summary(recons, target, np.array(data.split(split).lesionMap), body,
                                             data.geometry.pixel_mm, out)
     atomic_write_json(out / "summary.json", summary)
-    from shared.plots import box_plots, comparison_figure
+    from shared.evaluation.plots import box_plots, comparison_figure
 
     ordered = {m: recons[m] for m in ("fbp", "mlem", "plain", "student") if m in recons}
     comparison_figure(target, ordered, out / "comparison.png", {m: per[m]["nrmse"] for m in ordered},
@@ -188,10 +188,10 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
 
 
 def lesion_summary(recons: dict, target, labels, body, pixel_mm: float, out: Path) -> dict:
-    """CRC per lesion and BV (shared.lesion_metrics): OUT/per_lesion.csv, OUT/crc_vs_size.png, and
+    """CRC per lesion and BV (shared.evaluation.lesions): OUT/per_lesion.csv, OUT/crc_vs_size.png, and
     {"n": {hot, cold}, "statistics": {method: {crc_hot, crc_cold, bv}}, "paired": {…}} over lesions."""
-    from shared.lesion_metrics import by_method, lesion_metrics
-    from shared.plots import crc_figure
+    from shared.evaluation.lesions import by_method, lesion_metrics
+    from shared.evaluation.plots import crc_figure
 
     rows = lesion_metrics(recons, target, labels, body, pixel_mm)
     if not rows:

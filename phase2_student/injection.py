@@ -6,13 +6,13 @@ student's decoder (image side); the teacher's decoder produces sinograms and fee
 encoder (sinogram side):  enc{L} → dec{L},  dec{L} → enc{L}.  Co-flow (``inject_routing`` =
 ``coflow``): enc{L} → enc{L}, dec{L} → dec{L}.  The plan (``InjectionConfig.plan``) and every default
 live in ``shared.config.schema``; each injected tensor gets a trainable (C,1,1) scale and a side
-convolution at the student's receiving layer (``shared.model``), so the class itself is never edited.
+convolution at the student's receiving layer (``shared.models``), so the class itself is never edited.
 """
 from __future__ import annotations
 
 from shared.config.schema import InjectionConfig
-from shared.model import ModelSpec
-from shared.model.network import Network, build
+from shared.models import ModelSpec
+from shared.models.network import Network, build
 
 
 def build_student(config: dict, spec: ModelSpec, feature_shapes: dict[str, tuple] | None = None,

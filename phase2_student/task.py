@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from feature_store import StoreError, StoreManifest
-from shared import checkpoint as ckpt_io
+from shared.files import checkpoint as ckpt_io
 from shared.config.schema import InjectionConfig, normalized_scale, sino_channel_key, sino_channels
-from shared.model import ModelSpec, load_spec
-from shared.model.network import Network, record
-from shared.model.restore import rebuild
-from shared.training import Task
+from shared.models import ModelSpec, load_spec
+from shared.models.network import Network, record
+from shared.models.restore import rebuild
+from shared.train.loop import Task
 
 from .data import StudentDataset
 from .injection import build_student
@@ -73,7 +73,7 @@ def student_task(config: dict, data, store: StoreManifest | None, spec: ModelSpe
         return pred, batch["image"].to(device, non_blocking=True)
 
     def preview(model, batch, device, path):
-        from shared.plots import image_grid
+        from shared.evaluation.plots import image_grid
 
         pred, target = step(model, batch, device)
         rows = [[batch["sino"][i, 0].numpy(), target[i, 0].cpu().numpy(), pred[i, 0].cpu().numpy()]

@@ -17,17 +17,18 @@ from pathlib import Path
 import torch
 
 from feature_store import open_store
-from shared import checkpoint as ckpt_io
-from shared.cli import add_training_args, common_overrides, fit_options, new_parser, run_main
+from shared.files import checkpoint as ckpt_io
+from shared.cli import new_parser, run_main
+from shared.train.flags import add_training_args, common_overrides, fit_options
 from shared.config.construct_dictionaries import merge_frozen
 from shared.config.schema import InjectionConfig, check_task_config, parse_inject
 from shared.config.vocabulary import FROZEN, to_stored
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
-from shared.entry import run_training
-from shared.model import load_spec
-from shared.model.network import report_model
-from shared.training import BEST, FitOptions, train
+from shared.train.entry import run_training
+from shared.models import load_spec
+from shared.models.network import report_model
+from shared.train.loop import BEST, FitOptions, train
 
 from .task import student_datasets, student_task
 from shared.errors import InputError

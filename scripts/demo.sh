@@ -53,7 +53,7 @@ stage "7/7 evaluate on the test split (student, FBP, MLEM) -> $OUT/evaluation"
     --plain "$OUT/student_plain/student.pt" --data "$OUT/data" --split test --out "$OUT/evaluation_own" \
     --methods student --overwrite
 
-"$PY" -m shared.summary --demo "$OUT"
+"$PY" -m shared.evaluation.summary --demo "$OUT"
 echo "demo finished in $(( $(date +%s) - t0 )) s. Figures: $OUT/data/montage.png, $OUT/teacher/val_preview.png,"
 echo "  $OUT/teacher/learning_curve.png, $OUT/student/learning_curve.png, $OUT/student/feature_scales.png,"
 echo "  $OUT/evaluation/comparison.png, $OUT/evaluation/box_plots.png, $OUT/evaluation/crc_vs_size.png"

@@ -4,7 +4,7 @@
 # the three controls at 1 seed; FBP and MLEM; paired tests and contrast recovery on the test split.
 # Every stage resumes, so an interrupted run continues where it stopped.  ~1.5 h on 2 quiet CPU cores
 # (4 teacher epochs of ~175 s, 21 student epochs of 135-195 s, data, export and evaluation).
-# Tables: python -m shared.summary --demo "$HEADLINE_OUT" (the last step; benchmarks/results/headline.md).
+# Tables: python -m shared.evaluation.summary --demo "$HEADLINE_OUT" (the last step; benchmarks/results/headline.md).
 #   HEADLINE_OUT=runs/headline  N_TRAIN=4096  STUDENT_EPOCHS=3  ./scripts/headline.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/pipeline_common.sh"
@@ -37,5 +37,5 @@ stage "5/5 evaluate: injected vs plain (seed 0), FBP, MLEM; paired tests, CIs, c
 [ -f "$OUT/evaluation_seed1/summary.json" ] || "$FF" evaluate --student "$OUT/ablation/runs/all/seed1/student.pt" \
     --features "$OUT/features.zarr" --plain "$OUT/ablation/runs/none/seed1/student.pt" --data "$OUT/data" \
     --split test --out "$OUT/evaluation_seed1" --methods student
-"$PY" -m shared.summary --demo "$OUT"
+"$PY" -m shared.evaluation.summary --demo "$OUT"
 echo "headline finished in $(( $(date +%s) - t0 )) s: $OUT/ablation/ablation.md, $OUT/evaluation/summary.json"

@@ -3,7 +3,7 @@ Poisson counts, count scale c), written in the documented folder format: data a 
 import numpy as np
 
 from shared.data.dataset_io import write_dataset
-from shared.projector import ParallelGeometry
+from shared.physics.projector import ParallelGeometry
 
 
 def make_independent_dataset(out, size: int = 64, c: float = 5.0, sizes=(("train", 8), ("val", 4), ("test", 4)),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from frozenflow.cli import COMMANDS
-from shared.atomic import atomic_write, atomic_write_json
+from shared.files.atomic import atomic_write, atomic_write_json
 from shared.config.construct_dictionaries import load_config
 from shared.config.schema import (ConfigError, GeneratorConfig, InjectionConfig, TrainConfig, check_task_config,
                                   task_keys, teacher_keys)
@@ -82,6 +82,56 @@ def test_phase2_student_knows_the_store_only_by_its_manifest():
         assert "feature_store.layout" not in text and "from feature_store import layout" not in text, path
 
 
+ROOMS = ["errors", "files", "device", "cli", "config", "physics", "data", "models", "evaluation", "train"]
+
+
+def _shared_imports(path: Path):
+    """(line, imported module) for every import in one file of shared/, relative ones resolved."""
+    import ast
+
+    mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    package = mod.rsplit(".", 1)[0] if path.name != "__init__.py" else mod.removesuffix(".__init__")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [base] if node.module else [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        yield from ((node.lineno, n) for n in names)
+
+
+def test_shared_rooms_import_only_the_rooms_above_them():
+    """docs/DESIGN.md §1: ground floor → files → config → physics → data → models → evaluation → train."""
+    climbing = []
+    for path in (ROOT / "shared").rglob("*.py"):
+        here = path.relative_to(ROOT / "shared").parts[0].removesuffix(".py")
+        for line, name in _shared_imports(path):
+            parts = name.split(".")
+            if parts[0] != "shared" or len(parts) < 2 or here not in ROOMS or parts[1] not in ROOMS:
+                if parts[0] in ("phase1_teacher", "phase2_student", "feature_store", "frozenflow"):
+                    climbing.append(f"shared/{path.relative_to(ROOT / 'shared')}:{line} imports {name}")
+                continue
+            if ROOMS.index(parts[1]) > ROOMS.index(here):
+                climbing.append(f"shared/{path.relative_to(ROOT / 'shared')}:{line} ({here}) imports {name}")
+    assert climbing == []
+
+
+def test_nothing_outside_physics_reaches_into_the_projector():
+    """The projector's backends are private to shared/physics/ (its public matrix methods are the way in)."""
+    import re
+
+    users = []
+    for pkg in ("shared", "phase1_teacher", "feature_store", "phase2_student", "frozenflow", "benchmarks"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            if "physics" not in path.parts and re.search(r"\._impl\b|_torch_csr|_MatrixBackend", path.read_text()):
+                users.append(str(path.relative_to(ROOT)))
+    assert users == []
+
+
 def test_design_lives_in_the_repository():
     assert (ROOT / "docs" / "DESIGN.md").is_file()
     hits = subprocess.run(["git", "grep", "-n", "-e", "DESIGN", "--", "*.py", "*.sh", "*.md", "*.ipynb", "*.toml"],
@@ -128,7 +178,7 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
 
 
 def test_no_other_write_path_for_whole_files():
-    """Every whole-file write in the product goes through shared.atomic (one implementation)."""
+    """Every whole-file write in the product goes through shared.files.atomic (one implementation)."""
     offenders = []
     for pkg in ("shared", "phase1_teacher", "feature_store", "phase2_student", "frozenflow"):
         for path in (ROOT / pkg).rglob("*.py"):
@@ -164,6 +214,7 @@ def test_one_flag_name_per_idea():
     for name in ("verify", "train-student", "tune-student", "evaluate", "ablate"):
         assert "--features" in flags[name], name  # a store that is read
     assert "--ray-workers" in flags["export"] and "--workers" not in flags["export"]
+    assert "--variants" not in flags["export"]  # ablate's variants are injection variants; export's flips are --flips
     assert all("--debug" in f for f in flags.values())
 
 
@@ -219,10 +270,10 @@ def test_check_data_reads_every_row(tiny_data, tmp_path):
 def test_the_summary_describes_the_trained_generators_not_the_defaults(tiny_teacher, tmp_path):
     import shutil
 
-    from shared import checkpoint as ckpt_io
-    from shared.model import load_spec
-    from shared.model.network import build
-    from shared.summary import describe_generators
+    from shared.files import checkpoint as ckpt_io
+    from shared.models import load_spec
+    from shared.models.network import build
+    from shared.evaluation.summary import describe_generators
 
     (tmp_path / "teacher").mkdir()
     shutil.copy(tiny_teacher, tmp_path / "teacher" / "best.pt")

@@ -77,7 +77,7 @@ def test_verify_and_runs_name_what_they_cannot_read(tmp_path, capsys):
     import zarr
 
     from feature_store.verify import main as verify_main
-    from shared.runs_table import main as runs_main
+    from shared.evaluation.runs_table import main as runs_main
 
     other = tmp_path / "other.zarr"
     zarr.open_group(str(other), mode="w").create_array("a", shape=(2, 2), dtype="float32")

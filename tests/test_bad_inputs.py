@@ -14,7 +14,7 @@ from feature_store.verify import main as verify_main
 from phase1_teacher.train import main as teacher_main
 from phase2_student.evaluate import main as evaluate_main
 from phase2_student.train import main as student_main
-from shared import checkpoint as ckpt_io
+from shared.files import checkpoint as ckpt_io
 from shared.cli import run_main
 from shared.data.dataset_io import DataError, open_dataset
 
@@ -228,7 +228,7 @@ def test_a_bug_is_a_traceback_exit_1_and_bad_input_one_line_exit_2(tiny_data, tm
     else escaping a command — here a KeyError planted in training — is a bug: traceback, exit 1."""
     import json
 
-    import shared.training
+    import shared.train.loop
     from phase1_teacher.train import main as teacher_main
     from shared.cli import BUG_HEADER
     from tests.conftest import tiny_teacher_config
@@ -240,7 +240,7 @@ def test_a_bug_is_a_traceback_exit_1_and_bad_input_one_line_exit_2(tiny_data, tm
     def planted(*a, **k):
         raise KeyError("gen_lr_typo")
 
-    monkeypatch.setattr(shared.training, "build_optimizer", planted)
+    monkeypatch.setattr(shared.train.loop, "build_optimizer", planted)
     assert run_main(teacher_main, argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(BUG_HEADER) and "Traceback" in err and "KeyError: 'gen_lr_typo'" in err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shared.data.dataset_io import DataError, open_dataset, write_dataset
-from shared.projector import ParallelGeometry
+from shared.physics.projector import ParallelGeometry
 
 G = ParallelGeometry(image_size=12, pixel_mm=4.0, n_radial=14, n_angles=10)
 SIZES = {"train": 5, "val": 3, "test": 2}

@@ -6,9 +6,9 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from phase2_student.evaluate import paired, per_sample_metrics, statistics
-from shared.metrics import HIGHER_IS_BETTER, masked_metrics, psnr, ssim
-from shared.tables import paired_lines
-from shared.training import FitOptions
+from shared.evaluation.metrics import HIGHER_IS_BETTER, masked_metrics, psnr, ssim
+from shared.evaluation.tables import paired_lines
+from shared.train.loop import FitOptions
 
 
 def _phantom(seed=0, n=64):
@@ -120,7 +120,7 @@ def test_a_plain_run_logs_scalars_and_its_provenance(tiny_data, tmp_path):
 def test_runs_table_shows_best_epochs_and_what_differs(tmp_path, capsys):
     import json
 
-    from shared.runs_table import main as runs_main
+    from shared.evaluation.runs_table import main as runs_main
 
     for name, lr, curve in (("a", 0.001, [0.6, 0.4, 0.5]), ("b", 0.002, [0.7, 0.65, 0.3])):
         d = tmp_path / name
@@ -140,7 +140,7 @@ def test_tune_loggers_map_to_ray_callbacks(tmp_path, monkeypatch, capsys):
 
     from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
-    from shared.tune_runner import logger_callbacks, parse_loggers
+    from shared.train.tune import logger_callbacks, parse_loggers
 
     assert parse_loggers(None) is None and parse_loggers("tensorboard,csv") == ["tensorboard", "csv"]
     with pytest.raises(ValueError, match="--logger must be a comma list"):

@@ -12,7 +12,7 @@ import torch
 import zarr
 
 from feature_store import layout as L
-from shared import checkpoint as ckpt_io
+from shared.files import checkpoint as ckpt_io
 from tests.conftest import tiny_teacher_config
 
 
@@ -78,7 +78,7 @@ def test_teacher_killed_mid_training_resumes_to_the_same_weights(tiny_data, tmp_
 def test_checkpoint_write_killed_keeps_the_previous_good_file(tmp_path):
     target = tmp_path / "ck.pt"
     ckpt_io.save_atomic({"format_version": ckpt_io.FORMAT_VERSION, "kind": "teacher", "n": -1}, target)
-    code = ("import sys, torch; from shared.checkpoint import save_atomic\n"
+    code = ("import sys, torch; from shared.files.checkpoint import save_atomic\n"
             "for i in range(10**6):\n"
             "    save_atomic({'format_version': 2, 'kind': 'teacher', 'n': i, 'w': torch.randn(2_000_000)}, sys.argv[1])\n")
     for delay in (0.3, 0.7, 1.1):
@@ -155,7 +155,7 @@ def test_a_killed_drivers_ray_is_stopped_by_the_next_run(tiny_data, tiny_store, 
     session = json.loads(record.read_text())["session_dir"]
 
     def ray_processes():
-        from shared.tune_runner import session_processes
+        from shared.train.tune import session_processes
 
         return session_processes(session)
 

@@ -173,7 +173,7 @@ def test_concurrent_readers_in_worker_processes(tiny_store):
 
 def test_sharded_and_flip_variants(tiny_teacher, tiny_data, tmp_path):
     store = tmp_path / "flips.zarr"
-    assert _export(tiny_teacher, tiny_data, store, "--variants", "flips", "--shard-size", "4", "--splits", "val",
+    assert _export(tiny_teacher, tiny_data, store, "--flips", "--shard-size", "4", "--splits", "val",
                    "--codec", "lz4") == 0
     arr = zarr.open_group(str(store), mode="r")["val"]["enc36"]
     assert arr.shape[:2] == (8, 4) and arr.shards[:2] == (4, 4) and arr.chunks[:2] == (1, 1)
@@ -203,7 +203,7 @@ def test_verify_detects_tampering(tiny_teacher, tiny_data, tmp_path):
 
 
 def test_float16_overflow_asks_for_float32(tiny_teacher, tiny_data, tmp_path, capsys):
-    from shared import checkpoint as ckpt_io
+    from shared.files import checkpoint as ckpt_io
 
     ckpt = ckpt_io.load(tiny_teacher)
     ckpt["meta"] = {**ckpt["meta"], "input_scale": 1e7}  # absurd input → activations beyond 65504

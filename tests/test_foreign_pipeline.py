@@ -15,9 +15,9 @@ from phase1_teacher.train import main as teacher_main
 from phase2_student.evaluate import main as evaluate_main
 from phase2_student.task import load_student
 from phase2_student.train import main as student_main
-from shared import checkpoint as ckpt_io
+from shared.files import checkpoint as ckpt_io
 from shared.cli import run_main
-from shared.frozen import load_frozen
+from shared.models.frozen import load_frozen
 from tests.test_model_contract import FOREIGN, OWN, monai_config, researcher_config
 
 TRAIN = {"batch_size": 4, "gen_lr": 3e-3}

@@ -11,7 +11,7 @@ from shared.data.check import main as check_main
 from shared.data.dataset_io import open_dataset
 from shared.data.forward_check import check_forward_model
 from shared.data.orientation import ORIENTATIONS, orient, to_projector
-from shared.projector import ParallelGeometry, Projector
+from shared.physics.projector import ParallelGeometry, Projector
 
 
 def _resimulate(src, dst, *, c=1.0, orientation="identity", offset=0, radial_factor=1.0, declare=None):
@@ -132,7 +132,7 @@ def test_bad_inputs_to_the_check_name_the_file_and_write_nothing(tiny_data, tmp_
 def test_baselines_use_the_calibration(tiny_data, tmp_path):
     """Data in other units (c = 5): the fitted factor brings FBP and MLEM back to actMap units."""
     from phase2_student.evaluate import baseline_recons, per_sample_metrics
-    from shared.recon import reconstruct_split
+    from shared.evaluation.baselines import reconstruct_split
 
     data = open_dataset(_resimulate(tiny_data, tmp_path / "c5", c=5.0))
     target = np.array(data.split("test").actMap)

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from shared.generator import ConfigError, Generator, channel_dims
-from shared.model import TAP_NAMES, load_spec
-from shared.model.network import build
+from shared.models.generator import ConfigError, Generator, channel_dims
+from shared.models import TAP_NAMES, load_spec
+from shared.models.network import build
 from tests.conftest import small_config
 
 BUILTIN = load_spec("builtin")
@@ -17,7 +17,7 @@ def test_output_shapes_every_neck_skip_size(size):
     torch.manual_seed(0)
     for neck, skip in itertools.product(["narrow", "medium", "wide"], ["none", "add", "concat"]):
         si = Generator(small_config("SI", size, 180, gen_neck=neck, skip_mode=skip, gen_hidden_dim=2), "SI").eval()
-        with torch.no_grad():  # the class maps S×S to S×S; the task crops (shared.model.Network)
+        with torch.no_grad():  # the class maps S×S to S×S; the task crops (shared.models.Network)
             assert si(torch.randn(1, 1, size, size)).shape == (1, 1, size, size), (neck, skip, size)
         c = small_config("IS", size, 180, gen_neck=neck, skip_mode=skip, gen_hidden_dim=2)
         is_ = build(BUILTIN, c, "IS").eval()
@@ -87,7 +87,7 @@ def test_output_scale_fixed_learned_and_normalise():
     over the loss region; the network returns its activation's output); normalize false → a learned scale
     from learnedScale_init (fixedScale present and unused); learnedScale_init null → FrozenFlow's fixed scale."""
     from shared.config.schema import GeneratorConfig
-    from shared.training import l1_normalized
+    from shared.train.loop import l1_normalized
 
     torch.manual_seed(0)
     x = torch.randn(2, 1, 64, 64)

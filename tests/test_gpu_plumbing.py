@@ -12,7 +12,7 @@ from phase1_teacher.train import main as teacher_main
 from phase2_student.train import main as student_main
 from shared.cli import run_main
 from shared.device import loader_workers, resolve_amp, resolve_device
-from shared.training import FitOptions, Task, train
+from shared.train.loop import FitOptions, Task, train
 
 from conftest import tiny_teacher_config
 

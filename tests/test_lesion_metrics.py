@@ -1,8 +1,8 @@
-"""Contrast recovery and background variability (shared.lesion_metrics) and the generator's lesion truth."""
+"""Contrast recovery and background variability (shared.evaluation.lesions) and the generator's lesion truth."""
 import numpy as np
 import pytest
 
-from shared.lesion_metrics import by_method, lesion_metrics, lesion_rois
+from shared.evaluation.lesions import by_method, lesion_metrics, lesion_rois
 
 
 def _phantom(hot=4.0, cold=0.25, size=64):

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from shared.model import ModelError, load_spec
-from shared.model.inspect import main as inspect_main
-from shared.model.network import Network, build, unread_keys
-from shared.model.side import side_conv
+from shared.models import ModelError, load_spec
+from shared.models.inspect import main as inspect_main
+from shared.models.network import Network, build, unread_keys
+from shared.models.side import side_conv
 from phase2_student.injection import build_student
 from tests.conftest import small_config, tiny_student_config
 

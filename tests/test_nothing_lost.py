@@ -19,11 +19,11 @@ from feature_store.verify import verify
 from phase1_teacher.train import main as teacher_main
 from phase2_student.evaluate import main as evaluate_main
 from phase2_student.train import main as student_main
-from shared import checkpoint as ckpt_io
+from shared.files import checkpoint as ckpt_io
 from shared.cli import run_main
 from shared.data import scan
 from shared.data.dataset_io import DataError, open_dataset
-from shared.training import EpochSampler
+from shared.train.loop import EpochSampler
 
 from tests.conftest import tiny_student_config, tiny_teacher_config
 from tests.test_bad_inputs import _fails_cleanly
@@ -206,7 +206,7 @@ def test_nan_in_any_row_is_named_and_clean_verdicts_are_cached(tiny_data, tmp_pa
 
 
 def test_training_that_goes_non_finite_names_the_samples(tiny_data, tmp_path, monkeypatch):
-    from shared import training
+    from shared.train import loop as training
 
     calls = []
 

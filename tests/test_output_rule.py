@@ -1,4 +1,4 @@
-"""The one output rule (shared/outputs.py): the 11 ways an adversarial pass destroyed a user's files with
+"""The one output rule (shared/files/outputs.py): the 11 ways an adversarial pass destroyed a user's files with
 exit 0 are each refused with one line, and the user's files stay byte for byte what they were."""
 import hashlib
 import json
@@ -15,7 +15,7 @@ from phase2_student.train import main as student_main
 from shared.cli import run_main
 from shared.data.check import main as check_main
 from shared.data.synthetic import main as make_data_main
-from shared.outputs import MARKER
+from shared.files.outputs import MARKER
 from tests.conftest import tiny_student_config, tiny_teacher_config
 from tests.test_bad_inputs import _fails_cleanly
 

@@ -1,4 +1,4 @@
-"""Tests for shared/projector.py: adjointness, analytic and skimage references, autograd, disk cache,
+"""Tests for shared/physics/projector.py: adjointness, analytic and skimage references, autograd, disk cache,
 input checks, sinogram padding, and the (optional) parallelproj backend.
 
 Everything runs on small geometries (64×64 images) with the matrix cache in a temporary directory.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-import shared.projector as projector
-from shared.projector import ParallelGeometry, Projector, crop_sinogram, pad_sinogram
+import shared.physics.projector as projector
+from shared.physics.projector import ParallelGeometry, Projector, crop_sinogram, pad_sinogram
 
 N = 64
 
@@ -278,7 +278,7 @@ def test_no_torch_warnings_when_building():
     # torch warns once per process, so this runs in a fresh interpreter with warnings as errors.
     code = ("import warnings; warnings.simplefilter('error')\n"
             "import numpy as np, scipy.sparse as sp, torch\n"
-            "from shared.projector import _torch_csr\n"
+            "from shared.physics.projector import _torch_csr\n"
             "W = _torch_csr(sp.random(20, 30, density=0.2, format='csr', dtype=np.float32, random_state=0))\n"
             "torch.sparse.mm(W, torch.ones(30, 2))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,12 +1,15 @@
-"""Classical reconstruction baselines (shared/recon.py): FBP scaling, MLEM/OSEM behaviour, split helper."""
+"""Classical reconstruction (shared/physics/recon.py) and the baselines on a split (shared/evaluation/baselines.py):
+FBP scaling, MLEM/OSEM behaviour, the calibration c of the acquisition model, the split helpers."""
 import numpy as np
 import pytest
 import torch
 
 from shared.data.dataset_io import open_dataset
-from shared.projector import ParallelGeometry, Projector
-from shared.recon import (BASELINES, FILTERS, _SubsetOperators, fbp, mlem, poisson_loglik, ramp_filter,
-                          reconstruct_split, relative_l2, tune_baselines)
+from shared.errors import InputError
+from shared.evaluation.baselines import BASELINES, reconstruct_split, relative_l2, tune_baselines
+from shared.physics.acquisition import Acquisition
+from shared.physics.projector import ParallelGeometry, Projector
+from shared.physics.recon import FILTERS, _SubsetOperators, fbp, mlem, poisson_loglik, ramp_filter
 
 SMOOTH_GEOMETRY = dict(image_size=64, pixel_mm=4.0, n_radial=96, n_angles=72)
 
@@ -19,7 +22,7 @@ def _soft_ellipse(c, a, b, x0=0.0, y0=0.0, edge=1.5):
 @pytest.fixture(scope="module")
 def smooth(projector_cache):
     """A smooth attenuating phantom on a 64×64 grid: (projector, activity, μ, body mask)."""
-    P = Projector(ParallelGeometry(**SMOOTH_GEOMETRY))
+    P = Acquisition.of(ParallelGeometry(**SMOOTH_GEOMETRY))
     c = torch.arange(64, dtype=torch.float32) - 31.5
     body = _soft_ellipse(c, 24, 17, edge=2.0)
     blob = lambda x0, y0, s: torch.exp(-((c[None, :] - x0) ** 2 + (c[:, None] - y0) ** 2) / (2 * s * s))  # noqa: E731
@@ -32,11 +35,11 @@ def smooth(projector_cache):
 def tiny(tiny_data):
     ds = open_dataset(tiny_data)
     sp = ds.split("test")
-    P = Projector(ds.geometry)
+    P = Acquisition.of(ds.geometry)
     x = torch.tensor(np.asarray(sp.actMap))
     mu = torch.tensor(np.asarray(sp.attenMap))
     noisy = torch.tensor(np.asarray(sp.actSino[:, :1]))
-    clean = torch.exp(-P.forward(mu)) * P.forward(x)
+    clean = P.expected(x, mu)
     return ds, P, x, mu, noisy, clean
 
 
@@ -57,7 +60,7 @@ def test_ramp_filter_is_linear_convolution_without_wraparound():
 
 def test_fbp_recovers_noiseless_smooth_phantom(smooth):
     P, act, mu, body = smooth
-    sino = torch.exp(-P.forward(mu)) * P.forward(act)  # the synthetic data model, noiseless
+    sino = P.expected(act, mu)  # the synthetic data model, noiseless
     for f in FILTERS:
         rec = fbp(sino, mu, P, filter=f)
         assert rec.shape == act.shape and rec.dtype == torch.float32
@@ -72,7 +75,7 @@ def test_fbp_recovers_noiseless_smooth_phantom(smooth):
 
 def test_fbp_options(smooth):
     P, act, mu, _ = smooth
-    sino = torch.exp(-P.forward(mu)) * P.forward(act)
+    sino = P.expected(act, mu)
     assert (fbp(sino + 5 * torch.randn_like(sino), mu, P, nonneg=True) >= 0).all()
     smooth_rec = fbp(sino, mu, P, filter="hann", cutoff=0.5)
     sharp_rec = fbp(sino, mu, P, filter="ramp")
@@ -123,7 +126,7 @@ def test_mlem_beats_fbp_on_noisy_data(tiny):
 
 def test_subset_slicing_matches_masking(tiny):
     _, P, x, mu, noisy, _ = tiny
-    sliced, masked = _SubsetOperators(P, 3), _SubsetOperators(P, 3, allow_slice=False)
+    sliced, masked = _SubsetOperators(P.projector, 3), _SubsetOperators(P.projector, 3, allow_slice=False)
     assert sliced._mats is not None and masked._mats is None
     y = torch.rand(2, 1, *P.geometry.sino_shape)
     for s in range(3):
@@ -152,10 +155,11 @@ def test_mlem_support_background_and_validation(projector_cache):
     x = (10 * _soft_ellipse(c, 8, 6))[None, None]
     mu = (0.1 * _soft_ellipse(c, 8, 6))[None, None]
     m = (_soft_ellipse(c, 10, 9) > 0.5).float()[None, None]
-    P = _MaskedProjector(P0, m)  # also exercises the masked-columns subset path (no matrix to slice)
-    assert _SubsetOperators(P, 2)._mats is None
-    y = torch.exp(-P.forward(mu)) * P.forward(x) + 2.0
-    sens = P.adjoint(torch.exp(-P.forward(mu)))
+    masked = _MaskedProjector(P0, m)  # also exercises the masked-columns subset path (no matrix to slice)
+    assert _SubsetOperators(masked, 2)._mats is None
+    P = Acquisition(masked)
+    y = P.expected(x, mu) + 2.0
+    sens = P.A_adjoint(P.attenuation(mu))
     assert (sens == 0).any()
     rec = mlem(y, mu, P, n_iter=30, background=2.0)
     assert (rec >= 0).all() and (rec[sens == 0] == 0).all()
@@ -164,8 +168,8 @@ def test_mlem_support_background_and_validation(projector_cache):
     rec = mlem(y, mu, P, n_iter=3, subsets=2, x0=x0, background=torch.full_like(y, 2.0))
     assert (rec[sens == 0] == 0).all() and (rec >= 0).all() and torch.isfinite(rec).all()
     # OSEM through the sliced system matrix == OSEM through the full operator with masked columns
-    unsliced = _MaskedProjector(P0, torch.ones_like(m))
-    torch.testing.assert_close(mlem(y, mu, P0, n_iter=3, subsets=4, background=2.0),
+    unsliced = Acquisition(_MaskedProjector(P0, torch.ones_like(m)))
+    torch.testing.assert_close(mlem(y, mu, Acquisition(P0), n_iter=3, subsets=4, background=2.0),
                                mlem(y, mu, unsliced, n_iter=3, subsets=4, background=2.0), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="non-negative"):
         mlem(y - 5, mu, P, n_iter=1)
@@ -173,22 +177,41 @@ def test_mlem_support_background_and_validation(projector_cache):
         mlem(y, mu, P, n_iter=1, subsets=0)
     with pytest.raises(ValueError, match="x0"):
         mlem(y, mu, P, n_iter=1, x0=torch.ones(1, 1, 5, 5))
+    with pytest.raises(InputError, match="Acquisition"):  # a bare projector has no calibration: refused
+        mlem(y, mu, P0, n_iter=1)
+
+
+def test_the_calibration_lives_in_the_acquisition_model(tiny):
+    """Counts c times larger with c in the model give the same images in actMap units, and the model's
+    expected counts and likelihood are those of c · exp(−Aμ) · A x."""
+    _, P, x, mu, noisy, clean = tiny
+    c = 37.5
+    Pc = Acquisition(P.projector, c)
+    torch.testing.assert_close(Pc.expected(x, mu), c * clean, rtol=1e-6, atol=0)
+    torch.testing.assert_close(fbp(c * noisy, mu, Pc, filter="hann"), fbp(noisy, mu, P, filter="hann"), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(mlem(c * noisy, mu, Pc, n_iter=5, subsets=2, background=c * 0.5),
+                               mlem(noisy, mu, P, n_iter=5, subsets=2, background=0.5), rtol=1e-4, atol=1e-5)
+    # the likelihood peaks at the truth in the calibrated model and not in the uncalibrated one
+    assert (poisson_loglik(c * clean, x, mu, Pc) > poisson_loglik(c * clean, 1.1 * x, mu, Pc)).all()
+    assert (poisson_loglik(c * clean, x, mu, P) < poisson_loglik(c * clean, c * x, mu, P)).all()
+    with pytest.raises(InputError, match="calibration"):
+        Acquisition(P.projector, 0.0)
 
 
 # ------------------------------------------------------------------------------ split helper
 def test_reconstruct_split(tiny, tiny_data):
     ds, P, x, mu, noisy, _ = tiny
-    out = reconstruct_split(ds, "test", "fbp", projector=P, batch_size=3)
+    out = reconstruct_split(ds, "test", "fbp", projector=P.projector, batch_size=3)
     assert out.shape == (ds.split("test").n, 1, 32, 32) and out.dtype == np.float32
     np.testing.assert_allclose(out, BASELINES["fbp"](noisy, mu, P).numpy(), rtol=1e-5, atol=1e-4)
     # by path, own projector, progress bar, keyword overrides of the baseline defaults
     got = reconstruct_split(str(tiny_data), "test", "mlem", n_iter=3, post_fwhm_mm=0.0, progress=True,
                             indices=[1, 4])
     np.testing.assert_allclose(got, mlem(noisy[[1, 4]], mu[[1, 4]], P, n_iter=3).numpy(), rtol=1e-4, atol=1e-4)
-    custom = reconstruct_split(ds, "test", lambda s, m, p: fbp(s, m, p, filter="ramp"), projector=P, batch_size=8)
+    custom = reconstruct_split(ds, "test", lambda s, m, p: fbp(s, m, p, filter="ramp"), projector=P.projector, batch_size=8)
     np.testing.assert_allclose(custom, fbp(noisy, mu, P).numpy(), rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="method"):
-        reconstruct_split(ds, "test", "art", projector=P)
+        reconstruct_split(ds, "test", "art", projector=P.projector)
     assert set(BASELINES) >= {"fbp", "mlem"}
 
 
@@ -198,8 +221,8 @@ def test_reconstruct_split_uses_centre_plane(tmp_path, projector_cache):
     ds = make_synthetic_dataset(tmp_path / "d3", 0, 0, 2, seed=3, channels=3, counts=5e4, montage=False,
                                 progress=False, image_size=24, pixel_mm=12.0, n_radial=36, n_angles=24)
     sp = ds.split("test")
-    P = Projector(ds.geometry)
-    got = reconstruct_split(ds, "test", "fbp", projector=P)
+    P = Acquisition.of(ds.geometry)
+    got = reconstruct_split(ds, "test", "fbp", projector=P.projector)
     want = BASELINES["fbp"](torch.tensor(np.asarray(sp.actSino[:, 1:2])), torch.tensor(np.asarray(sp.attenMap)), P)
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-4)
 

@@ -13,7 +13,7 @@ from feature_store.export import main as export_main
 from feature_store.verify import main as verify_main
 from phase2_student.train import main as student_main
 from shared.cli import run_main
-from shared.training import EpochSampler
+from shared.train.loop import EpochSampler
 
 from tests.test_bad_inputs import _fails_cleanly
 

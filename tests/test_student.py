@@ -17,9 +17,9 @@ from phase2_student.task import load_student, student_datasets, student_task
 from phase2_student.train import main as student_main
 from shared.cli import run_main
 from shared.data.dataset_io import open_dataset
-from shared.model import ModelError, load_spec
-from shared.model.network import build
-from shared.training import build_optimizer
+from shared.models import ModelError, load_spec
+from shared.models.network import build
+from shared.train.loop import build_optimizer
 from tests.conftest import tiny_student_config, tiny_teacher_config
 
 BUILTIN = load_spec("builtin")
@@ -198,20 +198,20 @@ def test_student_process_never_builds_the_teacher(tiny_data, tiny_store, tmp_pat
     code = (f"import sys; from phase2_student.train import main; "
             f"main(['--data', {str(tiny_data)!r}, '--features', {str(tiny_store)!r}, '--out', {str(tmp_path / 'o')!r}, "
             f"'--epochs', '1', '--config', {str(cfg)!r}, '--quiet']); "
-            f"assert 'phase1_teacher' not in sys.modules and 'shared.frozen' not in sys.modules, 'teacher loaded'")
+            f"assert 'phase1_teacher' not in sys.modules and 'shared.models.frozen' not in sys.modules, 'teacher loaded'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def test_augmentation_needs_a_flips_store(tiny_data, tiny_store, tiny_teacher, tmp_path):
     data = open_dataset(tiny_data)
     config = tiny_student_config(inject_levels=[36])
-    with pytest.raises(StoreError, match="--variants flips"):
+    with pytest.raises(StoreError, match="--flips"):
         student_datasets(config, data, open_store(tiny_store), augment=True)
     from feature_store.export import main as export_main
 
     flips = tmp_path / "flips.zarr"
     assert run_main(export_main, ["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--out", str(flips),
-                                  "--variants", "flips", "--quiet"]) == 0
+                                  "--flips", "--quiet"]) == 0
     train_set, _ = student_datasets(config, data, open_store(flips), augment=True)
     from shared.data.augment import flip_image
 
@@ -246,7 +246,7 @@ def test_controls_shuffle_freeze_and_atten_channel(tiny_data, tiny_store):
     (ds,) = student_datasets(a, data, None, splits=("val",))
     item = ds[1]
     assert item["sino"].shape == (2, 64, 64) and task.model.in_channels == 2
-    from shared.projector import Projector, pad_sinogram
+    from shared.physics.projector import Projector, pad_sinogram
 
     mu = torch.from_numpy(np.array(data.split("val").attenMap[1:2]))
     expected = pad_sinogram(Projector(data.geometry).forward(mu), 64)[0, 0] * data.scales["attenSino"]
@@ -283,7 +283,7 @@ def test_two_trial_tune_yields_student_pt(tiny_data, tiny_store, tmp_path):
 
 def test_a_trial_records_the_config_it_trained(tmp_path):
     from phase2_student.train import _one_direction_at_least
-    from shared.tune_runner import _trained_config
+    from shared.train.tune import _trained_config
 
     sampled = {**tiny_student_config(), "inject_levels": [36], "inject_enc_to_dec": False, "inject_dec_to_enc": False}
     trained = _one_direction_at_least(sampled)

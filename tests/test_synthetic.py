@@ -5,7 +5,7 @@ import torch
 
 from shared.data.dataset_io import open_dataset
 from shared.data.synthetic import MU_MAX, fit_radius_px, main, make_synthetic_dataset
-from shared.projector import ParallelGeometry, Projector
+from shared.physics.projector import ParallelGeometry, Projector
 
 GEO = dict(image_size=32, pixel_mm=6.0, n_radial=48, n_angles=30)
 COUNTS = 2e4

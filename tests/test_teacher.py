@@ -7,10 +7,10 @@ from phase1_teacher import load_teacher
 from phase1_teacher.data import MuMapDataset
 from phase1_teacher.task import teacher_task
 from phase1_teacher.train import main as teacher_main
-from shared import checkpoint as ckpt_io
+from shared.files import checkpoint as ckpt_io
 from shared.data.dataset_io import open_dataset
 from phase1_teacher import TeacherOptions, fit
-from shared.training import train
+from shared.train.loop import train
 from tests.conftest import tiny_teacher_config
 
 
@@ -26,7 +26,7 @@ def test_target_is_the_projection_of_the_mu_map(tiny_data):
     task = teacher_task(config, data)
     batch = next(iter(torch.utils.data.DataLoader(MuMapDataset(data, "val"), batch_size=2)))
     _, target = task.step(task.model, batch, torch.device("cpu"))
-    from shared.projector import Projector
+    from shared.physics.projector import Projector
 
     expected = Projector(data.geometry).forward(batch["mu"]) * data.scales.get("attenSino", 1.0)
     assert torch.allclose(target, expected, atol=1e-5)
@@ -58,7 +58,7 @@ def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
     with pytest.raises(Crash):
         _fit(tiny_data, tmp_path / "cut", epochs=3, report=crash_after_epoch_2)
     assert ckpt_io.load(tmp_path / "cut" / "last.pt")["epoch"] == 2
-    with pytest.raises(ValueError, match="--resume"):  # never silently overwritten (shared.outputs)
+    with pytest.raises(ValueError, match="--resume"):  # never silently overwritten (shared.files.outputs)
         _fit(tiny_data, tmp_path / "cut", epochs=3)
     _fit(tiny_data, tmp_path / "cut", epochs=3, resume=True)  # resumes from epoch 2
     full = ckpt_io.load(tmp_path / "full" / "last.pt")
@@ -143,7 +143,7 @@ def test_two_trial_ray_tune_yields_best_pt(tiny_data, tmp_path):
 
 
 def test_teacher_predicts_one_plane_and_shape_mismatch_is_an_error(tiny_data, tmp_path):
-    from shared.training import FitOptions, Task
+    from shared.train.loop import FitOptions, Task
 
     data = open_dataset(tiny_data)
     with pytest.raises(ValueError, match=r"the teacher predicts the one-plane .*outputs \[3, 64, 64\] \(gen_sino_channels_IS=3"):

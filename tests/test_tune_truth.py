@@ -6,8 +6,8 @@ import types
 
 import pandas as pd
 
-from shared import checkpoint as ckpt_io
-from shared.tune_runner import collect_results
+from shared.files import checkpoint as ckpt_io
+from shared.train.tune import collect_results
 
 
 def _trial(out, trial_id, best_value, best_epoch, epochs, ray_rows):

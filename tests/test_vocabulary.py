@@ -10,13 +10,13 @@ import torch
 
 from phase1_teacher.train import main as teacher_main
 from phase2_student.train import main as student_main
-from shared import checkpoint as ckpt_io
+from shared.files import checkpoint as ckpt_io
 from shared.cli import run_main
 from shared.config.construct_dictionaries import load_config, merge_frozen
 from shared.config.schema import ConfigError, GeneratorConfig, check_task_config
 from shared.config.vocabulary import classify, to_stored
-from shared.generator import Generator
-from shared.losses import var_weighted_mse
+from shared.models.generator import Generator
+from shared.train.losses import var_weighted_mse
 
 TINY = {"gen_sino_size": 64, "gen_image_size": 32, "gen_image_channels": 1}
 GAN = {f"{d}_disc_{k}": 1 for d in ("SI", "IS") for k in ("hidden_dim", "patchGAN", "lr", "b1", "b2", "adv_criterion")}

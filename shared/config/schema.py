@@ -349,7 +349,7 @@ class InjectionConfig(_Flat):
 
 
 TASKS = ("teacher", "student")
-# The sizes FrozenFlow pads and crops to (shared.model.network.build); every model gets them too.
+# The sizes FrozenFlow pads and crops to (shared.models.network.build); every model gets them too.
 SIZE_KEYS = ("gen_sino_size", "gen_image_size", "gen_image_channels")
 CHANNEL_KEYS = ("gen_sino_channels", "gen_sino_channels_SI", "gen_sino_channels_IS")
 TASK_DIRECTION = {"teacher": "IS", "student": "SI"}

@@ -11,7 +11,7 @@ vocabulary (``--print-config``).
 Or the researcher's own Python module of ray.tune dicts, as their dictionary builder merges them:
 ``my_spaces.py:config_RAY_SI,config_RAY_SI_learnScale,config_RAY_SUP`` — the named dicts merged in order,
 later ones winning. ``domain_values`` lists what a domain can produce (every choice, both bounds), which
-``shared.entry`` checks before the first trial.
+``shared.train.entry`` checks before the first trial.
 """
 from __future__ import annotations
 

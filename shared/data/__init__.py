@@ -1,11 +1,9 @@
 """Dataset folders (docs/DESIGN.md §8), sinogram-consistent augmentation and synthetic phantoms."""
-from shared.data.augment import (FLIP_VARIANTS, flip_image, flip_sinogram, roll_sinogram,
-                                 rotate_image_for_roll)
+from shared.data.augment import FLIP_VARIANTS, flip_image, flip_sinogram
 from shared.data.dataset_io import (KINDS, DataError, Dataset, SplitArrays, open_dataset, read_meta,
                                     write_dataset)
 
-__all__ = ["FLIP_VARIANTS", "flip_image", "flip_sinogram", "roll_sinogram", "rotate_image_for_roll",
-           "KINDS", "DataError", "Dataset", "SplitArrays", "open_dataset", "read_meta", "write_dataset",
+__all__ = ["FLIP_VARIANTS", "flip_image", "flip_sinogram", "KINDS", "DataError", "Dataset", "SplitArrays", "open_dataset", "read_meta", "write_dataset",
            "make_synthetic_dataset"]
 
 

@@ -1,6 +1,6 @@
 """Sinogram-consistent augmentation: image flips / rotations and the exactly matching sinogram ops.
 
-Conventions are those of :mod:`shared.projector` (and ``skimage.transform.radon(circle=False)``):
+Conventions are those of :mod:`shared.physics.projector` (and ``skimage.transform.radon(circle=False)``):
 images ``[..., H, W]`` with row = y and column = x, sinograms ``[..., R, A]`` with radial bins
 centred on the rotation axis and angles θ_k = k·π/A, k = 0..A-1.  On that grid every operation
 below is an exact index permutation (no interpolation), so ``flip_sinogram(P(x), v) ==
@@ -64,31 +64,3 @@ def flip_sinogram(sino: torch.Tensor, v) -> torch.Tensor:
     if v == 3:
         return sino.flip(-2)
     return sino
-
-
-def roll_sinogram(sino: torch.Tensor, k: int) -> torch.Tensor:
-    """Roll the angle axis by ``k`` columns (``torch.roll`` direction: column j takes column j−k).
-
-    Columns that wrap around the ends are radially flipped (p(r, θ ± π) = p(−r, θ)), so the result
-    is again a valid sinogram: that of the image rotated by k·180/A degrees counter-clockwise as
-    displayed (row 0 at the top, e.g. ``imshow`` default).  On the pixel grid this rotation is
-    exact only for multiples of 90° (k a multiple of A/2, see :func:`rotate_image_for_roll`);
-    for other k the sinogram op is still exact, it is the image that has no exact pixel form.
-    Rolling by A equals a radial flip (180° rotation); rolling by 2A is the identity.
-    """
-    from .orientation import roll_angles  # the one implementation (numpy and torch)
-
-    return roll_angles(sino, k)
-
-
-def rotate_image_for_roll(img: torch.Tensor, k: int, n_angles: int) -> torch.Tensor:
-    """The image whose sinogram is ``roll_sinogram(P(img), k)``, when that is exact on the grid.
-
-    Only rotations by multiples of 90° are pixel-exact, i.e. ``2·k`` must be a multiple of
-    ``n_angles``; anything else raises ValueError (use the sinogram roll alone then).
-    """
-    if (2 * int(k)) % int(n_angles):
-        raise InputError(f"rotate_image_for_roll: rolling {k} of {n_angles} angle columns is a rotation by "
-                         f"{k * 180 / n_angles:g}°, which is exact on the pixel grid only for multiples of 90°")
-    quarter_turns = (2 * int(k)) // int(n_angles)
-    return torch.rot90(img, quarter_turns % 4, dims=(-2, -1))

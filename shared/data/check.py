@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from shared.atomic import atomic_write_json
-from shared.outputs import FILE_MARK, claim_file
+from shared.files.atomic import atomic_write_json
+from shared.files.outputs import FILE_MARK, claim_file
 
 REPORT_KIND = "check-data report"
 from shared.cli import new_parser, run_main

@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shared.atomic import atomic_write
-from shared.projector import ParallelGeometry
+from shared.files.atomic import atomic_write
+from shared.physics.projector import ParallelGeometry
 
 from .orientation import ORIENTATIONS, OrientedArray
 from .scan import row_digest, scan_rows

@@ -1,7 +1,7 @@
 """Does a dataset agree with the forward model?  (docs/DESIGN.md §8)
 
-The pipeline assumes E[actSino] = c · exp(−P attenMap) · P actMap with P = shared.projector and the
-stored sinograms in P's orientation (or the one dataset.json declares).  For a spread sample of
+The pipeline assumes E[actSino] = c · exp(−P attenMap) · P actMap (shared.physics.acquisition) and the
+stored sinograms in the projector P's orientation (or the one dataset.json declares).  For a spread sample of
 rows this module fits, on the *stored* centre-plane sinograms:
 
 * ``calibration``: the global factor c (least squares over the sample) and its spread per sample;
@@ -138,9 +138,10 @@ def offset_notes(path, fit: dict) -> list[str]:
 @torch.no_grad()
 def check_forward_model(data, splits=None, samples: int = 8, projector=None) -> dict:
     """Fit every split's spread sample; returns ``{split: {"actSino": fit, "attenSino": fit?}, "errors": [...]}``."""
-    from shared.projector import Projector
+    from shared.physics.acquisition import Acquisition
+    from shared.physics.projector import Projector
 
-    P = projector or Projector(data.geometry)
+    physics = Acquisition(projector or Projector(data.geometry))  # c = 1: the fit finds c
     declared = (data.orientation, data.angle_offset)
     report = {"samples_per_split": samples, "splits": {}, "errors": []}
     for split in splits or data.splits:
@@ -159,8 +160,8 @@ def check_forward_model(data, splits=None, samples: int = 8, projector=None) -> 
             if zero:
                 raise DataError(f"{data.path(split, name)}: row {zero[0]} is all zero; the forward model cannot be "
                                 f"fitted (is this the right file?)")
-        atten = P.forward(torch.from_numpy(mu)).double()
-        model = (torch.exp(-atten) * P.forward(torch.from_numpy(act)).double())[:, 0].numpy()
+        ax, atten = physics.project(torch.from_numpy(act).double(), torch.from_numpy(mu).double())
+        model = physics.expected_from(ax, atten)[:, 0].numpy()
         entry = {"rows": rows, "actSino": fit_sinograms(y, model, declared)}
         report["errors"] += _errors("activity", data.path(split, "actSino"), entry["actSino"])
         if arrays.attenSino is not None:

@@ -34,7 +34,7 @@ def _flips(s, orientation: str):
 
 def roll_angles(s, k: int):
     """Column j takes column j − k of the sinogram extended over [0°, 360°) by its radial flip
-    (angle index 0..2A−1 ↔ θ in [0, 2π)); ``shared.data.augment.roll_sinogram`` is this on tensors."""
+    (angle index 0..2A−1 ↔ θ in [0, 2π))."""
     A = s.shape[-1]
     k = int(k) % (2 * A)
     if k == 0:

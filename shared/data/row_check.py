@@ -26,8 +26,8 @@ import json
 import numpy as np
 import torch
 
-from shared.atomic import atomic_write_json
-from shared.cache import cache_dir
+from shared.files.atomic import atomic_write_json
+from shared.files.cache import cache_dir
 
 from .dataset_io import DataError
 from .orientation import ORIENTATIONS, orient, stored
@@ -48,7 +48,7 @@ def _rows(n: int, batch: int):
 
 
 @torch.no_grad()
-def _split_fits(data, split: str, P, batch: int) -> dict:
+def _split_fits(data, split: str, physics, batch: int) -> dict:
     """Per row: c at the declared orientation, residual there and the best other flip's residual, max μ."""
     arrays = data.split(split)
     centre = arrays.actSino.shape[1] // 2
@@ -62,8 +62,7 @@ def _split_fits(data, split: str, P, batch: int) -> dict:
         mu = np.array(arrays.attenMap[s:e], dtype=np.float32)
         act = np.array(arrays.actMap[s:e], dtype=np.float32)
         mu_max = max(mu_max, float(mu.max()) if mu.size else 0.0)
-        m = (torch.exp(-P.forward(torch.from_numpy(mu)).double()) * P.forward(torch.from_numpy(act)).double())
-        m = m[:, 0].numpy()
+        m = physics.expected(torch.from_numpy(act).double(), torch.from_numpy(mu).double())[:, 0].numpy()
         yy = (y * y).sum(axis=(1, 2))
         fits = {}
         for o in ORIENTATIONS:
@@ -113,12 +112,13 @@ def check_every_row(data, projector=None, batch: int = 64) -> dict:
         return json.loads(cache.read_text())
     except (OSError, ValueError):
         pass
-    from shared.projector import Projector
+    from shared.physics.acquisition import Acquisition
+    from shared.physics.projector import Projector
 
-    P = projector or Projector(data.geometry)
+    physics = Acquisition(projector or Projector(data.geometry))  # c = 1: each row's c is fitted
     report, errors = {"splits": {}}, []
     for split in data.splits:
-        f = _split_fits(data, split, P, batch)
+        f = _split_fits(data, split, physics, batch)
         sino, amap, mmap = (data.path(split, k) for k in ("actSino", "actMap", "attenMap"))
         lo, hi = MU_RANGE
         if f["mu_max"] > 0 and not lo <= f["mu_max"] <= hi:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.atomic import atomic_write_json
-from shared.cache import cache_dir
+from shared.files.atomic import atomic_write_json
+from shared.files.cache import cache_dir
 
 BLOCK_BYTES = 64 << 20
 SCAN_VERSION = 1  # bump when what a clean verdict means changes

@@ -10,11 +10,11 @@ edges (analytic coverage from the distance to the ellipse), the activity is smoo
 Gaussian PSF, and everything is placed inside the circle that the projector sees completely.
 
 Data model, so that a reconstruction target is well defined:
-    E[actSino] ≈ exp(−P·attenMap) ⊙ P·actMap            (P = shared.projector.Projector)
+    E[actSino] ≈ exp(−P·attenMap) ⊙ P·actMap            (the model of shared.physics.acquisition.Acquisition)
 with actMap scaled per sample so that the centre plane's expected total is ``counts``; actMap is
 therefore in "expected counts per cm of ray path".  The sinograms are *not* made with P: the
 phantom is rendered on a 2× finer grid, projected with another model (Siddon), attenuated per
-fine ray and binned down (``shared.data.acquisition``), so model-based baselines do not meet
+fine ray and binned down (``shared.physics.acquisition``), so model-based baselines do not meet
 their own system model ("inverse crime"); actMap and attenMap are the fine maps block-averaged.  With ``channels=3`` the two extra planes are
 the neighbouring slices (slice level ± one plane, spherical lesions shrink or vanish, the body
 outline tapers slightly), attenuated by their own μ and scaled by the centre plane's factor.
@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.data.acquisition import FineAcquisition
+from shared.physics.acquisition import Acquisition, FineAcquisition
 from shared.data.dataset_io import write_dataset
-from shared.projector import ParallelGeometry, Projector
+from shared.physics.projector import ParallelGeometry
 from shared.errors import InputError
 
 # Linear attenuation coefficients at 511 keV, 1/cm (ranges are sampled per phantom).
@@ -292,7 +292,7 @@ def _make_split(seq: np.random.SeedSequence, n, g, acq, counts, channels, psf_fw
         lam = lam.double()
         factor = counts / lam[:, c].sum(dim=(-2, -1))  # centre plane's expected total = counts
         lam = (lam * factor[:, None, None, None]).numpy()
-        out["actSino"][s:s + B] = [r.poisson(x) for r, x in zip(rngs[s:s + B], lam)]
+        out["actSino"][s:s + B] = Acquisition.sample(lam, rngs[s:s + B])
         out["actMap"][s:s + B, 0] = (acq.bin_image(act[:, c:c + 1])[:, 0].double() * factor[:, None, None]).numpy()
         out["attenMap"][s:s + B] = acq.bin_image(mu[:, c:c + 1]).numpy()
         out["attenSino"][s:s + B] = att_sino[:, c:c + 1].numpy()
@@ -316,7 +316,7 @@ def make_synthetic_dataset(out, n_train: int, n_val: int, n_test: int, seed: int
     """Generate and write a dataset folder (see module docstring); returns the opened Dataset.
 
     Splits with 0 samples are left out of dataset.json.  ``oversample``: the acquisition grid is
-    this many times finer than the dataset's (``shared.data.acquisition``).  ``cache_dir`` is the
+    this many times finer than the dataset's (``shared.physics.acquisition``).  ``cache_dir`` is the
     projectors' system-matrix cache (default: the user cache).
     """
     from tqdm import tqdm
@@ -352,11 +352,11 @@ def make_synthetic_dataset(out, n_train: int, n_val: int, n_test: int, seed: int
              "acquisition": {"oversample": acq.k, "model": f"astra {acq.MODEL} (Siddon) on the finer grid, binned down"}}
     ds = write_dataset(out, g, arrays, UNITS, scales, extra=extra)
     if montage:
-        write_montage(ds, Path(out) / "montage.png", Projector(g, cache_dir=cache_dir))
+        write_montage(ds, Path(out) / "montage.png", Acquisition.of(g, cache_dir=cache_dir))
     return ds
 
 
-def write_montage(ds, path, projector=None, n: int = 4) -> None:
+def write_montage(ds, path, physics: Acquisition | None = None, n: int = 4) -> None:
     """PNG: a few samples × (μ-map, activity, activity sinogram (centre plane), attenuation sinogram)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -369,8 +369,8 @@ def write_montage(ds, path, projector=None, n: int = 4) -> None:
     if sp.attenSino is not None:
         att = np.asarray(sp.attenSino[idx, 0])
     else:
-        P = projector or Projector(ds.geometry)
-        att = P.forward(torch.from_numpy(np.asarray(sp.attenMap[idx]))).numpy()[:, 0]
+        physics = physics or Acquisition.of(ds.geometry)
+        att = physics.attenuation_sinogram(torch.from_numpy(np.asarray(sp.attenMap[idx]))).numpy()[:, 0]
     cols = (("μ-map [1/cm]", np.asarray(sp.attenMap[idx, 0])), ("activity", np.asarray(sp.actMap[idx, 0])),
             ("activity sinogram [counts]", np.asarray(sp.actSino[idx, c])), ("∫μ (attenuation sinogram)", att))
     fig, axes = plt.subplots(len(idx), 4, figsize=(12, 3 * len(idx)), squeeze=False)
@@ -430,7 +430,7 @@ def _check_flags(a) -> None:
 
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
-    from shared.outputs import claim
+    from shared.files.outputs import claim
 
     _check_flags(a)  # before the folder is touched
     claim(a.out, "dataset", overwrite=a.overwrite)  # never into a folder of the user's own files

@@ -12,11 +12,11 @@ import math
 from pathlib import Path
 from typing import Callable
 
-from .config.construct_dictionaries import load_config, resolve, search_space
-from .config.schema import ConfigError, check_override_keys, check_task_config, frozenflow_keys
-from .model import load_spec
-from .config.space_files import describe, domain_values, read_space
-from .training import BEST, FitOptions
+from shared.config.construct_dictionaries import load_config, resolve, search_space
+from shared.config.schema import ConfigError, check_override_keys, check_task_config, frozenflow_keys
+from shared.models import load_spec
+from shared.config.space_files import describe, domain_values, read_space
+from shared.train.loop import BEST, FitOptions
 from shared.errors import InputError
 
 Fit = Callable[[dict, str, Path, FitOptions], dict]
@@ -66,9 +66,9 @@ def check_space(space: dict, task: str, builtin: bool, where: str, trial_config=
 
 
 def _tune(args, task, fit, options, overrides, out, trial_config, builtin):
-    from .tune_runner import tune_from_cli
+    from shared.train.tune import tune_from_cli
 
-    from .tune_runner import parse_loggers
+    from shared.train.tune import parse_loggers
 
     if args.config:
         raise InputError("--config does not apply with --tune (the trials sample the search space); "

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .atomic import atomic_write_csv, atomic_write_json
-from .outputs import claim
-from .training import BEST, CONFIG_JSON, LAST
+from shared.files.atomic import atomic_write_csv, atomic_write_json
+from shared.files.outputs import claim
+from shared.train.loop import BEST, CONFIG_JSON, LAST
 from shared.errors import InputError, TrainingError
 
 TRIALS_DIR = "trials"
@@ -255,8 +255,8 @@ def tune_from_cli(args, out: Path, name: str, space: dict, fit_trial: Callable[[
     trial's best.pt lands in OUT."""
     import torch
 
-    from .device import resolve_device
-    from .metrics import metric_and_mode
+    from shared.device import resolve_device
+    from shared.evaluation.metrics import metric_and_mode
 
     metric, mode = metric_and_mode(args.metric, args.mode)
     claim(out, f"{name} tune", resume=args.resume)  # before Ray starts: a run or another folder is refused
@@ -299,7 +299,7 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str, resour
     ok = [r for r in results if r.metrics and metric in r.metrics]
     if not ok:
         raise TrainingError(f"no trial reported {metric!r}; first error: {errors[0] if errors else 'none'}")
-    from .checkpoint import load, save_atomic
+    from shared.files.checkpoint import load, save_atomic
 
     # The numbers come from each trial's own checkpoints, not from Ray's result table: after a killed
     # driver and --resume, Ray's table can hold a restored trial's first epochs only.
@@ -338,7 +338,7 @@ def collect_results(results, out_dir: str | Path, metric: str, mode: str, resour
 
 def _trial_checkpoints(out_dir: Path, trial_id, metric: str) -> dict:
     """A trial's best value and epoch (its best.pt) and the epochs it trained (its last.pt)."""
-    from .checkpoint import CheckpointError, load
+    from shared.files.checkpoint import CheckpointError, load
 
     folder = out_dir / TRIALS_DIR / str(trial_id)
     out = {"best_value": None, "best_epoch": None, "epochs": None}
@@ -364,7 +364,7 @@ def _trained_config(out_dir: Path, result) -> dict:
 
 
 def _tuning_curve(results, metric, path):
-    from .plots import _plt
+    from shared.evaluation.plots import _plt
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))

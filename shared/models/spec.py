@@ -1,6 +1,6 @@
 """A model spec: which class builds the network and where its features are (docs/DESIGN.md §2).
 
-``builtin`` is FrozenFlow's own Generator (``shared/model/builtin.yaml``); any other spec is a
+``builtin`` is FrozenFlow's own Generator (``shared/models/builtin.yaml``); any other spec is a
 JSON/YAML file::
 
     factory: my_generators.py:make        # a file beside the spec, or a module path "pkg.mod:make"
@@ -29,7 +29,9 @@ import torch.nn as nn
 from shared.config.schema import LEVELS, ConfigError
 
 BUILTIN = "builtin"
-BUILTIN_FACTORY = "shared.generator:Generator"
+BUILTIN_FACTORY = "shared.models.generator:Generator"
+# Where the built-in class lived before shared/ was split into rooms; checkpoints written then record it.
+MOVED_FACTORIES = {"shared.generator:Generator": BUILTIN_FACTORY}
 SPEC_KEYS = ("factory", "taps", "receivers", "side_init")
 # The tap names a store and the routing know: a side and a level (the size at the reference S = 288).
 TAP_NAMES = tuple(f"enc{lv}" for lv in LEVELS) + tuple(f"dec{lv}" for lv in reversed(LEVELS))
@@ -127,7 +129,8 @@ class ModelSpec:
     def from_record(cls, record: dict, where: str) -> "ModelSpec":
         if not isinstance(record, dict) or "factory" not in record:
             raise ModelError(f"{where}: records no model spec (written by an older FrozenFlow); retrain it")
-        return cls(factory=record["factory"], taps=dict(record["taps"]), receivers=dict(record["receivers"]),
+        factory = MOVED_FACTORIES.get(record["factory"], record["factory"])
+        return cls(factory=factory, taps=dict(record["taps"]), receivers=dict(record["receivers"]),
                    side_init=record.get("side_init", "torch_default"), source=record.get("source", where))
 
     def factory_sha256(self) -> str | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tables import markdown_table
+from shared.evaluation.tables import markdown_table
 
 GAP, WIDTH_MIN = 2.0, 3.0
 MIN_PIXELS, MIN_BACKGROUND, MIN_CONTRAST = 4, 8, 0.25

@@ -21,7 +21,7 @@ import datetime
 import json
 from pathlib import Path
 
-from .atomic import PARTIAL, atomic_write_json
+from shared.files.atomic import PARTIAL, atomic_write_json
 from shared.errors import InputError
 
 MARKER = ".frozenflow-output.json"
@@ -56,7 +56,7 @@ def kind_of(folder: Path) -> str | None:
 def _legacy_kind(folder: Path, kind: str, entries: list[str]) -> bool:
     """An unmarked folder of an older FrozenFlow holding ``kind``: its files, and a checkpoint of that phase
     (a run's last.pt, or a tune trial's)."""
-    from .checkpoint import CheckpointError, load
+    from shared.files.checkpoint import CheckpointError, load
 
     want = LEGACY.get(kind)
     if not want or not all(name in entries for name in want):
@@ -103,7 +103,7 @@ def claim(folder: str | Path, kind: str, *, resume: bool = False, overwrite: boo
     folder.mkdir(parents=True, exist_ok=True)
     if kind_of(folder) != kind:
         atomic_write_json(folder / MARKER, {"kind": kind, "created": _now()})
-    for orphan in folder.glob(f".*{PARTIAL}"):  # temp files of a killed atomic write (shared.atomic names them)
+    for orphan in folder.glob(f".*{PARTIAL}"):  # temp files of a killed atomic write (shared.files.atomic names them)
         orphan.unlink(missing_ok=True)
     return folder
 

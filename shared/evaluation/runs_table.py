@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import new_parser, run_main
-from .tables import markdown_table
+from shared.cli import new_parser, run_main
+from shared.evaluation.tables import markdown_table
 from shared.errors import InputError
 
 SHOWN = ("val_nrmse", "val_psnr", "val_ssim")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write
+from shared.files.atomic import atomic_write
 from shared.errors import InputError
 
-FORMAT_VERSION = 2  # 2: meta['model'] records the model spec (shared.model)
+FORMAT_VERSION = 2  # 2: meta['model'] records the model spec (shared.models)
 
 
 class CheckpointError(InputError):
@@ -18,7 +18,7 @@ class CheckpointError(InputError):
 
 
 def save_atomic(obj, path: str | Path) -> Path:
-    """torch.save through :func:`shared.atomic.atomic_write`: a crash leaves the old file."""
+    """torch.save through :func:`shared.files.atomic.atomic_write`: a crash leaves the old file."""
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared import checkpoint as ckpt_io
+from shared.files import checkpoint as ckpt_io
 from shared.config.schema import ConfigError
 
 from .network import Network, build

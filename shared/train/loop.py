@@ -21,13 +21,13 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from . import checkpoint as ckpt_io
-from .atomic import atomic_write, atomic_write_csv, atomic_write_json
-from .config.schema import TrainConfig
-from .device import autocast, loader_workers, resolve_amp, resolve_device
-from .losses import get_loss
-from .metrics import all_metrics, metric_and_mode
-from .outputs import claim
+from shared.files import checkpoint as ckpt_io
+from shared.files.atomic import atomic_write, atomic_write_csv, atomic_write_json
+from shared.config.schema import TrainConfig
+from shared.device import autocast, loader_workers, resolve_amp, resolve_device
+from shared.train.losses import get_loss
+from shared.evaluation.metrics import all_metrics, metric_and_mode
+from shared.files.outputs import claim
 from shared.errors import InputError, TrainingError
 
 LAST, BEST, METRICS_CSV, CONFIG_JSON = "last.pt", "best.pt", "metrics.csv", "config.json"
@@ -72,7 +72,7 @@ class FitOptions:
     val_samples: int = 64
     shuffle_block: int = 0  # >0: block shuffle in blocks of this many samples (EpochSampler)
     augment: bool = False  # random Radon-symmetric flips
-    model: str = "builtin"  # model spec: builtin or a JSON/YAML spec file (shared.model.load_spec)
+    model: str = "builtin"  # model spec: builtin or a JSON/YAML spec file (shared.models.load_spec)
     progress: bool = True
     report: Callable[[dict, Path], None] | None = None  # called after each epoch's checkpoint
 
@@ -84,7 +84,7 @@ class FitOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(f"--{name.replace('_', '-')} must be an integer ≥ {low}, got {value!r}")
         metric_and_mode(self.metric, self.mode)
-        from .model import load_spec
+        from shared.models import load_spec
 
         load_spec(self.model)  # a missing or malformed spec fails before anything is written
         if self.model != "builtin":  # Ray trials and resumed runs find it from any working directory
@@ -168,9 +168,9 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
     """Train, validate, checkpoint into ``out``; returns the best epoch's metrics.
 
     An existing run of this kind in ``out`` is continued with ``opts.resume`` and refused without it;
-    any other folder that is not empty is refused (``shared.outputs.claim``).
+    any other folder that is not empty is refused (``shared.files.outputs.claim``).
     """
-    out = claim(out, f"{task.kind} run", resume=opts.resume)  # the output rule (shared/outputs.py)
+    out = claim(out, f"{task.kind} run", resume=opts.resume)  # the output rule (shared/files/outputs.py)
     device = resolve_device(opts.device)
     amp = resolve_amp(opts.amp, device)
     if device.type == "cuda":
@@ -342,7 +342,7 @@ MODEL_IDENTITY = ("factory", "taps", "receivers", "side_init", "parameters")  # 
 
 def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
     """Refuse to continue a run with another config, dataset, teacher or feature store."""
-    from .config.vocabulary import to_stored
+    from shared.config.vocabulary import to_stored
 
     old = to_stored(state.get("config", {}))  # a run of an earlier version: its older key names
     for key in sorted(set(old) | set(config)):
@@ -379,11 +379,11 @@ def _progress(iterable, desc, enabled):
 def _finish_figures(task, history, val_loader, device, out, best_epoch=None, metric=""):
     if not history:
         return
-    from .plots import learning_curve
+    from shared.evaluation.plots import learning_curve
 
     learning_curve(history, out / "learning_curve.png", best_epoch, metric)
     if any(k.startswith("scale_") for k in history[-1]):
-        from .plots import feature_scale_curve
+        from shared.evaluation.plots import feature_scale_curve
 
         feature_scale_curve(history, out / "feature_scales.png", task.meta.get("plan"))
     if task.preview is not None:

@@ -2,7 +2,7 @@
 
 ``Generator(config, "SI")`` maps an S×S sinogram to an S×S image, ``Generator(config, "IS")`` an S×S
 image to an S×S sinogram; the tasks pad their inputs to S×S and crop the outputs
-(``shared.model.Network``), as they do for any user's class.
+(``shared.models.Network``), as they do for any user's class.
 Config keys carry the direction prefix (``SI_gen_neck`` …) plus shared keys
 (``gen_sino_size``, ``gen_image_size``, ``gen_sino_channels``, ``gen_image_channels``).
 
@@ -10,7 +10,7 @@ Layout at working size S (288 by default):
   encoder  5 stride-2 blocks S→S/2→…→S/32 (288→144→72→36→18→9), dim_k = int(h·mult^(k^0.7))
   neck     at S/32: narrow (→5→3→1×1 z_dim→3→5→9), medium (→5×5 convs→9), wide (stays 9×9)
   decoder  5 transposed-conv blocks S/32→…→S, the last one linear
-Its taps and receivers are declared once, as module paths, in ``shared/model/builtin.yaml``.
+Its taps and receivers are declared once, as module paths, in ``shared/models/builtin.yaml``.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .config.schema import N_SCALES, NO_ACTIVATION, ConfigError, GeneratorConfig
+from shared.config.schema import N_SCALES, NO_ACTIVATION, ConfigError, GeneratorConfig
 from shared.errors import InputError
 
 __all__ = ["Generator", "GeneratorConfig", "ConfigError", "channel_dims", "final_activation"]
@@ -131,7 +131,7 @@ class Generator(nn.Module):
         self.final_activation = final_activation(cfg.gen_final_activ)
         kind, key = cfg.scale_rule
         # normalized (their normalize = true): FrozenFlow normalises output and target over the region the
-        # loss sees (shared.training.OutputNorm), so the network returns the activation's output as is.
+        # loss sees (shared.train.loop.OutputNorm), so the network returns the activation's output as is.
         # learned with normalize true is FrozenFlow's older form: normalised here, over the whole S×S.
         self.normalize = cfg.normalizes and kind == "learned"
         if kind == "learned":

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_write
-from .cache import cache_dir
+from shared.files.atomic import atomic_write
+from shared.files.cache import cache_dir
 from shared.errors import InputError
 
 MATRIX_FORMAT = 2  # bump when the cached matrix layout changes

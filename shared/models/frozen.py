@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt_io
-from .model.network import Network
-from .model.restore import rebuild
+from shared.files import checkpoint as ckpt_io
+from shared.models.network import Network
+from shared.models.restore import rebuild
 
 
 def load_frozen(path: str | Path, kind: str, direction: str, device: str | torch.device = "cpu") -> Network:

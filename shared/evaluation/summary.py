@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load
-from .metrics import HIGHER_IS_BETTER
-from .data.dataset_io import open_dataset
-from .model import load_spec
-from .model.network import build
-from .projector import Projector
-from .tables import markdown_table, paired_lines
+from shared.files.checkpoint import load
+from shared.evaluation.metrics import HIGHER_IS_BETTER
+from shared.data.dataset_io import open_dataset
+from shared.models import load_spec
+from shared.models.network import build
+from shared.physics.projector import Projector
+from shared.evaluation.tables import markdown_table, paired_lines
 
 
 def describe_generators(root: Path) -> list[str]:
@@ -118,7 +118,7 @@ def test_table(root: Path) -> str:
 
 def lesion_table(root: Path) -> str:
     """CRC (hot, cold) and BV per method from the demo's evaluation, when its data know their lesions."""
-    from .lesion_metrics import format_lesions
+    from shared.evaluation.lesions import format_lesions
 
     path = root / "evaluation" / "summary.json"
     lesions = json.loads(path.read_text()).get("lesions") if path.exists() else None

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.config.schema import sino_channel_key
-from shared.projector import crop_sinogram
+from shared.physics.projector import crop_sinogram
 
 from .hooks import Seen, StopForward, capture, module_at, probe
 from .side import side_conv
