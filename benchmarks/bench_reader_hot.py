@@ -3,13 +3,19 @@
     python -m benchmarks.bench_reader_hot [--n 64] [--rounds 5] [--workdir DIR]
 
 The training process with 0 DataLoader workers calls ``FeatureStoreDataset.__getitems__`` for each batch
-(16 random samples): one read per tap, the finiteness check, float16 → float32. Compared, in the same
-round and order-interleaved, on the default store (sharded, uncompressed):
+(16 random samples): one read per tap, each chunk's crc32c, the stored float16 values as tensors (the
+receiving side convolution casts them on the device). Compared, in the same round and order-interleaved,
+on the default store (sharded, uncompressed):
 
-* ``raw``: ``np.load(mmap_mode='r')[i]`` per sample per tap of the same decoded float16 bytes, stacked,
-  ``.float()`` — the same output with no check (the practical limit);
-* ``reader``: the reader as shipped (finiteness from the stored bits, ``reader.nonfinite_rows``);
-* ``reader, torch isfinite``: the reader with its previous check, ``torch.isfinite`` on the half tensor.
+* ``raw``: ``np.load(mmap_mode='r')[i]`` per sample per tap of the same float16 bytes, stacked, as torch
+  tensors — the same values with no check (the practical limit);
+* ``engine``: ``SplitArrays.read_taps`` — the shard files' batch read, one array per tap (each chunk's
+  crc32c was checked on its first read in the process);
+* ``engine, first read``: the same with every chunk's crc32c checked (the first epoch's reads);
+* ``reader``: ``__getitems__`` as shipped (the engine read, finiteness proven by the checksums and the
+  export's guarantee, one dict of tensors per sample) and the training loop's ``collate`` into the batch;
+* ``reader + bit check``: plus ``reader.nonfinite_rows`` on every block — what the tensorstore and
+  zarr-python engines pay (they read a missing chunk as NaN).
 
 Each is timed with torch's default threads and with 1 thread, quiet and with a second process spinning
 on one core (on a shared 2-core machine a two-thread torch op then stalls). ``vs_raw`` is raw's time over
@@ -30,6 +36,7 @@ import torch
 from benchmarks.bench_export import bench_dataset, bench_teacher, export_cli
 from benchmarks.bench_reader import write_raw
 from benchmarks.common import environment, print_table, write_results
+from shared.data.batch import collate
 
 BATCH = 16
 BATCHES = 12  # per timing
@@ -41,11 +48,7 @@ def _spin(stop):
 
 
 def _raw_batch(maps, idx):
-    return {t: torch.from_numpy(np.stack([m[i] for i in idx])).float() for t, m in maps.items()}
-
-
-def _torch_isfinite(block: np.ndarray) -> np.ndarray:
-    return (~torch.isfinite(torch.from_numpy(block)).flatten(1).all(1)).numpy()
+    return {t: torch.from_numpy(np.stack([m[i] for i in idx])) for t, m in maps.items()}
 
 
 def _time(fn, batches) -> float:
@@ -76,19 +79,24 @@ def main(argv=None) -> int:
     maps = {t: np.load(raw_dir / f"{t}.npy", mmap_mode="r") for t in ds.taps}
     rng = np.random.default_rng(0)
     default_threads = torch.get_num_threads()
-    shipped = R.nonfinite_rows
-
-    def reader(idx):
-        return ds.__getitems__(idx)
-
-    def reader_torch(idx):
-        R.nonfinite_rows = _torch_isfinite
+    def reader_checked(idx):  # the same reads, with the check the reader makes when the engine proves nothing
+        arrays = ds._open()
+        arrays.engine = "shard files, checked"
         try:
-            return ds.__getitems__(idx)
+            return collate(ds.__getitems__(idx))
         finally:
-            R.nonfinite_rows = shipped
+            arrays.engine = "shard files"
 
-    sources = {"raw": lambda idx: _raw_batch(maps, idx), "reader": reader, "reader, torch isfinite": reader_torch}
+    def first_read(idx):  # forget which chunks were checked: every crc32c is computed again
+        for files in ds._open()._direct.values():
+            for checked in files._checked.values():
+                checked[:] = False
+        return ds._open().read_taps(idx)
+
+    sources = {"raw": lambda idx: _raw_batch(maps, idx), "engine": lambda idx: ds._open().read_taps(idx),
+               "engine, first read": first_read,
+               "reader": lambda idx: collate(ds.__getitems__(idx)), "reader + bit check": reader_checked}
+    assert ds.engine == "shard files"
     times = {}
     for load in ("quiet", "one core busy"):
         stop = mp.Event()

@@ -1,12 +1,16 @@
 """Stream stored teacher features into PyTorch.
 
-``FeatureStoreDataset(store, split, taps)[i]`` → ``{tap: float32 tensor}``; ``__getitems__(indices)``
+``FeatureStoreDataset(store, split, taps)[i]`` → ``{tap: tensor}`` in the stored dtype (float16 by default:
+half the bytes to collate and to copy to a GPU; the receiving side convolution casts them to its own dtype on
+the device, shared/models/side.py); ``__getitems__(indices)``
 reads a whole batch with one call per tap (``feature_store.engine``: uncompressed shards straight from
 their files, else tensorstore with all taps in flight, else zarr-python one sample at a time).  The store is
 opened read-only and lazily in each process (handles are dropped when the dataset is pickled into
 DataLoader workers or Ray trials).  Every read is checked: a chunk whose checksum fails or that
-does not decode, and a sample that is not finite (a deleted chunk reads as NaN), is an error
-naming the store, split, tap and sample.
+does not decode, and a missing chunk, is an error naming the store, split, tap and sample.  Finiteness:
+the shard-file engine proves it — every chunk it returns was present and matched the crc32c of what the
+export wrote, and the export refuses non-finite features — so it reads no value twice; the other engines
+read a missing chunk as the fill value NaN, so their batches are checked on the stored bits.
 """
 from __future__ import annotations
 
@@ -26,8 +30,8 @@ EXPONENT_BITS = {np.dtype(np.float16): (np.uint16, 0x7C00), np.dtype(np.float32)
 
 def nonfinite_rows(block: np.ndarray) -> np.ndarray:
     """Which rows hold a NaN or ±inf, from the stored bits (exponent all ones): one single-threaded numpy
-    pass instead of torch's ``isfinite`` on half, which dominated the batch read (whole ``__getitems__`` of
-    16 default samples: 18.1 → 5.4 ms quiet, 43.8 → 16.6 ms with a core busy; results/reader_hot.json)."""
+    pass, for the engines that read a missing chunk as NaN (torch's two-threaded ``isfinite`` on half
+    stalled when another process held a core)."""
     utype, mask = EXPONENT_BITS[block.dtype]
     bits = block.reshape(len(block), -1).view(utype)
     return (bits & mask).max(axis=1) == mask
@@ -91,17 +95,20 @@ class FeatureStoreDataset(Dataset):
         variants = [v for _, v in pairs] if self.n_variants > 1 else None
         keys = pairs if self.n_variants > 1 else samples
         out = [{} for _ in pairs]
+        proven = arrays.engine == "shard files"  # present and crc-checked chunks of finite values (see above)
         try:
             blocks = arrays.read_taps(samples, variants)
-        except ValueError:  # a checksum or decoding failure somewhere in the batch: find and name it
-            blocks = {tap: np.stack([self._read_one(arrays, tap, k) for k in keys]) for tap in self.taps}
+        except ValueError:  # a checksum, decoding or missing-chunk failure in the batch: find and name it
+            blocks, proven = {tap: np.stack([self._read_one(arrays, tap, k) for k in keys]) for tap in self.taps}, False
         for tap in self.taps:
             block = np.ascontiguousarray(blocks[tap])
-            bad = nonfinite_rows(block)
-            if bad.any():  # export refuses non-finite features: NaN here is a missing chunk
-                k = keys[int(np.flatnonzero(bad)[0])]
-                raise L.StoreError(f"{self._where(tap, k)}: not finite (a deleted chunk reads as NaN); re-export the store")
-            for row, item in zip(torch.from_numpy(block).float(), out):
+            if not proven:
+                bad = nonfinite_rows(block)
+                if bad.any():  # export refuses non-finite features: NaN here is a missing chunk
+                    k = keys[int(np.flatnonzero(bad)[0])]
+                    raise L.StoreError(f"{self._where(tap, k)}: not finite (a deleted chunk reads as NaN); re-export "
+                                       f"the store")
+            for row, item in zip(torch.from_numpy(block).unbind(0), out):  # views: collate gives the block back
                 item[tap] = row
         return out
 

@@ -21,6 +21,7 @@ from shared.device import DEVICE_HELP, resolve_device
 from . import layout as L
 from .engine import SplitArrays
 from .manifest import manifest_of
+from .reader import nonfinite_rows
 from shared.errors import InputError
 
 # float16 keeps 11 significant bits: relative error ≤ 2^-11 ≈ 4.9e-4 per value, plus fp32 noise
@@ -115,7 +116,8 @@ def _bad_samples(arrays: SplitArrays, tap: str, picks, block: int = 64) -> list[
                     rows.append((i, arrays.read_one(tap, i)))
                 except ValueError as e:
                     bad.append((i, f"damaged chunk ({str(e)[:60]})"))
-    bad += [(i, "not finite (NaN = never written or chunk deleted)") for i, r in rows if not np.isfinite(r).all()]
+    bad += [(i, "not finite (NaN = never written or chunk deleted)") for i, r in rows
+            if nonfinite_rows(np.ascontiguousarray(r)[None])[0]]
     return sorted(bad)
 
 

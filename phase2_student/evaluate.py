@@ -23,6 +23,7 @@ from feature_store import StoreError, open_store
 from shared.files.atomic import atomic_write_csv, atomic_write_json
 from shared.cli import new_parser, run_main
 from shared.config.schema import normalized_scale
+from shared.data.batch import collate
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device
@@ -58,7 +59,7 @@ def predict(student, data, split: str, store_path=None, batch_size: int = 16, de
               f"evaluating anyway")
     (ds,) = student_datasets(student.config, data, store, splits=(split,), teacher_sha256=meta.get("teacher_sha256"))
     out = []
-    for batch in DataLoader(ds, batch_size=batch_size):
+    for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
         feats = {t: f.to(device) for t, f in batch.get("features", {}).items()}
         out.append(student(batch["sino"].to(device), feats or None).cpu())
     pred = torch.cat(out).numpy() / float(meta.get("output_scale", 1.0))

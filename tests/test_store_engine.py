@@ -4,6 +4,7 @@ reading the same Zarr, damage named on every path, block shuffle."""
 import math
 
 import numpy as np
+import torch
 import pytest
 import zarr
 
@@ -133,3 +134,24 @@ def test_student_block_shuffle_needs_a_sharded_store(tiny_data, tiny_store, tiny
             "--block-shuffle"]
     _fails_cleanly(student_main, args + ["--features", str(flat), "--out", str(tmp_path / "a")], capsys, "is not sharded")
     assert run_main(student_main, args + ["--features", str(tiny_store), "--out", str(tmp_path / "b")]) == 0
+
+
+def test_a_batch_of_features_is_one_copy_of_the_stored_bytes(tiny_store):
+    """The reader's rows of one batch are views of one block; collate hands out that block (what
+    default_collate would have copied), equal to default_collate's result; rows of different blocks
+    are stacked as usual."""
+    from torch.utils.data import default_collate
+
+    from shared.data.batch import collate
+
+    ds = FeatureStoreDataset(tiny_store, "train")
+    items = ds.__getitems__([5, 0, 3, 3])
+    batch = collate(items)
+    for tap in ds.taps:
+        assert batch[tap].data_ptr() == items[0][tap].data_ptr()  # no copy
+        assert torch.equal(batch[tap], default_collate(items)[tap])
+    mixed = [ds[1], ds[2]]  # two reads: two blocks
+    got = collate(mixed)
+    assert all(torch.equal(got[t], default_collate(mixed)[t]) for t in ds.taps)
+    assert got[ds.taps[0]].data_ptr() != mixed[0][ds.taps[0]].data_ptr()
+    assert torch.equal(collate([torch.arange(3), torch.arange(3)]), torch.stack([torch.arange(3)] * 2))

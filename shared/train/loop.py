@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from shared.files import checkpoint as ckpt_io
 from shared.files.atomic import atomic_write, atomic_write_csv, atomic_write_json
 from shared.config.schema import TrainConfig
+from shared.data.batch import collate
 from shared.device import autocast, loader_workers, resolve_amp, resolve_device
 from shared.train.losses import get_loss
 from shared.evaluation.metrics import all_metrics, metric_and_mode
@@ -212,7 +213,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
         # persistent because each epoch reseeds them (exact resume)
         workers = loader_workers(opts.workers, device)
         # forkserver: a forked worker inherits a broken tensorstore runtime (the feature reader's engine)
-        loader_kw = dict(num_workers=workers, persistent_workers=False, pin_memory=device.type == "cuda",
+        loader_kw = dict(num_workers=workers, persistent_workers=False, pin_memory=device.type == "cuda", collate_fn=collate,
                          multiprocessing_context="forkserver" if workers else None)
         train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size,
                                   **loader_kw)
