@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from benchmarks.common import environment, write_results
+from shared.config.schema import RunConfig
 from phase2_student.injection import build_student
 from shared.config.construct_dictionaries import load_config
 from shared.config.schema import InjectionConfig
@@ -97,7 +98,7 @@ def measure(batch: int, rounds: int) -> dict:
     x = torch.randn(batch, 1, 288, 288)
     feats = {t: torch.randn(batch, *s) for t, s in shapes.items()}
     target = torch.rand(batch, 1, 180, 180)
-    hooks = build_student(config, load_spec("builtin"), shapes)
+    hooks = build_student(RunConfig.parse(config, "student"), load_spec("builtin"), shapes)
     concat = ConcatStudent(config, shapes)
     assert sum(p.numel() for p in hooks.parameters()) == sum(p.numel() for p in concat.parameters())
     steps = {"hooks": _stepper(hooks, x, feats, target), "concat": _stepper(concat, x, feats, target)}

@@ -13,6 +13,7 @@ seconds (a smoke test of the plumbing; nothing there is a GPU measurement), exit
 """
 from __future__ import annotations
 
+from shared.config.schema import RunConfig
 import argparse
 import csv
 import shutil
@@ -55,7 +56,7 @@ def run(out: Path, n_train: int, batch: int, amp: str, epochs: int, tiny: bool) 
     from phase2_student.train import StudentOptions
     from phase2_student.train import fit as fit_student
     from shared.cli import run_main
-    from shared.config.construct_dictionaries import load_config, merge_teacher_keys
+    from shared.config.construct_dictionaries import load_config, merge_frozen
     from shared.data.synthetic import make_synthetic_dataset
     from shared.device import loader_workers, resolve_device
 
@@ -87,7 +88,7 @@ def run(out: Path, n_train: int, batch: int, amp: str, epochs: int, tiny: bool) 
     student_cfg = load_config("student", None, {**{k: v for k, v in extra.items() if not k.startswith("IS_")},
                                                 "batch_size": batch})
     manifest = open_store(store)
-    (train_set,) = student_datasets(merge_teacher_keys(student_cfg, manifest.teacher_config, manifest.path), data,
+    (train_set,) = student_datasets(RunConfig.parse(merge_frozen(student_cfg, manifest.teacher_config, manifest.path), "student"), data,
                                     manifest, splits=("train",))
     workers = loader_workers(None, device)
     loader = DataLoader(train_set, batch_size=batch, shuffle=True, num_workers=workers,
@@ -122,7 +123,7 @@ def run(out: Path, n_train: int, batch: int, amp: str, epochs: int, tiny: bool) 
 
 def _batch_256(device, amp, teacher_cfg, student_cfg, manifest) -> list[dict]:
     from phase2_student.task import student_network
-    from shared.config.construct_dictionaries import merge_teacher_keys
+    from shared.config.construct_dictionaries import merge_frozen
     from shared.device import autocast, resolve_amp
     from shared.models import load_spec
     from shared.models.network import build
@@ -132,8 +133,8 @@ def _batch_256(device, amp, teacher_cfg, student_cfg, manifest) -> list[dict]:
     S, N = student_cfg["gen_sino_size"], student_cfg["gen_image_size"]
     for name, model, make in (
             ("teacher", build(load_spec("builtin"), teacher_cfg, "IS"), lambda b: (torch.rand(b, 1, N, N, device=device), {})),
-            ("student", student_network(merge_teacher_keys({**student_cfg, "inject_levels": [144, 36, 9]},
-                                                         manifest.teacher_config, manifest.path), manifest),
+            ("student", student_network(RunConfig.parse(merge_frozen({**student_cfg, "inject_levels": [144, 36, 9]},
+                                                         manifest.teacher_config, manifest.path), "student"), manifest),
              lambda b: (torch.rand(b, 1, S, S, device=device),
                         {"features": {t: torch.rand(b, *s, device=device) for t, s in manifest.tap_shapes.items()}}))):
         model = model.to(device)
@@ -152,15 +153,18 @@ def _batch_256(device, amp, teacher_cfg, student_cfg, manifest) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/gpu_check", help="working folder (replaced)")
+    p.add_argument("--out", default="runs/gpu_check", help="working folder: new, empty, or an earlier gpu_check's (replaced)")
     p.add_argument("--n-train", type=int, default=256, help="training samples (val and test: n/8 each)")
     p.add_argument("--batch-size", type=int, default=32, help="training and export batch")
     p.add_argument("--epochs", type=int, default=2, help="epochs per training run")
     p.add_argument("--amp", default="auto", help="mixed precision for training (shared.device.resolve_amp)")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    from shared.files.outputs import MARKER, claim
+
+    out = claim(args.out, "gpu check", overwrite=True)  # a folder gpu_check made is replaced; anything else refused
+    for child in out.iterdir():
+        if child.name != MARKER:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
     cuda = torch.cuda.is_available()
     t0 = time.time()
     if cuda:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from shared.config.schema import normalized_scale, sino_channel_key, sino_channels
+from shared.config.schema import RunConfig
 from shared.models import ModelSpec, load_spec
 from shared.models.network import build, record
 from shared.physics.acquisition import Acquisition
@@ -23,24 +23,24 @@ class OnTheFlyTarget:
             return pad_sinogram(self.physics.attenuation_sinogram(mu), self.size, self.pad_mode)
 
 
-def teacher_task(config: dict, data, *, spec: ModelSpec | None = None, use_stored_sino: bool = False,
+def teacher_task(run: RunConfig, data, *, spec: ModelSpec | None = None, use_stored_sino: bool = False,
                  physics: Acquisition | None = None, pad_mode: str = "sino") -> Task:
     """``data`` is an opened dataset (shared.data.dataset_io.Dataset): geometry, scales, fingerprint.
 
     The network (``spec``, default the built-in Generator) sees the μ-map zero-padded to S×S and
     returns an S×S sinogram, of which the loss sees the real R×A block."""
     g = data.geometry
-    model = build(spec or load_spec("builtin"), config, "IS")
+    model = build(spec or load_spec("builtin"), run.flat, "IS")
     S = model.size
-    if config["gen_image_size"] != g.image_size:
-        raise InputError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
+    if run.image_size != g.image_size:
+        raise InputError(f"config gen_image_size={run.image_size} but the dataset's images are "
                          f"{g.image_size} (geometry.image_size in {data.root}/dataset.json)")
     if g.n_radial > S or g.n_angles > S:
         raise InputError(f"config gen_sino_size={S} is smaller than the sinogram {g.n_radial}x{g.n_angles}")
     if model.out_shape != (1, S, S):
         raise InputError(f"the teacher predicts the one-plane attenuation sinogram [1, {S}, {S}], but the IS model "
-                         f"outputs {list(model.out_shape)} ({sino_channel_key(config, 'IS')}="
-                         f"{sino_channels(config, 'IS')}; the student's follows the data)")
+                         f"outputs {list(model.out_shape)} ({run.sino_channel_key}={run.sino_channels}; the "
+                         f"student's follows the data)")
     mu_scale = float(data.scales.get("attenMap", 1.0))
     sino_scale = float(data.scales.get("attenSino", 1.0))
     target_of = None if use_stored_sino else OnTheFlyTarget(physics or Acquisition.of(g), S, pad_mode)
@@ -69,4 +69,4 @@ def teacher_task(config: dict, data, *, spec: ModelSpec | None = None, use_store
     meta = {"data_fingerprint": data.fingerprint(), "geometry": g.to_dict(), "scales": dict(data.scales),
             "pad_mode": pad_mode, "direction": "IS", "model": record(model), "input_scale": mu_scale, "target": "stored" if use_stored_sino else "projected"}
     return Task(model=model, step=step, kind="teacher", meta=meta, preview=preview,
-                normalize=normalized_scale(config, "IS"), normalize_output=model.spec.builtin)
+                normalize=run.normalized_scale, normalize_output=model.spec.builtin)

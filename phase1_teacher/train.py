@@ -16,7 +16,7 @@ import torch
 
 from shared.cli import new_parser, run_main
 from shared.train.flags import add_training_args, common_overrides, fit_options
-from shared.config.schema import check_task_config
+from shared.config.schema import RunConfig, check_task_config
 from shared.config.vocabulary import to_stored
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
@@ -41,12 +41,13 @@ def fit(config: dict, data, out: str | Path, options: TeacherOptions | None = No
     config = to_stored(config)  # the researcher's words; FrozenFlow's older batch_size / loss become theirs
     spec = load_spec(options.model)
     unused = check_task_config(config, "teacher", builtin=spec.builtin)
+    run = RunConfig.parse(config, "teacher")  # parsed once: everything below takes this
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
-    task = teacher_task(config, data, spec=spec, use_stored_sino=options.use_stored_sino)
-    report_model(task.model, config, "teacher", options.progress, unused)
+    task = teacher_task(run, data, spec=spec, use_stored_sino=options.use_stored_sino)
+    report_model(task.model, run.flat, "teacher", options.progress, unused)
     train_set = MuMapDataset(data, "train", options.use_stored_sino, augment=options.augment)
     val_set = MuMapDataset(data, "val", options.use_stored_sino)
-    return train(task, config, train_set, val_set, out, options)
+    return train(task, run, train_set, val_set, out, options)
 
 
 def parser():

@@ -19,7 +19,7 @@ import numpy as np
 from shared.files.atomic import atomic_write, atomic_write_json
 from shared.cli import new_parser, parse_overrides, run_main
 from shared.config.construct_dictionaries import load_config
-from shared.config.schema import InjectionConfig, check_override_keys
+from shared.config.schema import RunConfig, check_override_keys
 from shared.data.dataset_io import open_dataset
 from shared.device import DEVICE_HELP
 from shared.models import load_spec
@@ -58,7 +58,7 @@ def run_variant(name: str, seed: int, args, out: Path, overrides: dict) -> dict:
     print(f"[ablate] {name} seed {seed}")
     config = load_config("student", args.config, {**overrides, **VARIANTS[name]},
                          builtin=load_spec(args.model).builtin)
-    injects = bool(InjectionConfig.from_flat(config).plan)
+    injects = bool(RunConfig.parse(config, "student").injection.plan)
     if injects and not args.features:
         raise InputError(f"--features: variant {name!r} injects teacher features; pass the store")
     options = StudentOptions(epochs=args.epochs, device=args.device, seed=seed, resume=True, model=args.model,

@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader
 from feature_store import StoreError, open_store
 from shared.files.atomic import atomic_write_csv, atomic_write_json
 from shared.cli import new_parser, run_main
-from shared.config.schema import normalized_scale
 from shared.data.batch import collate
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
@@ -57,13 +56,13 @@ def predict(student, data, split: str, store_path=None, batch_size: int = 16, de
     if meta.get("data_fingerprint") not in (None, data.fingerprint()):
         print(f"[evaluate] note: {data.root} differs from the student's training dataset (fingerprint); "
               f"evaluating anyway")
-    (ds,) = student_datasets(student.config, data, store, splits=(split,), teacher_sha256=meta.get("teacher_sha256"))
+    (ds,) = student_datasets(student.run, data, store, splits=(split,), teacher_sha256=meta.get("teacher_sha256"))
     out = []
     for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
         feats = {t: f.to(device) for t, f in batch.get("features", {}).items()}
         out.append(student(batch["sino"].to(device), feats or None).cpu())
     pred = torch.cat(out).numpy() / float(meta.get("output_scale", 1.0))
-    if normalized_scale(student.config, "SI") is not None:
+    if student.run.normalized_scale is not None:
         # their normalize: the network learned each image's shape, L1-normalised; its total is the truth's
         truth = np.abs(np.asarray(data.split(split).actMap, dtype=np.float64)).reshape(len(pred), -1).sum(1)
         total = np.abs(pred.astype(np.float64)).reshape(len(pred), -1).sum(1)

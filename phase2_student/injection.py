@@ -10,16 +10,16 @@ convolution at the student's receiving layer (``shared.models``), so the class i
 """
 from __future__ import annotations
 
-from shared.config.schema import InjectionConfig
+from shared.config.schema import RunConfig
 from shared.models import ModelSpec
 from shared.models.network import Network, build
 
 
-def build_student(config: dict, spec: ModelSpec, feature_shapes: dict[str, tuple] | None = None,
+def build_student(run: RunConfig, spec: ModelSpec, feature_shapes: dict[str, tuple] | None = None,
                   teacher_paths: dict[str, str] | None = None) -> Network:
-    """The student network for ``config``; ``feature_shapes`` are the stored teacher taps' (C, H, W)
+    """The student network for ``run``; ``feature_shapes`` are the stored teacher taps' (C, H, W)
     (``teacher_paths`` their module paths in the teacher, to name both sides of a mismatch)."""
-    inj = InjectionConfig.from_flat(config)
-    return build(spec, config, "SI", atten_channel=inj.atten_channel, plan=inj.plan,
+    inj = run.injection
+    return build(spec, run.flat, "SI", atten_channel=inj.atten_channel, plan=inj.plan,
                  feature_shapes=feature_shapes or {}, scale_init=inj.feature_scale_init,
                  scale_trainable=inj.feature_scale_trainable, teacher_paths=teacher_paths)

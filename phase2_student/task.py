@@ -10,7 +10,7 @@ import numpy as np
 
 from feature_store import StoreError, StoreManifest
 from shared.files import checkpoint as ckpt_io
-from shared.config.schema import InjectionConfig, normalized_scale, sino_channel_key, sino_channels
+from shared.config.schema import RunConfig
 from shared.models import ModelSpec, load_spec
 from shared.models.network import Network, record
 from shared.models.restore import rebuild
@@ -21,9 +21,9 @@ from .injection import build_student
 from shared.errors import InputError
 
 
-def student_network(config: dict, store: StoreManifest | None, spec: ModelSpec | None = None) -> Network:
-    """The student for ``config`` with the features of ``store`` (needed when the config injects)."""
-    inj = InjectionConfig.from_flat(config)
+def student_network(run: RunConfig, store: StoreManifest | None, spec: ModelSpec | None = None) -> Network:
+    """The student for ``run`` with the features of ``store`` (needed when the config injects)."""
+    inj = run.injection
     needed = sorted(set(inj.plan.values()))
     if needed and store is None:
         raise StoreError(f"injection of {needed} needs --features STORE (or --inject none)")
@@ -38,14 +38,14 @@ def student_network(config: dict, store: StoreManifest | None, spec: ModelSpec |
                          f"{list(inj.inject_levels)} (store levels {store.levels}); re-export with --levels "
                          f"including them")
     teacher_paths = (store.attrs.get("teacher_model") or {}).get("taps", {}) if store else {}
-    return build_student(config, spec or load_spec("builtin"), shapes, teacher_paths)
+    return build_student(run, spec or load_spec("builtin"), shapes, teacher_paths)
 
 
-def student_datasets(config: dict, data, store: StoreManifest | None, splits=("train", "val"), augment=False,
+def student_datasets(run: RunConfig, data, store: StoreManifest | None, splits=("train", "val"), augment=False,
                      seed=0, teacher_sha256: str | None = None):
     """One StudentDataset per split.  ``teacher_sha256``: the teacher the features must come from
     (a trained student's record); the store's own hash is checked against it, not against itself."""
-    inj = InjectionConfig.from_flat(config)
+    inj = run.injection
     taps = sorted(set(inj.plan.values()))
     perm = {}
     if inj.shuffle_features:  # another patient's features: a derangement per split
@@ -53,18 +53,18 @@ def student_datasets(config: dict, data, store: StoreManifest | None, splits=("t
         for s in splits:
             n = data.split(s).n
             perm[s] = (np.arange(n) + rng.integers(1, max(n, 2))) % n if n > 1 else np.arange(n)
-    return [StudentDataset(data, s, config["gen_sino_size"], store=store.path if store and taps else None,
+    return [StudentDataset(data, s, run.sino_size, store=store.path if store and taps else None,
                            taps=taps, teacher_sha256=teacher_sha256, augment=augment and s == "train",
                            feature_permutation=perm.get(s), atten_channel=inj.atten_channel) for s in splits]
 
 
-def student_task(config: dict, data, store: StoreManifest | None, spec: ModelSpec | None = None) -> Task:
-    model = student_network(config, store, spec)
-    if config["gen_image_size"] != data.geometry.image_size:
-        raise InputError(f"config gen_image_size={config['gen_image_size']} but the dataset's images are "
+def student_task(run: RunConfig, data, store: StoreManifest | None, spec: ModelSpec | None = None) -> Task:
+    model = student_network(run, store, spec)
+    if run.image_size != data.geometry.image_size:
+        raise InputError(f"config gen_image_size={run.image_size} but the dataset's images are "
                          f"{data.geometry.image_size} (geometry.image_size in {data.root}/dataset.json)")
-    if sino_channels(config, "SI") != data.sino_channels:
-        raise InputError(f"config {sino_channel_key(config, 'SI')}={sino_channels(config, 'SI')} but {data.root} has "
+    if run.sino_channels != data.sino_channels:
+        raise InputError(f"config {run.sino_channel_key}={run.sino_channels} but {data.root} has "
                          f"{data.sino_channels}-channel sinograms (sino_channels in dataset.json)")
 
     def step(model, batch, device):
@@ -81,7 +81,7 @@ def student_task(config: dict, data, store: StoreManifest | None, spec: ModelSpe
         image_grid(rows, ["activity sinogram (padded)", "true activity", "student"], path,
                    shared_columns=[[0], [1, 2]], cmap="hot")
 
-    inj = InjectionConfig.from_flat(config)
+    inj = run.injection
     extra = []
     if model.plan and inj.feature_scale_trainable:
         extra.append({"params": model.feature_scale_parameters(), "lr_mult": inj.feature_scale_lr_mult,
@@ -99,19 +99,21 @@ def student_task(config: dict, data, store: StoreManifest | None, spec: ModelSpe
         return {f"scale_{s}": float(p.detach().abs().mean()) for s, p in model.scales.items()}
 
     return Task(model=model, step=step, kind="student", meta=meta, extra_param_groups=extra, preview=preview,
-                scalars=scalars if model.plan else None, normalize=normalized_scale(config, "SI"),
+                scalars=scalars if model.plan else None, normalize=run.normalized_scale,
                 normalize_output=model.spec.builtin)
 
 
 def load_student(path: str | Path, device="cpu") -> Network:
-    """A trained student from ``student.pt`` alone (eval mode, frozen), with ``.meta`` and ``.config``."""
+    """A trained student from ``student.pt`` alone (eval mode, frozen), with ``.meta``, ``.run`` (its parsed
+    config) and ``.config`` (the flat dict it holds)."""
     ckpt = ckpt_io.load(path, kind="student")
     meta = ckpt.get("meta", {})
     shapes = {t: tuple(s) for t, s in meta.get("teacher_shapes", {}).items()}
-    inj = InjectionConfig.from_flat(ckpt["config"])
+    run = RunConfig.parse(ckpt["config"], "student")
+    inj = run.injection
     model = rebuild(ckpt, path, "SI", atten_channel=inj.atten_channel, plan=inj.plan, feature_shapes=shapes,
                     scale_init=inj.feature_scale_init, scale_trainable=inj.feature_scale_trainable)
     model.eval().requires_grad_(False).to(device)
-    model.config, model.meta, model.metrics = ckpt["config"], meta, ckpt.get("metrics", {})
+    model.run, model.config, model.meta, model.metrics = run, run.flat, meta, ckpt.get("metrics", {})
     model.sha256, model.path = ckpt_io.sha256_file(path), str(path)
     return model

@@ -21,7 +21,7 @@ from shared.files import checkpoint as ckpt_io
 from shared.cli import new_parser, run_main
 from shared.train.flags import add_training_args, common_overrides, fit_options
 from shared.config.construct_dictionaries import merge_frozen
-from shared.config.schema import InjectionConfig, check_task_config, parse_inject
+from shared.config.schema import RunConfig, check_task_config, parse_inject
 from shared.config.vocabulary import FROZEN, to_stored
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
@@ -59,15 +59,16 @@ def fit(config: dict, data, out: str | Path, options: StudentOptions | None = No
     unused = check_task_config(config, "student", builtin=spec.builtin)
     if manifest is None:
         unused.update({k: "no frozen network in this run" for k in config if k.startswith(FROZEN)})
-    plan = InjectionConfig.from_flat(config).plan
+    run = RunConfig.parse(config, "student")  # parsed once: everything below takes this
+    plan = run.injection.plan
     store = manifest if plan else None
     if options.progress:
         print(f"[student] injection: {', '.join(f'teacher {t} -> student {s}' for s, t in plan.items()) or 'none'}")
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
-    task = student_task(config, data, store, spec)
-    report_model(task.model, config, "student", options.progress, unused)
-    train_set, val_set = student_datasets(config, data, store, augment=options.augment, seed=options.seed)
-    best = train(task, config, train_set, val_set, out, options)
+    task = student_task(run, data, store, spec)
+    report_model(task.model, run.flat, "student", options.progress, unused)
+    train_set, val_set = student_datasets(run, data, store, augment=options.augment, seed=options.seed)
+    best = train(task, run, train_set, val_set, out, options)
     ckpt_io.save_atomic(ckpt_io.load(Path(out) / BEST, kind="student"), Path(out) / STUDENT)
     return best
 

@@ -12,6 +12,7 @@ from phase1_teacher.train import main as teacher_main
 from phase2_student.train import main as student_main
 from shared.cli import run_main
 from shared.device import loader_workers, resolve_amp, resolve_device
+from shared.config.schema import RunConfig
 from shared.train.loop import FitOptions, Task, train
 
 from conftest import tiny_teacher_config
@@ -58,7 +59,7 @@ def test_mixed_precision_trains_in_the_autocast_dtype(amp, dtype, tmp_path):
         return pred, batch["y"].to(device)
 
     config = {"batch_size": 8, "gen_lr": 1e-2, "gen_b1": 0.9, "gen_b2": 0.999, "loss": "mse", "lr_schedule": "none"}
-    best = train(Task(model=model, step=step, kind="teacher"), config, _Pairs(), _Pairs(8), tmp_path / amp,
+    best = train(Task(model=model, step=step, kind="teacher"), RunConfig.parse(config, "teacher"), _Pairs(), _Pairs(8), tmp_path / amp,
                  FitOptions(epochs=8, amp=amp, progress=False, val_samples=8))
     history = list(csv.DictReader(open(tmp_path / amp / "metrics.csv")))
     assert seen == {dtype}  # training and validation forward passes ran in that precision

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from shared.config.schema import RunConfig
 from shared.models import ModelError, load_spec
 from shared.models.inspect import main as inspect_main
 from shared.models.network import Network, build, unread_keys
@@ -67,7 +68,7 @@ def test_inject_none_is_bit_identical_to_the_class_alone(spec, config):
     torch.manual_seed(5)
     alone, _ = spec.build(c, "SI")
     torch.manual_seed(5)
-    student = build_student(c, spec)
+    student = build_student(RunConfig.parse(c, "student"), spec)
     assert list(student.state_dict()) == [f"net.{k}" for k in alone.state_dict()]
     x = torch.randn(2, 1, 64, 64)
     alone.eval(), student.eval()
@@ -81,8 +82,8 @@ def test_zeroed_side_weights_give_the_plain_student_and_gradients_stay_out_of_th
     torch.manual_seed(0)
     teacher = build(spec, config(), "IS").eval().requires_grad_(False)
     c = student_keys(**config(), inject_levels=[144, 36, 9])
-    student = build_student(c, spec, teacher.tap_shapes).eval()
-    plain = build_student(student_keys(**config(), inject_levels=[]), spec).eval()
+    student = build_student(RunConfig.parse(c, "student"), spec, teacher.tap_shapes).eval()
+    plain = build_student(RunConfig.parse(student_keys(**config(), inject_levels=[]), "student"), spec).eval()
     plain.load_state_dict({k: v for k, v in student.state_dict().items() if k.startswith("net.")})  # a subset
     x = torch.randn(2, 1, 64, 64)
     _, feats = teacher.forward_taps(torch.rand(2, 1, 32, 32))
@@ -141,13 +142,13 @@ def test_wrong_paths_sizes_and_layers_are_refused_by_name(tmp_path):
     bad = spec(taps={}, receivers={"dec144": "expand_blocks.2.0"})
     with pytest.raises(ModelError, match=r"teacher enc144 \(contract_blocks.0\) is 32×32 but student receiver dec144 "
                                          r"\(expand_blocks.2.0\) takes 8×8"):
-        build_student(student_keys(**researcher_config(), inject_levels=[144], inject_dec_to_enc=False), bad, shapes,
+        build_student(RunConfig.parse(student_keys(**researcher_config(), inject_levels=[144], inject_dec_to_enc=False), "student"), bad, shapes,
                       teacher_paths=RESEARCHER.taps)
     seq = spec(receivers={"dec144": "expand_blocks.4"})
     with pytest.raises(ModelError, match=r"expand_blocks.4\) is a Sequential; a receiver must be a Conv2d"):
-        build_student(student_keys(**researcher_config(), inject_levels=[144], inject_dec_to_enc=False), seq, shapes)
+        build_student(RunConfig.parse(student_keys(**researcher_config(), inject_levels=[144], inject_dec_to_enc=False), "student"), seq, shapes)
     with pytest.raises(ModelError, match="no receiver for student tap enc144"):
-        build_student(student_keys(**researcher_config(), inject_levels=[144]),
+        build_student(RunConfig.parse(student_keys(**researcher_config(), inject_levels=[144]), "student"),
                       spec(receivers={"dec144": "expand_blocks.4.0"}), shapes)
     with pytest.raises(ModelError, match=r"taps.enc72 is not a tap name"):
         spec(taps={"enc72": "neck"})
@@ -167,7 +168,7 @@ def test_the_models_own_errors_name_the_key_and_unread_keys_are_listed():
     with pytest.raises(ModelError, match=r"refused the IS config: ValueError: IS_gen_hidden_dim must be positive"):
         build(RESEARCHER, researcher_config(IS_gen_hidden_dim=0), "IS")
     c = student_keys(**researcher_config(SI_gen_fill=2, IS_gen_hidden_dim=3), inject_levels=[])
-    net = build_student(c, RESEARCHER)
+    net = build_student(RunConfig.parse(c, "student"), RESEARCHER)
     # SI_gen_fill is never read by this class; the IS_ keys are its teacher's, FrozenFlow's keys are its own
     assert unread_keys(net, c, "student") == ["SI_gen_fill"]
     builtin = build(load_spec("builtin"), small_config("SI"), "SI")

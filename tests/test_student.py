@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from feature_store.layout import StoreError
+from shared.config.schema import RunConfig
 from phase2_student.evaluate import main as evaluate_main
 from feature_store import open_store
 from phase2_student.injection import build_student
@@ -39,7 +40,7 @@ def test_every_level_and_direction_combination(directions):
         for levels in itertools.combinations([144, 36, 9], r):
             c = tiny_student_config(inject_levels=list(levels), inject_enc_to_dec=directions[0],
                                     inject_dec_to_enc=directions[1])
-            s = build_student(c, BUILTIN, TEACHER_SHAPES)
+            s = build_student(RunConfig.parse(c, "student"), BUILTIN, TEACHER_SHAPES)
             want = {**({f"dec{lv}": f"enc{lv}" for lv in levels} if directions[0] else {}),
                     **({f"enc{lv}": f"dec{lv}" for lv in levels} if directions[1] else {})}
             assert s.plan == want
@@ -51,7 +52,7 @@ def test_every_level_and_direction_combination(directions):
 
 
 def test_scales_start_at_init_and_receive_gradients():
-    s = build_student(tiny_student_config(inject_levels=[144, 9]), BUILTIN, TEACHER_SHAPES)
+    s = build_student(RunConfig.parse(tiny_student_config(inject_levels=[144, 9]), "student"), BUILTIN, TEACHER_SHAPES)
     for p in s.feature_scale_parameters():
         assert torch.all(p == 0.1) and p.shape[1:] == (1, 1)
     feats = _features()
@@ -66,7 +67,7 @@ def test_no_injection_is_exactly_the_plain_generator():
     torch.manual_seed(1)
     plain = build(BUILTIN, c, "SI")
     torch.manual_seed(1)
-    student = build_student(c, BUILTIN, TEACHER_SHAPES)
+    student = build_student(RunConfig.parse(c, "student"), BUILTIN, TEACHER_SHAPES)
     assert list(student.state_dict()) == list(plain.state_dict())
     assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in plain.parameters())
     x = torch.randn(2, 1, 64, 64)
@@ -83,9 +84,9 @@ def test_no_injection_is_exactly_the_plain_generator():
 
 def test_spatial_and_channel_mismatch_name_both_shapes():
     with pytest.raises(ModelError, match=r"teacher enc36 is 8×8 but student receiver dec36 \(decoder.2.head.0\) takes 16×16"):
-        build_student(tiny_student_config(gen_sino_size=128, inject_levels=[36]), BUILTIN,
+        build_student(RunConfig.parse(tiny_student_config(gen_sino_size=128, inject_levels=[36]), "student"), BUILTIN,
                       {**TEACHER_SHAPES, "enc36": (8, 8, 8), "dec36": (8, 8, 8)})
-    s = build_student(tiny_student_config(inject_levels=[9]), BUILTIN, TEACHER_SHAPES)
+    s = build_student(RunConfig.parse(tiny_student_config(inject_levels=[9]), "student"), BUILTIN, TEACHER_SHAPES)
     feats = _features()
     feats["enc9"] = torch.randn(2, TEACHER_SHAPES["enc9"][0] + 1, 2, 2)
     with pytest.raises(ValueError, match=r"features\['enc9'\] has shape"):
@@ -95,13 +96,13 @@ def test_spatial_and_channel_mismatch_name_both_shapes():
 def test_optimizer_holds_only_student_and_scale_parameters(tiny_data, tiny_store):
     data = open_dataset(tiny_data)
     config = tiny_student_config(feature_scale_lr_mult=10.0)
-    task = student_task(config, data, open_store(tiny_store))
+    task = student_task(RunConfig.parse(config, "student"), data, open_store(tiny_store))
     opt = build_optimizer(task, TrainConfig.from_flat(config))
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert in_opt == {id(p) for p in task.model.parameters()}
     groups = {g["name"]: g for g in opt.param_groups}
     assert groups["feature_scales"]["lr"] == pytest.approx(10 * config["gen_lr"])
-    (train_set,) = student_datasets(config, data, open_store(tiny_store), splits=("train",))
+    (train_set,) = student_datasets(RunConfig.parse(config, "student"), data, open_store(tiny_store), splits=("train",))
     item = train_set[0]
     assert all(f.is_leaf and not f.requires_grad for f in item["features"].values())
 
@@ -110,8 +111,8 @@ def test_student_overfits_a_few_samples(tiny_data, tiny_store):
     torch.manual_seed(0)
     data = open_dataset(tiny_data)
     config = tiny_student_config(inject_levels=[144, 36, 9])
-    task = student_task(config, data, open_store(tiny_store))
-    (ds,) = student_datasets(config, data, open_store(tiny_store), splits=("train",))
+    task = student_task(RunConfig.parse(config, "student"), data, open_store(tiny_store))
+    (ds,) = student_datasets(RunConfig.parse(config, "student"), data, open_store(tiny_store), splits=("train",))
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
     opt = build_optimizer(task, TrainConfig.from_flat(config))
     losses = []
@@ -206,13 +207,13 @@ def test_augmentation_needs_a_flips_store(tiny_data, tiny_store, tiny_teacher, t
     data = open_dataset(tiny_data)
     config = tiny_student_config(inject_levels=[36])
     with pytest.raises(StoreError, match="--flips"):
-        student_datasets(config, data, open_store(tiny_store), augment=True)
+        student_datasets(RunConfig.parse(config, "student"), data, open_store(tiny_store), augment=True)
     from feature_store.export import main as export_main
 
     flips = tmp_path / "flips.zarr"
     assert run_main(export_main, ["--ckpt", str(tiny_teacher), "--data", str(tiny_data), "--out", str(flips),
                                   "--flips", "--quiet"]) == 0
-    train_set, _ = student_datasets(config, data, open_store(flips), augment=True)
+    train_set, _ = student_datasets(RunConfig.parse(config, "student"), data, open_store(flips), augment=True)
     from shared.data.augment import flip_image
 
     torch.manual_seed(3)
@@ -232,18 +233,18 @@ def test_controls_shuffle_freeze_and_atten_channel(tiny_data, tiny_store):
     data = open_dataset(tiny_data)
     store = open_store(tiny_store)
     c = tiny_student_config(inject_levels=[9], shuffle_features=True)
-    (ds,) = student_datasets(c, data, store, splits=("val",))
+    (ds,) = student_datasets(RunConfig.parse(c, "student"), data, store, splits=("val",))
     assert sorted(ds.perm.tolist()) == list(range(8)) and all(ds.perm[i] != i for i in range(8))
     assert torch.equal(ds[2]["features"]["enc9"], ds.features.get(int(ds.perm[2]))["enc9"])
 
-    frozen = student_task(tiny_student_config(inject_levels=[9], feature_scale_init=0.0,
-                                              feature_scale_trainable=False), data, store)
+    frozen = student_task(RunConfig.parse(tiny_student_config(inject_levels=[9], feature_scale_init=0.0,
+                                              feature_scale_trainable=False), "student"), data, store)
     assert all(not p.requires_grad and torch.all(p == 0) for p in frozen.model.feature_scale_parameters())
     assert frozen.extra_param_groups == []
 
     a = tiny_student_config(inject_levels=[], atten_channel=True)
-    task = student_task(a, data, None)
-    (ds,) = student_datasets(a, data, None, splits=("val",))
+    task = student_task(RunConfig.parse(a, "student"), data, None)
+    (ds,) = student_datasets(RunConfig.parse(a, "student"), data, None, splits=("val",))
     item = ds[1]
     assert item["sino"].shape == (2, 64, 64) and task.model.in_channels == 2
     from shared.physics.projector import Projector, pad_sinogram

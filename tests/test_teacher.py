@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from shared.config.schema import RunConfig
 from phase1_teacher import load_teacher
 from phase1_teacher.data import MuMapDataset
 from phase1_teacher.task import teacher_task
@@ -23,7 +24,7 @@ def _fit(tiny_data, out, epochs, report=None, seed=0, resume=False):
 def test_target_is_the_projection_of_the_mu_map(tiny_data):
     data = open_dataset(tiny_data)
     config = tiny_teacher_config(IS_fixedScale=1.0)
-    task = teacher_task(config, data)
+    task = teacher_task(RunConfig.parse(config, "teacher"), data)
     batch = next(iter(torch.utils.data.DataLoader(MuMapDataset(data, "val"), batch_size=2)))
     _, target = task.step(task.model, batch, torch.device("cpu"))
     from shared.physics.projector import Projector
@@ -147,10 +148,10 @@ def test_teacher_predicts_one_plane_and_shape_mismatch_is_an_error(tiny_data, tm
 
     data = open_dataset(tiny_data)
     with pytest.raises(ValueError, match=r"the teacher predicts the one-plane .*outputs \[3, 64, 64\] \(gen_sino_channels_IS=3"):
-        teacher_task(tiny_teacher_config(gen_sino_channels_IS=3), data)
-    task = teacher_task(tiny_teacher_config(), data)
+        teacher_task(RunConfig.parse(tiny_teacher_config(gen_sino_channels_IS=3), "teacher"), data)
+    task = teacher_task(RunConfig.parse(tiny_teacher_config(), "teacher"), data)
     broken = Task(model=task.model, kind="teacher", step=lambda m, b, d: (task.step(m, b, d)[0].repeat(1, 3, 1, 1),
                                                                          task.step(m, b, d)[1]))
     with pytest.raises(ValueError, match=r"prediction has shape \[4, 3, 48, 40\] but the target \[4, 1, 48, 40\]"):
-        train(broken, tiny_teacher_config(), MuMapDataset(data, "train"), MuMapDataset(data, "val"), tmp_path,
+        train(broken, RunConfig.parse(tiny_teacher_config(), "teacher"), MuMapDataset(data, "train"), MuMapDataset(data, "val"), tmp_path,
               FitOptions(epochs=1, progress=False))

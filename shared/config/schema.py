@@ -355,6 +355,53 @@ CHANNEL_KEYS = ("gen_sino_channels", "gen_sino_channels_SI", "gen_sino_channels_
 TASK_DIRECTION = {"teacher": "IS", "student": "SI"}
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """One run's config, parsed once where it enters — ``fit``, a tune trial, a checkpoint — and handed
+    inward as this object: ``flat`` is the researcher's dict in their words (what their class reads and
+    what config.json / the checkpoints hold), ``train`` and ``injection`` are FrozenFlow's typed parts
+    (``injection`` for a student only)."""
+
+    flat: dict
+    task: str
+    train: TrainConfig
+    injection: InjectionConfig | None = None
+
+    @classmethod
+    def parse(cls, config: dict, task: str) -> "RunConfig":
+        from .vocabulary import to_stored
+
+        if task not in ("teacher", "student"):
+            raise ConfigError(f"task must be teacher or student, got {task!r}")
+        flat = to_stored(config)
+        return cls(flat, task, TrainConfig.from_flat(flat),
+                   InjectionConfig.from_flat(flat) if task == "student" else None)
+
+    @property
+    def direction(self) -> str:
+        return "SI" if self.task == "student" else "IS"
+
+    @property
+    def image_size(self) -> int:
+        return int(self.flat["gen_image_size"])
+
+    @property
+    def sino_size(self) -> int:
+        return int(self.flat["gen_sino_size"])
+
+    @property
+    def sino_channels(self) -> int:
+        return sino_channels(self.flat, self.direction)
+
+    @property
+    def sino_channel_key(self) -> str:
+        return sino_channel_key(self.flat, self.direction)
+
+    @property
+    def normalized_scale(self) -> float | None:
+        return normalized_scale(self.flat, self.direction)
+
+
 def frozenflow_keys(task: str) -> set[str]:
     """The keys FrozenFlow itself consumes (sizes, training, injection, the target's normalisation);
     a user's class owns the rest."""

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from shared.files import checkpoint as ckpt_io
 from shared.files.atomic import atomic_write, atomic_write_csv, atomic_write_json
-from shared.config.schema import TrainConfig
+from shared.config.schema import RunConfig, TrainConfig
 from shared.data.batch import collate
 from shared.device import autocast, loader_workers, resolve_amp, resolve_device
 from shared.train.losses import get_loss
@@ -165,7 +165,7 @@ def evaluate(task: Task, loader, device, loss_fn, amp: torch.dtype | None = None
     return {f"val_{k}": v / n for k, v in sums.items()}
 
 
-def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: FitOptions) -> dict:
+def train(task: Task, run: RunConfig, train_set, val_set, out: str | Path, opts: FitOptions) -> dict:
     """Train, validate, checkpoint into ``out``; returns the best epoch's metrics.
 
     An existing run of this kind in ``out`` is continued with ``opts.resume`` and refused without it;
@@ -182,7 +182,7 @@ def train(task: Task, config: dict, train_set, val_set, out: str | Path, opts: F
         raise InputError("training needs a non-empty train and val split")
 
     model = task.model.to(device)
-    tc = TrainConfig.from_flat(config)
+    tc, config = run.train, run.flat
     loss_fn = get_loss(tc.sup_base_criterion)
     optimizer = build_optimizer(task, tc)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
