@@ -12,12 +12,13 @@ trained for 1 epoch on a tiny dataset — its weights do not matter for throughp
 
 (a) Throughput, in this process, on the same batches of the same N samples (``--n``; 128, or 32
     with ``--small``), measured alternately ``--repeats`` times:
-    * teacher alone: read the μ-map batch (16) from the dataset's memmap, ``teacher.forward_taps(mu)``;
+    * teacher alone: read the μ-map batch (16) from the dataset's memmap, ``teacher.forward_taps(mu,
+      need_output=False)`` — the inference the export needs (it stops after the last tap);
     * export: ``RangeWriter.write_range`` over every range — read, teacher, float16 range check and
       conversion, zarr writes on the writer thread (a fresh store each repeat; store creation and
       the finalising statistics pass are not included — they are in the end-to-end rows of (d)).
     The reported ratio is export / teacher-alone samples/s (median of the per-repeat ratios);
-    target ≥ 0.8.  ``cpu_ratio`` is the same comparison in process CPU time per sample (all threads),
+    target ≥ 0.9.  ``cpu_ratio`` is the same comparison in process CPU time per sample (all threads),
     which is far less sensitive to other processes competing for the cores than wall time.
     A per-batch stage breakdown (forward, checks and fp16 conversion) explains it; store writes are
     measured against raw writes in bench_engines.
@@ -38,6 +39,7 @@ feature-store benchmarks (bench_reader, bench_store_size).
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import json
 import os
 import shutil
@@ -53,7 +55,7 @@ import numpy as np
 from benchmarks.common import environment, print_table, write_results
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET_RATIO = 0.8
+TARGET_RATIO = 0.9  # #25
 TARGET_RSS_GROWTH = 0.05  # "a few %"
 
 
@@ -159,7 +161,7 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
     def teacher_alone():
         for s in range(0, n, batch):
             mu = torch.from_numpy(np.array(mu_all[s:s + batch], dtype=np.float32))
-            teacher.forward_taps(mu * teacher.input_scale)
+            teacher.forward_taps(mu * teacher.input_scale, need_output=False)
 
     def export_once(cfg):
         store = workdir / f"tp_{cfg['codec']}_{cfg['shard_size'] or 0}.zarr"
@@ -213,10 +215,10 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
         return statistics.median(ts) * 1e3
 
     with torch.inference_mode():
-        fwd = med_ms(lambda: teacher.forward_taps(mu * teacher.input_scale))
+        fwd = med_ms(lambda: teacher.forward_taps(mu * teacher.input_scale, need_output=False))
         conv = med_ms(lambda: w._compute(mu, "train", 0)) - fwd  # the shipped checks and conversion
     w.close()
-    stages = [{"stage": "teacher forward_taps", "ms_per_batch": fwd},
+    stages = [{"stage": "teacher forward_taps (to the last tap)", "ms_per_batch": fwd},
               {"stage": "finiteness/float16 check + conversion", "ms_per_batch": conv}]
     for s in stages:
         s["samples_s_if_alone"] = batch / (s["ms_per_batch"] / 1e3)
@@ -248,6 +250,11 @@ def _memory(ckpt: Path, workdir: Path, n: int, threads: int | None, repeats: int
     return rows
 
 
+def _spin(stop):
+    while not stop.is_set():
+        pass
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true", help="quick run: N=32, 2 repeats, default config only")
@@ -259,6 +266,8 @@ def main(argv=None) -> int:
                     help="torch threads for the throughput runs (default 1; 0 = torch's default, see above)")
     ap.add_argument("--workdir", help="keep data/teacher/stores here (default: a temp dir, removed)")
     ap.add_argument("--name", help="results file benchmarks/results/<name>.json (default export[_small])")
+    ap.add_argument("--busy", action="store_true",
+                    help="a second process spins on one core during the throughput runs (results: export_busy)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     import torch
@@ -281,17 +290,26 @@ def main(argv=None) -> int:
         ckpt = bench_teacher(workdir)
         data = bench_dataset(workdir, n)
         print(f"[bench_export] teacher + data ready in {time.perf_counter() - t0:.0f} s ({workdir})", flush=True)
-        tp_rows, stages = _throughput(ckpt, data, workdir, configs, repeats, args.batch_size)
+        stop = mp.Event()
+        spinner = mp.Process(target=_spin, args=(stop,), daemon=True) if args.busy else None
+        if spinner:
+            spinner.start()
+        try:
+            tp_rows, stages = _throughput(ckpt, data, workdir, configs, repeats, args.batch_size)
+        finally:
+            if spinner:
+                stop.set()
+                spinner.join()
         print_table(tp_rows, title=f"(a) Export vs teacher alone, {n} samples, batch {args.batch_size} "
                                    f"(median of {repeats} alternating repeats)")
         print_table(stages, title=f"Per-batch stages ({args.batch_size} samples, median ms)")
         mem_rows = _memory(ckpt, workdir, n, args.threads, rss_repeats)
         print_table(mem_rows, title=f"(d) Export CLI peak RSS vs N (median of {rss_repeats} runs each)", floatfmt=".3g")
-        results = {"n": n, "batch_size": args.batch_size, "repeats": repeats,
+        results = {"n": n, "batch_size": args.batch_size, "repeats": repeats, "one_core_busy": args.busy,
                    "bytes_per_sample_float16": tap_bytes_per_sample(ckpt), "throughput": tp_rows, "stages": stages,
                    "memory": mem_rows}
         if not args.no_write:
-            name = args.name or ("export_small" if args.small else "export")
+            name = args.name or ("export_small" if args.small else "export") + ("_busy" if args.busy else "")
             print(f"wrote {write_results(name, results, environment(torch_threads_arg=args.threads))}")
     finally:
         if tmp:

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     def first_read(idx):  # forget which chunks were checked: every crc32c is computed again
         for files in ds._open()._direct.values():
             for checked in files._checked.values():
-                checked[:] = False
+                checked[:] = bytes(len(checked))
         return ds._open().read_taps(idx)
 
     sources = {"raw": lambda idx: _raw_batch(maps, idx), "engine": lambda idx: ds._open().read_taps(idx),

@@ -229,8 +229,9 @@ class ShardFiles:
             return None
 
     def _shard(self, key: tuple):
-        """(bytes of the shard file as a read-only uint8 array over its memory map, index [n_chunks, 2])
-        of the shard at grid position ``key``, None when absent.  At most MAX_OPEN stay mapped (each
+        """(bytes of the shard file as a read-only uint8 array over its memory map, its index as a list of
+        [offset, nbytes], which chunks passed their crc32c) of the shard at grid position ``key``, None when
+        absent.  At most MAX_OPEN stay mapped (each
         holds a file descriptor), least recently used first out; a map closes when its array goes."""
         if key in self._maps:
             self._maps.move_to_end(key)
@@ -248,8 +249,8 @@ class ShardFiles:
             if len(raw) < size or _crc32c(raw) != CRC32C_RESIDUE:
                 raise InputError(f"{path}: shard index does not match its crc32c (truncated or damaged)")
             version = (key, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            checked = self._checked.setdefault(version, np.zeros(self.n_chunks, bool))
-            got = (data, raw[:-4].view("<u8").reshape(self.n_chunks, 2), checked)
+            checked = self._checked.setdefault(version, bytearray(self.n_chunks))
+            got = (data, raw[:-4].view("<u8").reshape(self.n_chunks, 2).tolist(), checked)  # lists: per-sample lookups
         self._maps[key] = got
         return got
 
@@ -262,18 +263,18 @@ class ShardFiles:
         variants = np.zeros(len(samples), np.int64) if variants is None else np.asarray(variants, np.int64)
         out = np.empty((len(samples), *self.chunk[-3:]), dtype=self.dtype)
         flat = out.reshape(len(samples), -1)
+        per, tail = self.shard[0], (0,) if n_var > 1 else ()
         for k, (i, v) in enumerate(zip(samples.tolist(), variants.tolist())):
-            key = (i // self.shard[0],) + ((0,) if n_var > 1 else ())
-            got = self._shard(key)
-            j = (i % self.shard[0]) * n_var + v
-            off, n = (self.EMPTY, self.EMPTY) if got is None else got[1][j].tolist()
+            got = self._shard((i // per,) + tail)
+            j = (i % per) * n_var + v
+            off, n = (self.EMPTY, self.EMPTY) if got is None else got[1][j]
             if off == self.EMPTY:  # never written (or its shard deleted): zarr would read the fill value, NaN
                 raise InputError(f"{self.folder}: sample {i} has no chunk (deleted, or never written)")
             chunk = got[0][off:off + n]  # a view of the map, copied once below
             if not got[2][j]:
                 if len(chunk) != n or _crc32c(chunk) != CRC32C_RESIDUE:  # data + its crc32c: one pass
                     raise InputError(f"{self.folder}: chunk of sample {i} does not match its crc32c")
-                got[2][j] = True
+                got[2][j] = 1
             flat[k] = chunk[:-4].view(self.dtype)
         return out
 

@@ -22,12 +22,13 @@ from shared.cli import new_parser, run_main
 from shared.data.augment import flip_image
 from shared.data.dataset_io import open_dataset, read_rows
 from shared.data.forward_check import quick_check
-from shared.device import DEVICE_HELP, resolve_device
+from shared.device import DEVICE_HELP, resolve_device, single_threaded
 from shared.models.frozen import load_frozen
 
 from . import layout as L
 from .engine import ENGINE_HELP, ENGINES, SplitArrays, resolve_engine
 from .manifest import IDENTITY_KEYS, open_store
+from .reader import nonfinite_rows
 from shared.errors import InputError
 
 
@@ -184,11 +185,13 @@ class RangeWriter:
         out = {}
         for name in self.spec.taps:
             t = taps[name].float()
-            # float16: convert first (|x| ≥ 65520 becomes ±inf) and check the half-size result once
-            h = t.half() if self.dtype == np.float16 else t
-            bad = ~torch.isfinite(h).flatten(1).all(1)
-            if bool(bad.any()):
-                row = int(bad.nonzero()[0, 0])
+            # float16: convert first (|x| ≥ 65520 becomes ±inf) and check the stored bits once. On the CPU the
+            # conversion runs on one thread: a two-thread torch op stalls whenever another process holds a core.
+            with single_threaded(t.device):
+                h = (t.half() if self.dtype == np.float16 else t).cpu().numpy()
+            bad = nonfinite_rows(h)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
                 i = s0 + row // self.V
                 if not bool(torch.isfinite(t[row]).all()):  # the data scan makes this rare: a teacher that overflows
                     raise L.StoreError(f"{self.spec.store}: teacher output {name} for {split} sample {i} is not finite "
@@ -197,7 +200,6 @@ class RangeWriter:
                 raise L.StoreError(f"{self.spec.store}: {split} tap {name} sample {i} has |x| = "
                                    f"{float(t[row].abs().max()):g}, outside float16 range (65504); rerun with "
                                    f"--dtype float32")
-            h = h.cpu().numpy()
             out[name] = h.reshape(-1, self.V, *h.shape[1:]) if self.V > 1 else h
         return out
 

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from . import layout as L
 from .engine import SplitArrays, resolve_engine
 from .manifest import open_store
+from shared.data.batch import rows_of
 
 
 EXPONENT_BITS = {np.dtype(np.float16): (np.uint16, 0x7C00), np.dtype(np.float32): (np.uint32, 0x7F800000)}
@@ -76,14 +77,15 @@ class FeatureStoreDataset(Dataset):
             self._pid = os.getpid()
         return self._arrays
 
-    def get(self, i: int, variant: int = 0) -> dict[str, torch.Tensor]:
+    def get(self, i: int, variant: int = 0):
         return self.get_many([(i, variant)])[0]
 
     def __getitem__(self, i):
         return self.get(int(i))
 
-    def get_many(self, pairs) -> list[dict[str, torch.Tensor]]:
-        """Several (sample, variant) pairs: one read per tap for all of them."""
+    def get_many(self, pairs) -> list:
+        """Several (sample, variant) pairs: one read per tap for all of them; each sample a mapping tap → tensor
+        (``shared.data.batch.BatchRow``, a row of the batch's blocks)."""
         pairs = [(int(i), int(v)) for i, v in pairs]
         for i, v in pairs:
             if not 0 <= i < self.n:
@@ -94,23 +96,20 @@ class FeatureStoreDataset(Dataset):
         samples = [i for i, _ in pairs]
         variants = [v for _, v in pairs] if self.n_variants > 1 else None
         keys = pairs if self.n_variants > 1 else samples
-        out = [{} for _ in pairs]
         proven = arrays.engine == "shard files"  # present and crc-checked chunks of finite values (see above)
         try:
             blocks = arrays.read_taps(samples, variants)
         except ValueError:  # a checksum, decoding or missing-chunk failure in the batch: find and name it
             blocks, proven = {tap: np.stack([self._read_one(arrays, tap, k) for k in keys]) for tap in self.taps}, False
         for tap in self.taps:
-            block = np.ascontiguousarray(blocks[tap])
+            block = blocks[tap] = np.ascontiguousarray(blocks[tap])
             if not proven:
                 bad = nonfinite_rows(block)
                 if bad.any():  # export refuses non-finite features: NaN here is a missing chunk
                     k = keys[int(np.flatnonzero(bad)[0])]
                     raise L.StoreError(f"{self._where(tap, k)}: not finite (a deleted chunk reads as NaN); re-export "
                                        f"the store")
-            for row, item in zip(torch.from_numpy(block).unbind(0), out):  # views: collate gives the block back
-                item[tap] = row
-        return out
+        return rows_of({tap: torch.from_numpy(blocks[tap]) for tap in self.taps})  # collate returns the blocks
 
     def __getitems__(self, indices):
         return self.get_many([(i, 0) for i in indices])
