@@ -91,6 +91,9 @@ def main(argv=None) -> int:
         for files in ds._open()._direct.values():
             for checked in files._checked.values():
                 checked[:] = bytes(len(checked))
+            for got in files._maps.values():
+                if got is not None:
+                    got[3][:] = [None] * len(got[3])
         return ds._open().read_taps(idx)
 
     sources = {"raw": lambda idx: _raw_batch(maps, idx), "engine": lambda idx: ds._open().read_taps(idx),

@@ -230,8 +230,8 @@ class ShardFiles:
 
     def _shard(self, key: tuple):
         """(bytes of the shard file as a read-only uint8 array over its memory map, its index as a list of
-        [offset, nbytes], which chunks passed their crc32c) of the shard at grid position ``key``, None when
-        absent.  At most MAX_OPEN stay mapped (each
+        [offset, nbytes], which chunks passed their crc32c, each chunk's values as a typed view once read)
+        of the shard at grid position ``key``, None when absent.  At most MAX_OPEN stay mapped (each
         holds a file descriptor), least recently used first out; a map closes when its array goes."""
         if key in self._maps:
             self._maps.move_to_end(key)
@@ -250,7 +250,8 @@ class ShardFiles:
                 raise InputError(f"{path}: shard index does not match its crc32c (truncated or damaged)")
             version = (key, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             checked = self._checked.setdefault(version, bytearray(self.n_chunks))
-            got = (data, raw[:-4].view("<u8").reshape(self.n_chunks, 2).tolist(), checked)  # lists: per-sample lookups
+            index = raw[:-4].view("<u8").reshape(self.n_chunks, 2).tolist()  # lists: cheap per-sample lookups
+            got = (data, index, checked, [None] * self.n_chunks)
         self._maps[key] = got
         return got
 
@@ -267,15 +268,18 @@ class ShardFiles:
         for k, (i, v) in enumerate(zip(samples.tolist(), variants.tolist())):
             got = self._shard((i // per,) + tail)
             j = (i % per) * n_var + v
-            off, n = (self.EMPTY, self.EMPTY) if got is None else got[1][j]
-            if off == self.EMPTY:  # never written (or its shard deleted): zarr would read the fill value, NaN
-                raise InputError(f"{self.folder}: sample {i} has no chunk (deleted, or never written)")
-            chunk = got[0][off:off + n]  # a view of the map, copied once below
-            if not got[2][j]:
-                if len(chunk) != n or _crc32c(chunk) != CRC32C_RESIDUE:  # data + its crc32c: one pass
-                    raise InputError(f"{self.folder}: chunk of sample {i} does not match its crc32c")
-                got[2][j] = 1
-            flat[k] = chunk[:-4].view(self.dtype)
+            row = None if got is None else got[3][j]
+            if row is None:  # this map's first read of the chunk
+                off, n = (self.EMPTY, self.EMPTY) if got is None else got[1][j]
+                if off == self.EMPTY:  # never written (or its shard deleted): zarr would read the fill value, NaN
+                    raise InputError(f"{self.folder}: sample {i} has no chunk (deleted, or never written)")
+                chunk = got[0][off:off + n]  # a view of the map, copied below
+                if not got[2][j]:
+                    if len(chunk) != n or _crc32c(chunk) != CRC32C_RESIDUE:  # data + its crc32c: one pass
+                        raise InputError(f"{self.folder}: chunk of sample {i} does not match its crc32c")
+                    got[2][j] = 1
+                row = got[3][j] = chunk[:-4].view(self.dtype)
+            flat[k] = row
         return out
 
     def can_write(self, start: int, rows: int, n: int) -> bool:

@@ -178,7 +178,10 @@ class RangeWriter:
         return torch.stack([flip_image(mu, v) for v in range(self.V)], dim=1).flatten(0, 1)  # sample-major
 
     @torch.inference_mode()
-    def _compute(self, mu: torch.Tensor, split: str, s0: int) -> dict[str, np.ndarray]:
+    def _compute(self, mu: torch.Tensor, split: str, s0: int, into: dict[str, np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray]:
+        """The taps of a batch in the stored dtype, written into ``into`` (slices of a shard's buffers) when
+        given: the conversion is then the one copy."""
         # the output is not stored: the pass stops once the last tap is computed
         _, taps = self.teacher.forward_taps(mu.to(self.device) * self.teacher.input_scale, taps=self.spec.taps,
                                             need_output=False)
@@ -188,7 +191,11 @@ class RangeWriter:
             # float16: convert first (|x| ≥ 65520 becomes ±inf) and check the stored bits once. On the CPU the
             # conversion runs on one thread: a two-thread torch op stalls whenever another process holds a core.
             with single_threaded(t.device):
-                h = (t.half() if self.dtype == np.float16 else t).cpu().numpy()
+                if into is not None:
+                    h = into[name].reshape(t.shape)
+                    torch.from_numpy(h).copy_(t)  # converts (and leaves a GPU) on the way in
+                else:
+                    h = (t.half() if self.dtype == np.float16 else t).cpu().numpy()
             bad = nonfinite_rows(h)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
@@ -235,23 +242,29 @@ class RangeWriter:
         per_batch = max(1, self.spec.batch_size // self.V)
         bounds = [(s, min(stop, s + per_batch)) for s in range(start, stop, per_batch)]
         sharded = bool(self.spec.shard_size)
-        writes, shard_parts = [], []
+        writes = []
+        # a shard is written in one piece, never read-modified-written: its batches are converted into one buffer
+        whole = self._shard_buffers(stop - start) if sharded else None
         nxt = self._reader.submit(self._read, split, *bounds[0])
         for k, (s0, s1) in enumerate(bounds):
             mu = nxt.result()
             if k + 1 < len(bounds):
                 nxt = self._reader.submit(self._read, split, *bounds[k + 1])
-            arrays = self._compute(mu, split, s0)
-            if sharded:  # a shard is written in one piece, never read-modified-written
-                shard_parts.append(arrays)
-            else:
+            arrays = self._compute(mu, split, s0, {t: b[s0 - start:s1 - start] for t, b in whole.items()}
+                                   if sharded else None)
+            if not sharded:
                 writes.append(self._submit(self._write, split, s0, s1, arrays))
             if on_batch:
                 on_batch(s1 - s0)
         if sharded:
-            whole = {t: np.concatenate([p[t] for p in shard_parts]) for t in self.spec.taps}
             writes.append(self._submit(self._write, split, start, stop, whole))
         self._submit(self._flag, split, r, writes)
+
+    def _shard_buffers(self, rows: int) -> dict[str, np.ndarray]:
+        """Empty arrays for ``rows`` samples of every tap, shaped as stored ([rows, V, C, H, W] with flips)."""
+        shapes = self.teacher.tap_shapes
+        lead = (rows, self.V) if self.V > 1 else (rows,)
+        return {t: np.empty(lead + tuple(shapes[t]), self.dtype) for t in self.spec.taps}
 
     def close(self):
         self._reader.shutdown()
