@@ -49,7 +49,8 @@ def reader_threads(requested: int | None = None) -> int:
 
 
 class FeatureStoreDataset(Dataset):
-    """Features of one split: item i (optionally with variant v via ``get(i, v)``) as float32 tensors."""
+    """Features of one split: item i (variant v via ``get(i, v)``), a mapping tap → tensor in the stored dtype
+    (``shared.data.batch.BatchRow``)."""
 
     def __init__(self, store, split: str, taps=None, *, threads: int | None = None, engine: str = "auto", **expect):
         self.store, self.split, self.threads = str(store), split, threads
