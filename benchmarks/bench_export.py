@@ -20,6 +20,9 @@ trained for 1 epoch on a tiny dataset — its weights do not matter for throughp
     The reported ratio is export / teacher-alone samples/s (median of the per-repeat ratios);
     target ≥ 0.9.  ``cpu_ratio`` is the same comparison in process CPU time per sample (all threads),
     which is far less sensitive to other processes competing for the cores than wall time.
+    ``one_core_limit`` is the teacher's CPU per sample over itself plus a raw write of the same bytes
+    (plain writes and a rename): the best ratio one free core allows (``--busy``), since there the export's
+    threads cannot overlap.
     A per-batch stage breakdown (forward, checks and fp16 conversion) explains it; store writes are
     measured against raw writes in bench_engines.
 (d) Peak RSS of the export CLI (``python -m feature_store.export``) in a subprocess, for N and 4N
@@ -187,6 +190,7 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
             ta, ca = time.perf_counter() - t0, time.process_time() - c0
             te, ce = export_once(cfg)  # the write loop only, reader and writer threads included
             per[cfg["label"]].append({"export": n / te, "alone": n / ta, "cpu_export": ce / n, "cpu_alone": ca / n})
+    raw_write_cpu = _raw_write_cpu_per_sample(workdir, tap_bytes_per_sample(ckpt))
     rows = []
     for cfg in configs:
         m = per[cfg["label"]]
@@ -201,6 +205,9 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
                "teacher_cpu_ms_per_sample": med(lambda x: x["cpu_alone"]) * 1e3,
                "cpu_ratio": med(lambda x: x["cpu_alone"] / x["cpu_export"])}
         row["meets_target"] = row["ratio"] >= TARGET_RATIO
+        # what one core can do at best: the teacher's CPU plus a raw write of the same bytes, nothing else
+        row["raw_write_cpu_ms_per_sample"] = raw_write_cpu * 1e3
+        row["one_core_limit"] = row["teacher_cpu_ms_per_sample"] / (row["teacher_cpu_ms_per_sample"] + raw_write_cpu * 1e3)
         rows.append(row)
 
     # per-batch stage breakdown (median ms per batch of `batch` samples)
@@ -223,6 +230,22 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
     for s in stages:
         s["samples_s_if_alone"] = batch / (s["ms_per_batch"] / 1e3)
     return rows, stages
+
+
+def _raw_write_cpu_per_sample(workdir: Path, nbytes: int, samples: int = 64, repeats: int = 5) -> float:
+    """CPU seconds per sample to write ``samples`` samples' bytes to a new file with plain writes of one
+    sample each and a rename (the physical part of an export's write: the kernel's page-cache copy)."""
+    buf = np.random.default_rng(0).integers(0, 255, (samples, nbytes), dtype=np.uint8)
+    best = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        with open(workdir / "raw_write.tmp", "wb") as f:
+            for row in buf:
+                f.write(row)
+        os.replace(workdir / "raw_write.tmp", workdir / "raw_write.bin")
+        best.append((time.process_time() - c0) / samples)
+    (workdir / "raw_write.bin").unlink()
+    return statistics.median(best)
 
 
 # ------------------------------------------------------------------ (d) memory
