@@ -206,7 +206,7 @@ class ShardFiles:
         self.n_chunks = int(np.prod(self.per_shard))
         self.index_at_end = sharding.get("index_location", "end") == "end"
         self._maps = OrderedDict()
-        self._checked: dict[tuple, np.ndarray] = {}  # file version → which of its chunks passed their crc32c
+        self._checked: dict[tuple, bytearray] = {}  # file version → which of its chunks passed their crc32c (1)
 
     @classmethod
     def open(cls, folder):
