@@ -16,7 +16,7 @@ import torch
 
 from shared.cli import new_parser, run_main
 from shared.train.flags import add_training_args, common_overrides, fit_options
-from shared.config.schema import RunConfig, check_task_config
+from shared.config.schema import check_task_config
 from shared.config.vocabulary import to_stored
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
@@ -40,8 +40,7 @@ def fit(config: dict, data, out: str | Path, options: TeacherOptions | None = No
     data = as_dataset(data)
     config = to_stored(config)  # the researcher's words; FrozenFlow's older batch_size / loss become theirs
     spec = load_spec(options.model)
-    unused = check_task_config(config, "teacher", builtin=spec.builtin)
-    run = RunConfig.parse(config, "teacher")  # parsed once: everything below takes this
+    run, unused = check_task_config(config, "teacher", builtin=spec.builtin)  # parsed once: everything below takes run
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
     task = teacher_task(run, data, spec=spec, use_stored_sino=options.use_stored_sino)
     report_model(task.model, run.flat, "teacher", options.progress, unused)

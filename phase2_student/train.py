@@ -21,7 +21,7 @@ from shared.files import checkpoint as ckpt_io
 from shared.cli import new_parser, run_main
 from shared.train.flags import add_training_args, common_overrides, fit_options
 from shared.config.construct_dictionaries import merge_frozen
-from shared.config.schema import RunConfig, check_task_config, parse_inject
+from shared.config.schema import check_task_config, parse_inject
 from shared.config.vocabulary import FROZEN, to_stored
 from shared.data.dataset_io import as_dataset, open_dataset
 from shared.data.forward_check import quick_check
@@ -56,10 +56,9 @@ def fit(config: dict, data, out: str | Path, options: StudentOptions | None = No
     if manifest is not None:  # the experiment's one dict: the frozen network's whole dict under FROZEN_
         config = merge_frozen(config, manifest.teacher_config, manifest.path)
     spec = load_spec(options.model)
-    unused = check_task_config(config, "student", builtin=spec.builtin)
+    run, unused = check_task_config(config, "student", builtin=spec.builtin)  # parsed once: everything below takes run
     if manifest is None:
         unused.update({k: "no frozen network in this run" for k in config if k.startswith(FROZEN)})
-    run = RunConfig.parse(config, "student")  # parsed once: everything below takes this
     plan = run.injection.plan
     store = manifest if plan else None
     if options.progress:

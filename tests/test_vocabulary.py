@@ -128,7 +128,7 @@ def test_their_meanings_in_the_built_in_generator():
     assert not [m for m in Generator(act_dict(SI_dropout="false"), "SI").modules() if isinstance(m, torch.nn.Dropout)]
     legacy = [m for m in Generator(act_dict(SI_dropout=0.1), "SI").modules() if isinstance(m, torch.nn.Dropout2d)]
     assert legacy and legacy[0].p == 0.1  # FrozenFlow's older numeric rate keeps its meaning
-    assert check_task_config(act_dict(), "student")["SI_fixedScale"].startswith("SI_normalize is false")
+    assert check_task_config(act_dict(), "student")[1]["SI_fixedScale"].startswith("SI_normalize is false")
 
 
 def test_their_var_weighted_mse_by_hand():
@@ -250,7 +250,7 @@ def test_an_older_frozenflow_dict_still_builds_its_network():
            "SI_exp_kernel": 4, "SI_gen_final_activ": "leaky_relu", "SI_normalize": False, "SI_fixedScale": 1.0,
            "SI_learnedScale_init": None, "SI_output_scale_lr_mult": 0.0, "batch_size": 8, "gen_lr": 0.002,
            "gen_b1": 0.9, "gen_b2": 0.999, "loss": "mse", "lr_schedule": "cosine", "inject_levels": [144, 36, 9]}
-    assert check_task_config(old, "student") == {"SI_output_scale_lr_mult": "the output scale is fixed"}
+    assert check_task_config(old, "student")[1] == {"SI_output_scale_lr_mult": "the output scale is fixed"}
     g = Generator(old, "SI")
     assert "fixed_scale" in g.state_dict() and not any(k.startswith(("log_scale", "skip_convs")) for k in g.state_dict())
     assert [m.p for m in g.modules() if isinstance(m, torch.nn.Dropout2d)][0] == 0.1

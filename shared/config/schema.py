@@ -455,9 +455,10 @@ def check_override_keys(overrides: dict, task: str, builtin: bool = True) -> Non
         raise ConfigError(f"--set {unknown[0]}: not a {task} config key")
 
 
-def check_task_config(config: dict, task: str, builtin: bool = True) -> dict[str, str]:
-    """Parse a resolved config of ``task`` completely; returns the keys that are the user's but do not
-    apply to this run (key → why), to be listed once. Unknown keys are refused (nothing is ignored).
+def check_task_config(config: dict, task: str, builtin: bool = True) -> tuple[RunConfig, dict[str, str]]:
+    """Parse a resolved config of ``task`` completely, once: returns the parsed ``RunConfig`` and the keys
+    that are the user's but do not apply to this run (key → why), to be listed once. Unknown keys are
+    refused (nothing is ignored).
 
     With a user's class (``builtin=False``) only FrozenFlow's own keys are parsed here; the rest go to
     the class's factory, which validates them, and those it never reads are listed once."""
@@ -468,10 +469,7 @@ def check_task_config(config: dict, task: str, builtin: bool = True) -> dict[str
     d = TASK_DIRECTION[task]
     if not builtin:
         check_sizes(config, d)
-        TrainConfig.from_flat(config)
-        if task == "student":
-            InjectionConfig.from_flat(config)
-        return unused
+        return RunConfig.parse(config, task), unused
     legacy_teacher = {k for k in config if k.startswith("IS_")} if task == "student" else set()
     unknown = sorted(k for k in set(config) - task_keys(task) - set(unused) - legacy_teacher
                      if not k.startswith(FROZEN))
@@ -486,12 +484,11 @@ def check_task_config(config: dict, task: str, builtin: bool = True) -> dict[str
     other_dir = f"gen_sino_channels_{'SI' if d == 'IS' else 'IS'}"
     if other_dir in config:
         unused[other_dir] = f"the {'SI' if d == 'IS' else 'IS'} network's"
-    TrainConfig.from_flat(config)
+    run = RunConfig.parse(config, task)
     if task == "student":
-        InjectionConfig.from_flat(config)
         if teacher_keys() <= legacy_teacher:  # the original convention: a built-in teacher's keys beside SI_
             GeneratorConfig.from_flat({"gen_sino_channels_IS": 1, **config}, "IS")  # its output: one plane
-    return unused
+    return run, unused
 
 
 def normalized_scale(config: dict, direction: str) -> float | None:
