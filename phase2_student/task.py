@@ -95,12 +95,19 @@ def student_task(run: RunConfig, data, store: StoreManifest | None, spec: ModelS
             "controls": {"shuffle_features": inj.shuffle_features, "atten_channel": inj.atten_channel},
             "input_scale": float(data.scales.get("actSino", 1.0)),
             "output_scale": float(data.scales.get("actMap", 1.0))}
-    def scalars(model):  # the thing the experiments are about: how much of each feature is used
-        return {f"scale_{s}": float(p.detach().abs().mean()) for s, p in model.scales.items()}
+    prefix = "scale_" if inj.inject_merge == "scale" else "mix_"
 
+    def scalars(model):  # the thing the experiments are about: how much of each feature is used
+        return {f"{prefix}{s}": v for s, v in model.injection_strength().items()}
+
+    def epoch_start(model, epoch, epochs):  # the feature-dropout schedule (training only: eval draws nothing)
+        model.feature_drop = inj.feature_drop_at(epoch, epochs)
+        return {"feature_drop": model.feature_drop}
+
+    drops = bool(model.plan) and inj.feature_drop_max > 0
     return Task(model=model, step=step, kind="student", meta=meta, extra_param_groups=extra, preview=preview,
                 scalars=scalars if model.plan else None, normalize=run.normalized_scale,
-                normalize_output=model.spec.builtin)
+                normalize_output=model.spec.builtin, epoch_start=epoch_start if drops else None)
 
 
 def load_student(path: str | Path, device="cpu") -> Network:
@@ -112,7 +119,8 @@ def load_student(path: str | Path, device="cpu") -> Network:
     run = RunConfig.parse(ckpt["config"], "student")
     inj = run.injection
     model = rebuild(ckpt, path, "SI", atten_channel=inj.atten_channel, plan=inj.plan, feature_shapes=shapes,
-                    scale_init=inj.feature_scale_init, scale_trainable=inj.feature_scale_trainable)
+                    scale_init=inj.feature_scale_init, scale_trainable=inj.feature_scale_trainable,
+                    merge=inj.inject_merge, drop_mode=inj.feature_drop_mode)
     model.eval().requires_grad_(False).to(device)
     model.run, model.config, model.meta, model.metrics = run, run.flat, meta, ckpt.get("metrics", {})
     model.sha256, model.path = ckpt_io.sha256_file(path), str(path)

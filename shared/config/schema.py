@@ -27,6 +27,8 @@ CHOICES = {
     "sup_base_criterion": ("MSELoss", "L1Loss", "SmoothL1Loss", "VarWeightedMSE"),
     "lr_schedule": ("none", "cosine"),
     "inject_routing": ("crosswise", "coflow"),
+    "inject_merge": ("scale", "mixer"),
+    "feature_drop_mode": ("all_or_none", "per_channel"),
 }
 # ``gen_final_activ``: a torch.nn activation class name as their code writes it (built with torch's
 # defaults: LeakyReLU slope 0.01), or None; FrozenFlow's older lower-case names keep their meaning.
@@ -297,6 +299,13 @@ class InjectionConfig(_Flat):
     ``inject_levels``.  ``coflow``: teacher enc{L} → student enc{L}, teacher dec{L} → student dec{L};
     the two toggles keep naming the *teacher's* side (``inject_enc_to_dec`` switches the teacher's
     encoder features, ``inject_dec_to_enc`` its decoder features), so one ablation grid serves both.
+
+    ``inject_merge``: ``scale`` (a trainable (C,1,1) scale per injected tensor, then the receiver's
+    convolution widened by a side convolution) or ``mixer`` (a 1×1 convolution over [x, f] back to the
+    receiver's input channels, docs/DESIGN.md §6). Feature dropout (training only): with probability
+    ``feature_drop_at(epoch)`` — cosine from ``feature_drop_max`` at the first epoch to
+    ``feature_drop_min`` at the last — ``all_or_none`` zeroes every injected tensor of a batch together,
+    ``per_channel`` each channel of each sample independently; 0/0 (the default) draws nothing.
     """
 
     inject_levels: tuple[int, ...] = LEVELS
@@ -308,6 +317,10 @@ class InjectionConfig(_Flat):
     shuffle_features: bool = False  # control: another sample's features
     atten_channel: bool = False  # control: the analytic attenuation sinogram as an extra input channel
     inject_routing: str = "crosswise"
+    inject_merge: str = "scale"
+    feature_drop_max: float = 0.0
+    feature_drop_min: float = 0.0
+    feature_drop_mode: str = "all_or_none"
 
     @classmethod
     def from_flat(cls, config: dict) -> "InjectionConfig":
@@ -327,10 +340,26 @@ class InjectionConfig(_Flat):
                                                  "direction (inject_enc_to_dec or inject_dec_to_enc true); for the "
                                                  "plain student set inject_levels=[] (--inject none)")
         self._choice("inject_routing")
+        self._choice("inject_merge")
+        self._choice("feature_drop_mode")
+        for name in ("feature_drop_max", "feature_drop_min"):
+            if not _is_number(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
+                raise self._bad(name, "must be a probability in [0, 1]")
+        if self.feature_drop_min > self.feature_drop_max:
+            raise self._bad("feature_drop_min", f"must not exceed feature_drop_max={self.feature_drop_max!r} "
+                                                f"(the schedule runs from max down to min)")
         if not _is_number(self.feature_scale_init):
             raise self._bad("feature_scale_init", "must be a number")
         if not _is_number(self.feature_scale_lr_mult) or self.feature_scale_lr_mult < 0:
             raise self._bad("feature_scale_lr_mult", "must be a non-negative number")
+
+    def feature_drop_at(self, epoch: int, epochs: int) -> float:
+        """The dropout probability of epoch ``epoch`` (0-based) of ``epochs``: cosine from max to min (a
+        Tune trial reports once per epoch, so while tuning the schedule runs over its reports)."""
+        hi, lo = float(self.feature_drop_max), float(self.feature_drop_min)
+        if epochs <= 1:
+            return hi
+        return lo + (hi - lo) * 0.5 * (1 + math.cos(math.pi * min(epoch, epochs - 1) / (epochs - 1)))
 
     @property
     def plan(self) -> dict[str, str]:
@@ -469,7 +498,8 @@ def check_task_config(config: dict, task: str, builtin: bool = True) -> tuple[Ru
     d = TASK_DIRECTION[task]
     if not builtin:
         check_sizes(config, d)
-        return RunConfig.parse(config, task), unused
+        run = RunConfig.parse(config, task)
+        return run, {**unused, **_idle_injection_keys(config, run)}
     legacy_teacher = {k for k in config if k.startswith("IS_")} if task == "student" else set()
     unknown = sorted(k for k in set(config) - task_keys(task) - set(unused) - legacy_teacher
                      if not k.startswith(FROZEN))
@@ -488,7 +518,23 @@ def check_task_config(config: dict, task: str, builtin: bool = True) -> tuple[Ru
     if task == "student":
         if teacher_keys() <= legacy_teacher:  # the original convention: a built-in teacher's keys beside SI_
             GeneratorConfig.from_flat({"gen_sino_channels_IS": 1, **config}, "IS")  # its output: one plane
-    return run, unused
+    return run, {**unused, **_idle_injection_keys(config, run)}
+
+
+def _idle_injection_keys(config: dict, run: RunConfig) -> dict[str, str]:
+    """A student's injection keys set away from their defaults that shape nothing in this run (listed once
+    as not used; a default value does nothing either way)."""
+    inj = run.injection
+    if inj is None:
+        return {}
+    default = InjectionConfig()
+    if not inj.plan:
+        idle, why = [k for k in InjectionConfig.flat_keys() if k not in ("inject_levels", "atten_channel")], "nothing injected"
+    elif inj.feature_drop_max == 0:
+        idle, why = ["feature_drop_min", "feature_drop_mode"], "feature_drop_max is 0"
+    else:
+        return {}
+    return {k: why for k in idle if k in config and config[k] != getattr(default, k)}
 
 
 def normalized_scale(config: dict, direction: str) -> float | None:

@@ -92,6 +92,11 @@ config_RAY_DUAL = {
     "feature_scale_init": 0.1,
     "feature_scale_lr_mult": tune.loguniform(0.1, 10.0),
     "inject_routing": "crosswise",  # or "coflow": teacher enc→student enc, dec→dec
+    "inject_merge": "scale",  # or "mixer": a 1×1 convolution over [x, features]
+    # feature dropout, cosine from max to min over the trial's epochs (its reports); 0/0 = off
+    "feature_drop_max": 0.0,
+    "feature_drop_min": 0.0,
+    "feature_drop_mode": "all_or_none",  # or "per_channel"
     # ablation controls (fixed while tuning): scales frozen, another sample's features, ∫μ as input
     "feature_scale_trainable": True,
     "shuffle_features": False,

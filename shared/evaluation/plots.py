@@ -44,21 +44,25 @@ def learning_curve(history: list[dict], path: str | Path, best_epoch: int | None
 
 
 def feature_scale_curve(history: list[dict], path: str | Path, plan: dict | None = None) -> Path:
-    """Mean |learned feature scale| of every receiving tap per epoch (init 0.1); final values labelled."""
+    """Mean |learned feature scale| of every receiving tap per epoch (init 0.1), or with the mixer merge its
+    mean |weight| on the injected channels (``mix_…``); final values labelled."""
     plt = _plt()
     epochs = [r["epoch"] for r in history]
-    keys = sorted((k for k in history[-1] if k.startswith("scale_")), key=lambda k: (k[6:9], -int(k[9:])))
+    prefix = "mix_" if any(k.startswith("mix_") for k in history[-1]) else "scale_"
+    keys = sorted((k for k in history[-1] if k.startswith(prefix)),
+                  key=lambda k: (k[len(prefix):len(prefix) + 3], -int(k[len(prefix) + 3:])))
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for k in keys:
-        tap = k[6:]
+        tap = k[len(prefix):]
         label = f"student {tap}" + (f" ← teacher {plan[tap]}" if plan and tap in plan else "")
         line, = ax.plot(epochs, [r[k] for r in history], "o-", ms=3, label=label)
         ax.annotate(f"{history[-1][k]:.3g}", (epochs[-1], history[-1][k]), fontsize=7, color=line.get_color(),
                     xytext=(3, 0), textcoords="offset points", va="center")
     ax.margins(x=0.15)  # room for the final-value labels
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mean |scale|")
-    ax.set_title("learned feature scales per receiving tap", fontsize=9)
+    ax.set_ylabel("mean |scale|" if prefix == "scale_" else "mean |mixer weight| on the features")
+    ax.set_title("learned feature scales per receiving tap" if prefix == "scale_"
+                 else "1×1 mixers: weight on the injected features per receiving tap", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

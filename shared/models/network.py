@@ -8,11 +8,14 @@ and runs one probe pass to learn every tap's and receiver's shape. Around the cl
 * taps by forward hooks: ``forward_taps(x)`` returns the output and ``{tap: tensor}``; with
   ``need_output=False`` the pass stops once the last wanted tap is computed;
 * injection (the student): ``plan`` (student tap → teacher tap) and the teacher features' shapes
-  add one trainable (C,1,1) scale per injected tensor and a side convolution at each receiver
-  (``side.side_conv``); ``forward(x, features)`` takes the features keyed by teacher tap.
+  add, with ``merge="scale"``, one trainable (C,1,1) scale per injected tensor and a side convolution
+  at each receiver (``side.side_conv``); with ``merge="mixer"`` a 1×1 convolution at each receiver's
+  input (``side.mixer``); ``forward(x, features)`` takes the features keyed by teacher tap;
+* feature dropout in training: ``feature_drop`` (a probability the training loop sets each epoch) with
+  ``drop_mode`` ``all_or_none`` (one draw per batch zeroes every injected tensor) or ``per_channel``.
 
-State-dict keys: ``net.*`` (the class's own), ``scales.*`` and ``side.*`` (injection only), so a
-plain network's weights are a subset of an injected one's.
+State-dict keys: ``net.*`` (the class's own), ``scales.*`` and ``side.*`` or ``mixers.*`` (injection
+only), so a plain network's weights are a subset of an injected one's.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from shared.config.schema import sino_channel_key
 from shared.physics.projector import crop_sinogram
 
 from .hooks import Seen, StopForward, capture, module_at, probe
-from .side import side_conv
+from .side import mixer, side_conv
 from .spec import ModelError, ModelSpec
 from shared.errors import InputError
 
@@ -33,7 +36,8 @@ class Network(nn.Module):
     def __init__(self, spec: ModelSpec, config: dict, direction: str, *, in_channels: int, size: int,
                  out_size: tuple[int, int] | None = None, plan: dict[str, str] | None = None,
                  feature_shapes: dict[str, tuple] | None = None, scale_init: float = 0.1,
-                 scale_trainable: bool = True, teacher_paths: dict[str, str] | None = None):
+                 scale_trainable: bool = True, teacher_paths: dict[str, str] | None = None,
+                 merge: str = "scale", drop_mode: str = "all_or_none"):
         super().__init__()
         self.spec, self.direction, self.size = spec, direction, int(size)
         self.in_channels, self.out_size = int(in_channels), tuple(out_size) if out_size else None
@@ -55,6 +59,9 @@ class Network(nn.Module):
             self.tap_shapes[t] = s.out_shape
         self.receiver_inputs = {t: _ran_once(seen, p, f"receiver {t}").in_shape for t, p in spec.receivers.items()}
         self.plan = dict(plan or {})
+        if merge not in ("scale", "mixer") or drop_mode not in ("all_or_none", "per_channel"):
+            raise ModelError(f"merge {merge!r} / drop_mode {drop_mode!r}: expected scale|mixer, all_or_none|per_channel")
+        self.merge, self.drop_mode, self.feature_drop = merge, drop_mode, 0.0
         self.feature_shapes: dict[str, tuple] = {}  # teacher tap → (C, H, W) injected (the student's)
         self._inject: dict[str, torch.Tensor] | None = None
         if self.plan:
@@ -76,6 +83,7 @@ class Network(nn.Module):
     def _add_injection(self, feature_shapes, init, trainable, teacher_paths):
         self.scales = nn.ParameterDict()
         self.side = nn.ModuleDict()
+        self.mixers = nn.ModuleDict()
         for s, t in self.plan.items():
             if t not in feature_shapes:
                 raise ModelError(f"injection teacher {t} → student {s} needs the teacher's {t} features; "
@@ -91,9 +99,14 @@ class Network(nn.Module):
                 raise ModelError(f"{teacher} is {H}×{W} but student receiver {s} ({path}) takes {h}×{w}: "
                                  f"spatial sizes must match (the same working size S)")
             receiver = self._receivers[s]
-            self.side[s] = side_conv(receiver, C, self.spec.side_init, f"{self.spec.source}: receiver {s} ({path})")
-            self.scales[s] = nn.Parameter(torch.full((C, 1, 1), float(init)), requires_grad=trainable)
-            receiver.register_forward_hook(self._side_hook(s))
+            where = f"{self.spec.source}: receiver {s} ({path})"
+            if self.merge == "mixer":
+                self.mixers[s] = mixer(receiver, C, init, where).requires_grad_(trainable)
+                receiver.register_forward_pre_hook(self._mixer_hook(s))
+            else:
+                self.side[s] = side_conv(receiver, C, self.spec.side_init, where)
+                self.scales[s] = nn.Parameter(torch.full((C, 1, 1), float(init)), requires_grad=trainable)
+                receiver.register_forward_hook(self._side_hook(s))
         self.feature_shapes = {t: tuple(int(v) for v in feature_shapes[t]) for t in self.plan.values()}
 
     def _side_hook(self, s):
@@ -105,6 +118,15 @@ class Network(nn.Module):
             extra = side(f, output_size=out.shape[-2:]) if isinstance(side, nn.ConvTranspose2d) else side(f)
             return out + extra.to(out.dtype)
         return add_side
+
+    def _mixer_hook(self, s):
+        def mix(module, args):
+            if self._inject is None:
+                raise RuntimeError(f"receiver {s} ran outside Network.forward (its injected features are missing)")
+            x, m = args[0], self.mixers[s]
+            mixed = m(torch.cat([x.to(m.weight.dtype), self._inject[s].to(m.weight.dtype)], dim=1))
+            return (mixed.to(x.dtype), *args[1:])
+        return mix
 
     # ------------------------------------------------------------------ run
     def _sized(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,8 +152,20 @@ class Network(nn.Module):
             if tuple(features[t].shape[1:]) != self.feature_shapes[t]:
                 raise InputError(f"features[{t!r}] has shape {tuple(features[t].shape[1:])}, the student was "
                                  f"built for {self.feature_shapes[t]}")
-            out[s] = features[t] * self.scales[s]
-        return out
+            out[s] = features[t] * self.scales[s] if self.merge == "scale" else features[t]
+        return self._dropped(out) if self.training and self.feature_drop > 0 else out
+
+    def _dropped(self, injected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Feature dropout: zeros where dropped, the rest as at evaluation (no 1/(1−p) rescaling: the
+        features a receiver sees are either what evaluation gives it or nothing). Draws come from torch's
+        CPU generator (seeded per epoch by the loop) for all_or_none, so a GPU run needs no sync."""
+        p = float(self.feature_drop)
+        if self.drop_mode == "all_or_none":
+            if float(torch.rand(())) < p:
+                return {s: torch.zeros_like(f) for s, f in injected.items()}
+            return injected
+        return {s: f * (torch.rand(f.shape[0], f.shape[1], 1, 1, device=f.device) >= p).to(f.dtype)
+                for s, f in injected.items()}
 
     def _run(self, x, features):
         self._inject = self._routed(features)
@@ -162,7 +196,17 @@ class Network(nn.Module):
 
     # ------------------------------------------------------------------ optimiser groups
     def feature_scale_parameters(self) -> list[nn.Parameter]:
-        return list(self.scales.parameters()) if self.plan else []
+        """The merge's own parameters (the scales, or the mixers), which ``feature_scale_lr_mult`` applies to."""
+        if not self.plan:
+            return []
+        return list(self.scales.parameters()) if self.merge == "scale" else list(self.mixers.parameters())
+
+    def injection_strength(self) -> dict[str, float]:
+        """Per receiving tap, how much of the injected features is used: mean |scale|, or the mixer's mean
+        |weight| on the injected channels."""
+        if self.merge == "scale":
+            return {s: float(p.detach().abs().mean()) for s, p in self.scales.items()}
+        return {s: float(m.weight.detach()[:, m.passed:].abs().mean()) for s, m in self.mixers.items()}
 
     def param_groups(self) -> list[dict]:
         """The class's own extra optimiser groups (optional ``net.param_groups()``: params, lr_mult, name)."""

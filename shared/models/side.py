@@ -4,6 +4,9 @@ A convolution over the concatenation ``[x, s⊙f]`` equals ``conv_x(x) + conv_f(
 is the receiving layer as it is, the second a bias-free convolution of the same kind, kernel,
 stride, padding and dilation over the injected channels only. A forward hook adds it to the
 receiver's output, so the receiving layer keeps its weights and state-dict keys.
+
+The other merge (``inject_merge: mixer``): a 1×1 convolution over ``[x, f]`` back to the receiver's
+input channels, applied by a forward pre-hook to what the receiver takes.
 """
 from __future__ import annotations
 
@@ -48,3 +51,30 @@ def side_conv(receiver: nn.Module, extra: int, init: str, where: str) -> nn.Modu
         if init == "zeros":
             side.weight.zero_()
     return side
+
+
+class Mixer(nn.Conv2d):
+    """1×1 convolution ``[x, f]`` (``passed`` + injected channels) → ``passed`` channels, with a bias."""
+
+    def __init__(self, passed: int, injected: int, **kw):
+        super().__init__(passed + injected, passed, kernel_size=1, **kw)
+        self.passed = passed
+
+
+def mixer(receiver: nn.Module, extra: int, init: float, where: str) -> Mixer:
+    """The mixer in front of ``receiver`` for ``extra`` injected channels. Initialised so the network starts
+    as it was with the features only beginning to flow: identity on the receiver's own channels, bias 0,
+    the injected block torch's default 1×1-convolution draw (uniform ±1/√fan_in) times ``init``
+    (``feature_scale_init``, 0.1 by default: the scale merge's starting strength). With that block zero the
+    network is the plain one exactly."""
+    if not isinstance(receiver, (nn.Conv2d, nn.ConvTranspose2d)):
+        raise ModelError(f"{where} is a {type(receiver).__name__}; a receiver must be a Conv2d or ConvTranspose2d "
+                         f"(the first convolution after the tap)")
+    c = receiver.in_channels
+    m = Mixer(c, extra, device=receiver.weight.device, dtype=receiver.weight.dtype)
+    with torch.no_grad():
+        m.weight.mul_(float(init))  # the default draw, scaled …
+        m.weight[:, :c].zero_()
+        m.weight[:, :c, 0, 0].copy_(torch.eye(c))  # … and the receiver's own channels passed through
+        m.bias.zero_()
+    return m

@@ -44,6 +44,8 @@ class Task:
     ``meta`` goes into every checkpoint (kind, data fingerprint, …).  ``preview(model, batch, path)``
     optionally draws a figure of predictions at the end.  ``scalars(model) -> {name: float}`` adds
     per-epoch values to the history (the student: mean |feature scale| per receiving tap).
+    ``epoch_start(model, epoch, epochs) -> {name: float}`` runs before each training epoch (0-based) and
+    its values are recorded in that epoch's row (the student's feature-dropout probability).
     """
 
     model: torch.nn.Module
@@ -55,6 +57,7 @@ class Task:
     scalars: Callable[[torch.nn.Module], dict] | None = None
     normalize: float | None = None  # their normalize: target L1-normalised per sample × this (schema.normalized_scale)
     normalize_output: bool = False  # … and the prediction too (the built-in; a user's class normalises its own)
+    epoch_start: Callable[[torch.nn.Module, int, int], dict] | None = None
 
 
 @dataclasses.dataclass
@@ -224,6 +227,7 @@ def train(task: Task, run: RunConfig, train_set, val_set, out: str | Path, opts:
             torch.manual_seed(opts.seed * 100003 + epoch)  # dropout, augmentation and worker seeds of this epoch
             sampler.epoch = epoch
             model.train()
+            scheduled = task.epoch_start(model, epoch, opts.epochs) if task.epoch_start is not None else {}
             t0, loss_sum, seen = time.time(), 0.0, 0
             bar = _progress(train_loader, f"epoch {epoch + 1}/{opts.epochs}", opts.progress)
             for k, batch in enumerate(bar):
@@ -246,7 +250,7 @@ def train(task: Task, run: RunConfig, train_set, val_set, out: str | Path, opts:
                     bar.set_postfix(loss=f"{loss_sum / seen:.4g}")
             if scheduler is not None:
                 scheduler.step()
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), **scheduled}
             row.update(evaluate(task, val_loader, device, loss_fn, amp))
             row.update(lr=optimizer.param_groups[0]["lr"], seconds=round(time.time() - t0, 3))
             if task.scalars is not None:
@@ -383,7 +387,7 @@ def _finish_figures(task, history, val_loader, device, out, best_epoch=None, met
     from shared.evaluation.plots import learning_curve
 
     learning_curve(history, out / "learning_curve.png", best_epoch, metric)
-    if any(k.startswith("scale_") for k in history[-1]):
+    if any(k.startswith(("scale_", "mix_")) for k in history[-1]):
         from shared.evaluation.plots import feature_scale_curve
 
         feature_scale_curve(history, out / "feature_scales.png", task.meta.get("plan"))
