@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from shared.cli import new_parser, run_main
-from shared.data.augment import flip_image
-from shared.data.dataset_io import open_dataset, read_rows
+from shared.data.dataset_io import open_dataset
+from shared.data.views import TeacherKind, TeacherRows, TeacherView
 from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device, single_threaded
 from shared.models.frozen import load_frozen
@@ -96,10 +96,11 @@ def _identity(spec: ExportSpec, teacher, data) -> dict:
 
 def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[str, int]]:
     """Create or reopen the store; returns the (split, range) pairs still to write."""
-    teacher = load_frozen(spec.ckpt, kind="teacher", direction="IS")
+    teacher = load_frozen(spec.ckpt, kind="teacher")
     data = open_dataset(spec.data)
+    teacher_kind = TeacherKind.of_checkpoint(teacher.meta)
     for split in spec.splits:
-        data.split(split)  # unknown split → DataError naming dataset.json
+        TeacherRows(data, split, teacher_kind)  # unknown split, or an array the teacher reads missing → DataError naming it
     missing = [t for t in spec.taps if t not in teacher.tap_shapes]
     if missing:
         raise L.StoreError(f"--levels {','.join(map(str, spec.levels))} needs tap(s) {missing}, which the teacher's "
@@ -129,7 +130,7 @@ def prepare(spec: ExportSpec, overwrite: bool = False, log=print) -> list[tuple[
         if kind == "damaged":
             log(f"[export] --overwrite: replacing {spec.store} ({detail})")
         root = L.create_root(spec.store, {**want, "teacher_config": teacher.config, "teacher_metrics": teacher.metrics,
-                                          "teacher_model": teacher.meta.get("model"),
+                                          "teacher_model": teacher.meta.get("model"), "teacher_kind": teacher_kind.record(),
                                           "geometry": data.geometry.to_dict(), "created": _now(), "splits": {}})
     shapes = teacher.tap_shapes
     splits_state = dict(root.attrs.get("splits", {}))  # raw attrs: this is the writer's own record
@@ -160,8 +161,10 @@ class RangeWriter:
     def __init__(self, spec: ExportSpec):
         self.spec = spec
         self.device = resolve_device(spec.device)
-        self.teacher = load_frozen(spec.ckpt, kind="teacher", direction="IS", device=self.device)
+        self.teacher = load_frozen(spec.ckpt, kind="teacher", device=self.device)
         self.data = open_dataset(spec.data, check_finite=False)  # checked in prepare()
+        self.view = TeacherView.of_teacher(self.teacher, self.data)  # what it sees of a sample, as in training
+        self._rows = {}  # split → TeacherRows
         self.root = L.open_root(spec.store, mode="r+")  # metadata and done flags: zarr-python
         self._arrays = {}  # split → engine.SplitArrays (chunk bytes)
         self.V = L.VARIANTS[spec.variants]
@@ -171,19 +174,19 @@ class RangeWriter:
         self._pending = []
         self.bytes_written = 0
 
-    def _read(self, split, s0, s1) -> torch.Tensor:
-        mu = torch.from_numpy(read_rows(self.data.split(split).attenMap, s0, s1).astype(np.float32, copy=False))
-        if self.V == 1:
-            return mu
-        return torch.stack([flip_image(mu, v) for v in range(self.V)], dim=1).flatten(0, 1)  # sample-major
+    def _read(self, split, s0, s1) -> dict[str, torch.Tensor]:
+        """The raw rows the teacher's input is made of (each sample's flips after it, sample-major)."""
+        if split not in self._rows:
+            self._rows[split] = TeacherRows(self.data, split, self.view.kind)
+        return self._rows[split].read(s0, s1, self.V)
 
     @torch.inference_mode()
-    def _compute(self, mu: torch.Tensor, split: str, s0: int, into: dict[str, np.ndarray] | None = None
+    def _compute(self, rows: dict[str, torch.Tensor], split: str, s0: int, into: dict[str, np.ndarray] | None = None
                  ) -> dict[str, np.ndarray]:
         """The taps of a batch in the stored dtype, written into ``into`` (slices of a shard's buffers) when
         given: the conversion is then the one copy."""
         # the output is not stored: the pass stops once the last tap is computed
-        _, taps = self.teacher.forward_taps(mu.to(self.device) * self.teacher.input_scale, taps=self.spec.taps,
+        _, taps = self.teacher.forward_taps(self.view.input(rows, self.device), taps=self.spec.taps,
                                             need_output=False)
         out = {}
         for name in self.spec.taps:
@@ -202,7 +205,7 @@ class RangeWriter:
                 i = s0 + row // self.V
                 if not bool(torch.isfinite(t[row]).all()):  # the data scan makes this rare: a teacher that overflows
                     raise L.StoreError(f"{self.spec.store}: teacher output {name} for {split} sample {i} is not finite "
-                                       f"(its attenMap row {i} is finite: the teacher itself overflows); nothing of "
+                                       f"(its input rows are finite: the teacher itself overflows); nothing of "
                                        f"it was stored")
                 raise L.StoreError(f"{self.spec.store}: {split} tap {name} sample {i} has |x| = "
                                    f"{float(t[row].abs().max()):g}, outside float16 range (65504); rerun with "
@@ -247,10 +250,10 @@ class RangeWriter:
         whole = self._shard_buffers(stop - start) if sharded else None
         nxt = self._reader.submit(self._read, split, *bounds[0])
         for k, (s0, s1) in enumerate(bounds):
-            mu = nxt.result()
+            rows = nxt.result()
             if k + 1 < len(bounds):
                 nxt = self._reader.submit(self._read, split, *bounds[k + 1])
-            arrays = self._compute(mu, split, s0, {t: b[s0 - start:s1 - start] for t, b in whole.items()}
+            arrays = self._compute(rows, split, s0, {t: b[s0 - start:s1 - start] for t, b in whole.items()}
                                    if sharded else None)
             if not sharded:
                 writes.append(self._submit(self._write, split, s0, s1, arrays))
@@ -381,7 +384,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="auto", choices=list(ENGINES), help=ENGINE_HELP)
     p.add_argument("--flips", action="store_true",
                    help="also store the teacher's features of the 3 Radon-symmetric flips (for --augment)")
-    p.add_argument("--batch-size", type=int, default=16, help="μ-maps per teacher forward pass")
+    p.add_argument("--batch-size", type=int, default=16, help="samples per teacher forward pass")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true",
                    help="replace a store made differently (other teacher, dataset or settings); an identical "

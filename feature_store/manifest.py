@@ -54,6 +54,14 @@ class StoreManifest:
     created = property(lambda self: self._a("created"))
 
     @property
+    def teacher_kind(self):
+        """The frozen network's kind and direction (``shared.data.views.TeacherKind``; a store made before
+        teacher kinds holds an attenuation IS teacher's features)."""
+        from shared.data.views import TeacherKind
+
+        return TeacherKind.of(self._a("teacher_kind"))
+
+    @property
     def n_variants(self) -> int:
         return L.VARIANTS.get(self.variants, 1)
 

@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import torch
 
-from shared.data.augment import flip_image
 from shared.device import DEVICE_HELP, resolve_device
 
 from . import layout as L
@@ -56,7 +55,7 @@ def verify(store, ckpt=None, data=None, n_check: int = 4, log=print, verbose: bo
     if ckpt:
         from shared.models.frozen import load_frozen
 
-        teacher = load_frozen(ckpt, kind="teacher", direction="IS", device=resolve_device(device))
+        teacher = load_frozen(ckpt, kind="teacher", device=resolve_device(device))
         check(m.teacher_sha256 == teacher.sha256,
               f"teacher sha256 {str(m.teacher_sha256)[:12]}… vs {ckpt} {teacher.sha256[:12]}…")
     dataset = None
@@ -134,13 +133,16 @@ def recompute_picks(n: int, shard: int | None, rng, full: bool, n_check: int) ->
 
 @torch.inference_mode()
 def _recompute(root, split, taps, teacher, dataset, picks, V, dtype, check, batch: int = 16):
+    from shared.data.views import TeacherRows, TeacherView
+
+    view = TeacherView.of_teacher(teacher, dataset)  # the teacher's input exactly as the export made it
+    rows = TeacherRows(dataset, split, view.kind)
+    device = next(teacher.parameters()).device
     worst, where = 0.0, None
     for b in range(0, len(picks), batch):
         part = picks[b:b + batch]
-        mu = torch.from_numpy(np.array(dataset.split(split).attenMap[part], dtype=np.float32))
         for v in range(V):
-            x = flip_image(mu, v).to(next(teacher.parameters()).device)
-            _, live = teacher.forward_taps(x * teacher.input_scale, taps=list(taps), need_output=False)
+            _, live = teacher.forward_taps(view.input(rows.take(part, v), device), taps=list(taps), need_output=False)
             for tap in taps:
                 ref_all = live[tap].float().cpu().numpy()
                 for k, i in enumerate(part):

@@ -1,6 +1,7 @@
-"""Train (or with --tune, tune) the teacher: μ-map → attenuation sinogram, the target projected on the fly.
+"""Train (or with --tune, tune) the teacher: by default μ-map → attenuation sinogram, the target projected on
+the fly; ``--kind attenuation|activity --direction IS|SI`` chooses another frozen network (shared/data/views.py).
 
-    frozenflow train-teacher --data DIR --out DIR [--epochs N] [--tune --num-samples K]
+    frozenflow train-teacher --data DIR --out DIR [--kind K --direction D] [--epochs N] [--tune --num-samples K]
 
 Outputs in OUT: best.pt, last.pt, config.json, metrics.csv, learning_curve.png, val_preview.png; with
 --tune also the Ray results (OUT/ray), per-trial runs (OUT/trials), trials.csv and tuning_curve.png.
@@ -25,13 +26,14 @@ from shared.models import load_spec
 from shared.models.network import report_model
 from shared.train.loop import FitOptions, train
 
-from .data import MuMapDataset
+from shared.data.views import DIRECTIONS, KINDS, TeacherKind, TeacherRows
+
 from .task import teacher_task
 
 
 @dataclasses.dataclass
 class TeacherOptions(FitOptions):
-    use_stored_sino: bool = False  # train on <split>-attenSino.npy instead of projecting μ-maps
+    kind: TeacherKind = dataclasses.field(default_factory=TeacherKind)  # which network (shared.data.views)
 
 
 def fit(config: dict, data, out: str | Path, options: TeacherOptions | None = None) -> dict:
@@ -39,22 +41,31 @@ def fit(config: dict, data, out: str | Path, options: TeacherOptions | None = No
     options = options or TeacherOptions()
     data = as_dataset(data)
     config = to_stored(config)  # the researcher's words; FrozenFlow's older batch_size / loss become theirs
-    spec = load_spec(options.model)
-    run, unused = check_task_config(config, "teacher", builtin=spec.builtin)  # parsed once: everything below takes run
+    spec, kind = load_spec(options.model), options.kind
+    run, unused = check_task_config(config, "teacher", builtin=spec.builtin, direction=kind.direction,
+                                    teacher_kind=kind.kind)  # parsed once: everything below takes run
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
-    task = teacher_task(run, data, spec=spec, use_stored_sino=options.use_stored_sino)
+    train_set = TeacherRows(data, "train", kind, augment=options.augment)  # a missing array is refused first
+    val_set = TeacherRows(data, "val", kind)
+    task = teacher_task(run, data, spec=spec, kind=kind)
+    if options.progress:
+        print(f"[teacher] {kind.name}: {kind.describe()}")
     report_model(task.model, run.flat, "teacher", options.progress, unused)
-    train_set = MuMapDataset(data, "train", options.use_stored_sino, augment=options.augment)
-    val_set = MuMapDataset(data, "val", options.use_stored_sino)
     return train(task, run, train_set, val_set, out, options)
 
 
 def parser():
     p = new_parser("frozenflow train-teacher", __doc__)
     add_training_args(p)
-    p.add_argument("--neck", choices=["narrow", "medium", "wide"], help="shorthand for --set IS_gen_neck=…")
+    p.add_argument("--neck", choices=["narrow", "medium", "wide"], help="shorthand for --set IS_gen_neck=… (SI_gen_neck with --direction SI)")
+    p.add_argument("--kind", choices=KINDS, default="attenuation",
+                   help="what the frozen network learns: attenuation (μ-maps, A μ) or activity (the activity data)")
+    p.add_argument("--direction", choices=DIRECTIONS, default="IS",
+                   help="IS: image → sinogram (attenuation: μ-map → A μ; activity: FBP image → sinogram); SI: sinogram "
+                        "→ image (attenuation: A μ → μ-map; activity: sinogram → image). The student's routing "
+                        "defaults to the one that pairs: crosswise for IS, coflow for SI")
     p.add_argument("--use-stored-sino", action="store_true",
-                   help="train on <split>-attenSino.npy instead of projecting the μ-maps")
+                   help="attenuation kinds: A μ from <split>-attenSino.npy instead of projecting the μ-maps")
     return p
 
 
@@ -63,10 +74,11 @@ def main(argv=None) -> int:
     data = open_dataset(args.data)  # validate up front: a bad dataset fails before anything is written
     print(f"[teacher] {data}")
     quick_check(data)
+    kind = TeacherKind(args.kind, args.direction, args.use_stored_sino)
     overrides = common_overrides(args)
     if args.neck:
-        overrides["IS_gen_neck"] = args.neck
-    options = fit_options(args, TeacherOptions, use_stored_sino=args.use_stored_sino)
+        overrides[f"{kind.direction}_gen_neck"] = args.neck
+    options = fit_options(args, TeacherOptions, kind=kind)
     run_training(args, "teacher", fit, options, overrides)  # None with --print-config
     return 0
 

@@ -3,7 +3,8 @@
 ``frozenflow ablate --data DIR --features STORE --out DIR --epochs E --seeds 0,1,2``
 
 Variants: the plain student (``none``), each single level, all levels (both directions and each
-direction alone, and co-flow routing instead of crosswise), and three controls that separate information from capacity: injection with
+direction alone, and the routing that does not pair with the teacher: ``IS_coflow`` for an IS teacher,
+``SI_crosswise`` for an SI one), and three controls that separate information from capacity: injection with
 the scales frozen at 0 (same extra channels, no signal), the features of a *shuffled* sample
 (another patient's μ-map), and the plain student given the analytic attenuation sinogram as an
 extra input channel.  Each run is resumable; reruns skip finished ones.  Writes OUT/ablation.md
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from feature_store import open_store
 from shared.files.atomic import atomic_write, atomic_write_json
 from shared.cli import new_parser, parse_overrides, run_main
 from shared.config.construct_dictionaries import load_config
@@ -40,7 +42,8 @@ VARIANTS = {  # name → student config overrides
     "all": {"inject_levels": ALL},
     "all_enc_to_dec": {"inject_levels": ALL, "inject_dec_to_enc": False},
     "all_dec_to_enc": {"inject_levels": ALL, "inject_enc_to_dec": False},
-    "all_coflow": {"inject_levels": ALL, "inject_routing": "coflow"},  # enc→enc, dec→dec
+    # the routing that does not pair with the store's teacher: IS_coflow (enc→enc) or SI_crosswise (enc→dec)
+    "all_swapped_routing": {"inject_levels": ALL, "inject_routing": "swapped"},
     "control_scales_0": {"inject_levels": ALL, **CONTROLS["freeze_scales"]},
     "control_shuffled": {"inject_levels": ALL, **CONTROLS["shuffle_features"]},
     "control_atten_sino": {"inject_levels": [], **CONTROLS["atten_channel"]},
@@ -56,8 +59,11 @@ def run_variant(name: str, seed: int, args, out: Path, overrides: dict) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     print(f"[ablate] {name} seed {seed}")
-    config = load_config("student", args.config, {**overrides, **VARIANTS[name]},
-                         builtin=load_spec(args.model).builtin)
+    variant = dict(VARIANTS[name])
+    if variant.get("inject_routing") == "swapped":
+        d = open_store(args.features).teacher_kind.direction if args.features else "IS"
+        variant["inject_routing"] = {"IS": "IS_coflow", "SI": "SI_crosswise"}[d]
+    config = load_config("student", args.config, {**overrides, **variant}, builtin=load_spec(args.model).builtin)
     injects = bool(RunConfig.parse(config, "student").injection.plan)
     if injects and not args.features:
         raise InputError(f"--features: variant {name!r} injects teacher features; pass the store")

@@ -11,6 +11,7 @@ import numpy as np
 from feature_store import StoreError, StoreManifest
 from shared.files import checkpoint as ckpt_io
 from shared.config.schema import RunConfig
+from shared.data.views import TeacherKind
 from shared.models import ModelSpec, load_spec
 from shared.models.network import Network, record
 from shared.models.restore import rebuild
@@ -91,6 +92,8 @@ def student_task(run: RunConfig, data, store: StoreManifest | None, spec: ModelS
             "plan": model.plan, "teacher_shapes": {t: list(s) for t, s in model.feature_shapes.items()},
             "model": record(model),
             "teacher_sha256": store.teacher_sha256 if uses_store else None,
+            "teacher_kind": store.teacher_kind.record() if uses_store else None,
+            "routing": inj.inject_routing if uses_store else None,
             "store_fingerprint": store.fingerprint if uses_store else None,
             "controls": {"shuffle_features": inj.shuffle_features, "atten_channel": inj.atten_channel},
             "input_scale": float(data.scales.get("actSino", 1.0)),
@@ -117,6 +120,8 @@ def load_student(path: str | Path, device="cpu") -> Network:
     meta = ckpt.get("meta", {})
     shapes = {t: tuple(s) for t, s in meta.get("teacher_shapes", {}).items()}
     run = RunConfig.parse(ckpt["config"], "student")
+    if meta.get("teacher_kind"):  # auto routing, as it was resolved against the store's teacher
+        run = run.routed(TeacherKind.of(meta["teacher_kind"]).direction)
     inj = run.injection
     model = rebuild(ckpt, path, "SI", atten_channel=inj.atten_channel, plan=inj.plan, feature_shapes=shapes,
                     scale_init=inj.feature_scale_init, scale_trainable=inj.feature_scale_trainable,

@@ -59,10 +59,14 @@ def fit(config: dict, data, out: str | Path, options: StudentOptions | None = No
     run, unused = check_task_config(config, "student", builtin=spec.builtin)  # parsed once: everything below takes run
     if manifest is None:
         unused.update({k: "no frozen network in this run" for k in config if k.startswith(FROZEN)})
+    else:  # auto routing becomes the one that pairs with the store's teacher; a mismatched pairing is refused
+        run = run.routed(manifest.teacher_kind.direction)
     plan = run.injection.plan
     store = manifest if plan else None
     if options.progress:
-        print(f"[student] injection: {', '.join(f'teacher {t} -> student {s}' for s, t in plan.items()) or 'none'}")
+        via = (f"{manifest.teacher_kind.name} teacher, {run.injection.inject_routing}, {run.injection.inject_merge}: "
+               if plan else "")
+        print(f"[student] injection: {via}{', '.join(f'teacher {t} -> student {s}' for s, t in plan.items()) or 'none'}")
     torch.manual_seed(options.seed)  # the initial weights are part of a reproducible run
     task = student_task(run, data, store, spec)
     report_model(task.model, run.flat, "student", options.progress, unused)

@@ -206,7 +206,8 @@ def test_float16_overflow_asks_for_float32(tiny_teacher, tiny_data, tmp_path, ca
     from shared.files import checkpoint as ckpt_io
 
     ckpt = ckpt_io.load(tiny_teacher)
-    ckpt["meta"] = {**ckpt["meta"], "input_scale": 1e7}  # absurd input → activations beyond 65504
+    scales = {**ckpt["meta"]["scales"], "attenMap": 1e7}  # the μ-maps' scale as trained: absurd input → beyond 65504
+    ckpt["meta"] = {**ckpt["meta"], "scales": scales}
     ckpt_io.save_atomic(ckpt, tmp_path / "loud.pt")
     assert _export(tmp_path / "loud.pt", tiny_data, tmp_path / "s.zarr", "--splits", "val") == 2
     assert "--dtype float32" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import torch
 
 from shared.config.schema import RunConfig
 from phase1_teacher import load_teacher
-from phase1_teacher.data import MuMapDataset
+from shared.data.views import TeacherKind, TeacherRows
 from phase1_teacher.task import teacher_task
 from phase1_teacher.train import main as teacher_main
 from shared.files import checkpoint as ckpt_io
@@ -25,11 +25,11 @@ def test_target_is_the_projection_of_the_mu_map(tiny_data):
     data = open_dataset(tiny_data)
     config = tiny_teacher_config(IS_fixedScale=1.0)
     task = teacher_task(RunConfig.parse(config, "teacher"), data)
-    batch = next(iter(torch.utils.data.DataLoader(MuMapDataset(data, "val"), batch_size=2)))
+    batch = next(iter(torch.utils.data.DataLoader(TeacherRows(data, "val", TeacherKind()), batch_size=2)))
     _, target = task.step(task.model, batch, torch.device("cpu"))
     from shared.physics.projector import Projector
 
-    expected = Projector(data.geometry).forward(batch["mu"]) * data.scales.get("attenSino", 1.0)
+    expected = Projector(data.geometry).forward(batch["attenMap"]) * data.scales.get("attenSino", 1.0)
     assert torch.allclose(target, expected, atol=1e-5)
     # line integrals of μ through a body of tens of cm: order 1, positive
     assert 0.3 < float(expected.max()) / data.scales.get("attenSino", 1.0) < 8
@@ -147,11 +147,11 @@ def test_teacher_predicts_one_plane_and_shape_mismatch_is_an_error(tiny_data, tm
     from shared.train.loop import FitOptions, Task
 
     data = open_dataset(tiny_data)
-    with pytest.raises(ValueError, match=r"the teacher predicts the one-plane .*outputs \[3, 64, 64\] \(gen_sino_channels_IS=3"):
+    with pytest.raises(ValueError, match=r"the attenuation IS teacher predicts the 1-plane .*outputs \[3, 64, 64\] \(gen_sino_channels_IS=3"):
         teacher_task(RunConfig.parse(tiny_teacher_config(gen_sino_channels_IS=3), "teacher"), data)
     task = teacher_task(RunConfig.parse(tiny_teacher_config(), "teacher"), data)
     broken = Task(model=task.model, kind="teacher", step=lambda m, b, d: (task.step(m, b, d)[0].repeat(1, 3, 1, 1),
                                                                          task.step(m, b, d)[1]))
     with pytest.raises(ValueError, match=r"prediction has shape \[4, 3, 48, 40\] but the target \[4, 1, 48, 40\]"):
-        train(broken, RunConfig.parse(tiny_teacher_config(), "teacher"), MuMapDataset(data, "train"), MuMapDataset(data, "val"), tmp_path,
+        train(broken, RunConfig.parse(tiny_teacher_config(), "teacher"), TeacherRows(data, "train", TeacherKind()), TeacherRows(data, "val", TeacherKind()), tmp_path,
               FitOptions(epochs=1, progress=False))

@@ -16,16 +16,17 @@ from shared.errors import InputError
 TASKS = ("teacher", "student")
 
 
-def search_space(task: str, learned_scale: bool = True, cpu: bool = False) -> dict:
-    """teacher: IS + scale + SUP; student: SI + scale + SUP + DUAL (docs/DESIGN.md §7). ``cpu``: the small
-    space of networks a CPU trains in minutes (demo, tests) instead of the researcher's ranges."""
+def search_space(task: str, learned_scale: bool = True, cpu: bool = False, direction: str | None = None) -> dict:
+    """teacher: IS (or SI for a sinogram-side teacher) + scale + SUP; student: SI + scale + SUP + DUAL
+    (docs/DESIGN.md §7). ``cpu``: the small space of networks a CPU trains in minutes (demo, tests)
+    instead of the researcher's ranges."""
     from . import search_spaces as sp  # imports ray.tune
-    arch = {"teacher": (sp.config_RAY_IS, sp.config_RAY_IS_cpu), "student": (sp.config_RAY_SI, sp.config_RAY_SI_cpu)}
-    if task not in arch:
-        raise InputError(f"task must be one of {TASKS}, got {task!r}")
-    d = "IS" if task == "teacher" else "SI"
+    from .schema import _direction
+
+    d = _direction(task, direction)
+    arch = {"IS": (sp.config_RAY_IS, sp.config_RAY_IS_cpu), "SI": (sp.config_RAY_SI, sp.config_RAY_SI_cpu)}
     scale = getattr(sp, f"config_RAY_{d}_{'learnScale' if learned_scale else 'fixedScale'}")
-    space = {**arch[task][cpu], **scale, **(sp.config_RAY_SUP_cpu if cpu else sp.config_RAY_SUP)}
+    space = {**arch[d][cpu], **scale, **(sp.config_RAY_SUP_cpu if cpu else sp.config_RAY_SUP)}
     return {**space, **sp.config_RAY_DUAL} if task == "student" else space
 
 
@@ -61,23 +62,30 @@ def tuned_path(task: str) -> Path:
 
 
 def load_config(task: str, path: str | Path | None = None, overrides: dict | None = None,
-                builtin: bool = True) -> dict:
+                builtin: bool = True, direction: str | None = None) -> dict:
     """The tuned JSON for a task (or a user's file), with overrides; the dict is kept in the user's words.
 
     With a user's class (``builtin=False``) the user's file is laid over FrozenFlow's own tuned keys
     (sizes, training, injection): the built-in Generator's architecture keys are not theirs.
     FrozenFlow's older key names (``batch_size``, ``loss``) become the researcher's (``vocabulary.to_stored``).
     An override must name a key the config has or one FrozenFlow reads for the task (``inject_levels`` …).
+    An SI teacher (``direction="SI"``) starts from the student's tuned network and training keys.
     """
-    config = to_stored(_read_json(Path(path) if path and builtin else tuned_path(task)))
+    from .schema import InjectionConfig, _direction
+
+    si_teacher = task == "teacher" and _direction(task, direction) == "SI"
+    tuned = tuned_path("student" if si_teacher else task)
+    config = to_stored(_read_json(Path(path) if path and builtin else tuned))
+    if si_teacher and not (path and builtin):
+        config = {k: v for k, v in config.items() if k not in InjectionConfig.flat_keys()}
     if not builtin:
-        own = frozenflow_keys(task)
+        own = frozenflow_keys(task, direction)
         config = {k: v for k, v in config.items() if k in own}
         if path:
             config.update(to_stored(_read_json(Path(path))))
-    path = Path(path) if path else tuned_path(task)
+    path = Path(path) if path else tuned
     for key, value in to_stored(overrides or {}).items():
-        if key not in config and key not in frozenflow_keys(task):
+        if key not in config and key not in frozenflow_keys(task, direction):
             raise InputError(f"{path}: override for unknown key {key!r}")
         config[key] = value
     return config

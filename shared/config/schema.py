@@ -26,7 +26,7 @@ CHOICES = {
     "exp_kernel": (3, 4),
     "sup_base_criterion": ("MSELoss", "L1Loss", "SmoothL1Loss", "VarWeightedMSE"),
     "lr_schedule": ("none", "cosine"),
-    "inject_routing": ("crosswise", "coflow"),
+    "inject_routing": ("auto", "crosswise", "coflow", "IS_coflow", "SI_crosswise"),
     "inject_merge": ("scale", "mixer"),
     "feature_drop_mode": ("all_or_none", "per_channel"),
 }
@@ -294,11 +294,15 @@ class TrainConfig(_Flat):
 class InjectionConfig(_Flat):
     """The student's feature-injection keys (``config_RAY_DUAL``), with the ablation controls.
 
-    ``inject_routing`` ``crosswise`` (docs/DESIGN.md §6): teacher enc{L} → student dec{L}
-    (``inject_enc_to_dec``) and teacher dec{L} → student enc{L} (``inject_dec_to_enc``) for each L in
-    ``inject_levels``.  ``coflow``: teacher enc{L} → student enc{L}, teacher dec{L} → student dec{L};
-    the two toggles keep naming the *teacher's* side (``inject_enc_to_dec`` switches the teacher's
-    encoder features, ``inject_dec_to_enc`` its decoder features), so one ablation grid serves both.
+    ``inject_routing`` (docs/DESIGN.md §6) pairs each teacher stage with the student stage that sees the
+    same domain: ``crosswise`` for an IS teacher (image → sinogram, e.g. today's attenuation teacher):
+    teacher enc{L} → student dec{L} (``inject_enc_to_dec``) and teacher dec{L} → student enc{L}
+    (``inject_dec_to_enc``) for each L in ``inject_levels``; ``coflow`` for an SI teacher (sinogram →
+    image, as the student): enc{L} → enc{L}, dec{L} → dec{L}. ``auto`` (the default) is the one that pairs
+    with the store's teacher, and is resolved when the student meets its store (``routed``). The other
+    two are ablations named for what they are: ``IS_coflow`` (an IS teacher routed co-flow, which
+    FrozenFlow's ``coflow`` meant before teacher kinds) and ``SI_crosswise``. The two toggles keep naming
+    the *teacher's* side (its encoder's / decoder's features), so one ablation grid serves all.
 
     ``inject_merge``: ``scale`` (a trainable (C,1,1) scale per injected tensor, then the receiver's
     convolution widened by a side convolution) or ``mixer`` (a 1×1 convolution over [x, f] back to the
@@ -316,7 +320,7 @@ class InjectionConfig(_Flat):
     feature_scale_trainable: bool = True  # control: False with init 0 = same channels, no signal
     shuffle_features: bool = False  # control: another sample's features
     atten_channel: bool = False  # control: the analytic attenuation sinogram as an extra input channel
-    inject_routing: str = "crosswise"
+    inject_routing: str = "auto"
     inject_merge: str = "scale"
     feature_drop_max: float = 0.0
     feature_drop_min: float = 0.0
@@ -361,11 +365,25 @@ class InjectionConfig(_Flat):
             return hi
         return lo + (hi - lo) * 0.5 * (1 + math.cos(math.pi * min(epoch, epochs - 1) / (epochs - 1)))
 
+    def routed(self, teacher_direction: str) -> "InjectionConfig":
+        """This config for a teacher of ``teacher_direction``: ``auto`` resolved to the routing that pairs
+        with it; a routing that pairs with the other direction is refused, naming the ablation that means it."""
+        paired = {"IS": "crosswise", "SI": "coflow"}
+        r, other = self.inject_routing, "SI" if teacher_direction == "IS" else "IS"
+        if r == "auto":
+            return dataclasses.replace(self, inject_routing=paired[teacher_direction])
+        if r == paired[other] or r.startswith(f"{other}_"):
+            swapped = f"{teacher_direction}_{paired[other]}"
+            raise self._bad("inject_routing", f"pairs with an {other} teacher, but the store's teacher runs "
+                                              f"{teacher_direction}; use auto ({paired[teacher_direction]}) or, "
+                                              f"as an ablation, {swapped}")
+        return self
+
     @property
     def plan(self) -> dict[str, str]:
-        """student tap → teacher tap."""
+        """student tap → teacher tap (``auto``, before ``routed``: as for today's IS teacher)."""
         plan = {}
-        cross = self.inject_routing == "crosswise"
+        cross = self.inject_routing in ("auto", "crosswise", "SI_crosswise")
         for lv in self.inject_levels:
             if self.inject_enc_to_dec:
                 plan[f"dec{lv}" if cross else f"enc{lv}"] = f"enc{lv}"
@@ -381,7 +399,17 @@ TASKS = ("teacher", "student")
 # The sizes FrozenFlow pads and crops to (shared.models.network.build); every model gets them too.
 SIZE_KEYS = ("gen_sino_size", "gen_image_size", "gen_image_channels")
 CHANNEL_KEYS = ("gen_sino_channels", "gen_sino_channels_SI", "gen_sino_channels_IS")
-TASK_DIRECTION = {"teacher": "IS", "student": "SI"}
+TASK_DIRECTION = {"teacher": "IS", "student": "SI"}  # the defaults; a teacher may run SI (shared.data.views)
+
+
+def _direction(task: str, direction: str | None) -> str:
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
+    if direction is None:
+        return TASK_DIRECTION[task]
+    if direction not in ("IS", "SI") or (task == "student" and direction != "SI"):
+        raise ConfigError(f"a {task} runs {'SI' if task == 'student' else 'IS or SI'}, got direction {direction!r}")
+    return direction
 
 
 @dataclass(frozen=True)
@@ -389,26 +417,29 @@ class RunConfig:
     """One run's config, parsed once where it enters — ``fit``, a tune trial, a checkpoint — and handed
     inward as this object: ``flat`` is the researcher's dict in their words (what their class reads and
     what config.json / the checkpoints hold), ``train`` and ``injection`` are FrozenFlow's typed parts
-    (``injection`` for a student only)."""
+    (``injection`` for a student only); ``direction`` the network's (a teacher's IS by default, SI for
+    the sinogram-side teacher kinds)."""
 
     flat: dict
     task: str
     train: TrainConfig
     injection: InjectionConfig | None = None
+    direction: str = "IS"
 
     @classmethod
-    def parse(cls, config: dict, task: str) -> "RunConfig":
+    def parse(cls, config: dict, task: str, direction: str | None = None) -> "RunConfig":
         from .vocabulary import to_stored
 
-        if task not in ("teacher", "student"):
-            raise ConfigError(f"task must be teacher or student, got {task!r}")
+        d = _direction(task, direction)
         flat = to_stored(config)
         return cls(flat, task, TrainConfig.from_flat(flat),
-                   InjectionConfig.from_flat(flat) if task == "student" else None)
+                   InjectionConfig.from_flat(flat) if task == "student" else None, d)
 
-    @property
-    def direction(self) -> str:
-        return "SI" if self.task == "student" else "IS"
+    def routed(self, teacher_direction: str) -> "RunConfig":
+        """The student's config for a teacher of ``teacher_direction`` (``InjectionConfig.routed``). The flat
+        dict stays in the user's words (``auto``, or no key at all); the student's checkpoint records the
+        teacher's kind and the routing resolved (``meta["routing"]``), and ``load_student`` resolves again."""
+        return dataclasses.replace(self, injection=self.injection.routed(teacher_direction))
 
     @property
     def image_size(self) -> int:
@@ -431,10 +462,10 @@ class RunConfig:
         return normalized_scale(self.flat, self.direction)
 
 
-def frozenflow_keys(task: str) -> set[str]:
+def frozenflow_keys(task: str, direction: str | None = None) -> set[str]:
     """The keys FrozenFlow itself consumes (sizes, training, injection, the target's normalisation);
     a user's class owns the rest."""
-    d = TASK_DIRECTION[task]
+    d = _direction(task, direction)
     keys = set(SIZE_KEYS) | set(CHANNEL_KEYS) | set(TrainConfig.flat_keys()) | {"batch_size", "loss"}
     keys |= {f"{d}_normalize", f"{d}_fixedScale"}
     return keys | set(InjectionConfig.flat_keys()) if task == "student" else keys
@@ -452,12 +483,11 @@ def check_sizes(config: dict, direction: str) -> None:
                           f"gen_sino_size={config['gen_sino_size']}")
 
 
-def task_keys(task: str) -> set[str]:
+def task_keys(task: str, direction: str | None = None) -> set[str]:
     """Every FrozenFlow key a config of ``task`` may hold with the built-in Generator (the researcher's
     other keys are classified by ``vocabulary.classify``; a student's frozen network's by ``FROZEN_``)."""
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
-    keys = set(GeneratorConfig.flat_keys(TASK_DIRECTION[task])) | set(CHANNEL_KEYS) | set(TrainConfig.flat_keys())
+    d = _direction(task, direction)
+    keys = set(GeneratorConfig.flat_keys(d)) | set(CHANNEL_KEYS) | set(TrainConfig.flat_keys())
     return keys | set(InjectionConfig.flat_keys()) if task == "student" else keys
 
 
@@ -467,7 +497,8 @@ def teacher_keys() -> set[str]:
     return {k for k in GeneratorConfig.flat_keys("IS") if k.startswith("IS_")}
 
 
-def check_override_keys(overrides: dict, task: str, builtin: bool = True) -> None:
+def check_override_keys(overrides: dict, task: str, builtin: bool = True, direction: str | None = None,
+                        teacher_kind: str = "attenuation") -> None:
     """``--set KEY=…`` keys must be keys of ``task`` (checked before any file is read); with a user's class
     (``builtin=False``) any key may be theirs, and ``load_config`` checks it exists."""
     from .vocabulary import FROZEN, classify
@@ -479,12 +510,14 @@ def check_override_keys(overrides: dict, task: str, builtin: bool = True) -> Non
     if not builtin:
         return
     legacy = {"batch_size", "loss"}  # FrozenFlow's older names (vocabulary.to_stored)
-    unknown = sorted(set(overrides) - task_keys(task) - legacy - set(classify(overrides, task)))
+    unknown = sorted(set(overrides) - task_keys(task, direction) - legacy
+                     - set(classify(overrides, task, direction, teacher_kind)))
     if unknown:
         raise ConfigError(f"--set {unknown[0]}: not a {task} config key")
 
 
-def check_task_config(config: dict, task: str, builtin: bool = True) -> tuple[RunConfig, dict[str, str]]:
+def check_task_config(config: dict, task: str, builtin: bool = True, direction: str | None = None,
+                      teacher_kind: str = "attenuation") -> tuple[RunConfig, dict[str, str]]:
     """Parse a resolved config of ``task`` completely, once: returns the parsed ``RunConfig`` and the keys
     that are the user's but do not apply to this run (key → why), to be listed once. Unknown keys are
     refused (nothing is ignored).
@@ -494,14 +527,14 @@ def check_task_config(config: dict, task: str, builtin: bool = True) -> tuple[Ru
     from .vocabulary import FROZEN, classify, to_stored
 
     config = to_stored(config)
-    unused = classify(config, task)
-    d = TASK_DIRECTION[task]
+    d = _direction(task, direction)
+    unused = classify(config, task, d, teacher_kind)
     if not builtin:
         check_sizes(config, d)
-        run = RunConfig.parse(config, task)
+        run = RunConfig.parse(config, task, d)
         return run, {**unused, **_idle_injection_keys(config, run)}
     legacy_teacher = {k for k in config if k.startswith("IS_")} if task == "student" else set()
-    unknown = sorted(k for k in set(config) - task_keys(task) - set(unused) - legacy_teacher
+    unknown = sorted(k for k in set(config) - task_keys(task, d) - set(unused) - legacy_teacher
                      if not k.startswith(FROZEN))
     if unknown:
         raise ConfigError(f"config key {unknown[0]!r} is not a {task} key"
@@ -514,7 +547,7 @@ def check_task_config(config: dict, task: str, builtin: bool = True) -> tuple[Ru
     other_dir = f"gen_sino_channels_{'SI' if d == 'IS' else 'IS'}"
     if other_dir in config:
         unused[other_dir] = f"the {'SI' if d == 'IS' else 'IS'} network's"
-    run = RunConfig.parse(config, task)
+    run = RunConfig.parse(config, task, d)
     if task == "student":
         if teacher_keys() <= legacy_teacher:  # the original convention: a built-in teacher's keys beside SI_
             GeneratorConfig.from_flat({"gen_sino_channels_IS": 1, **config}, "IS")  # its output: one plane

@@ -91,7 +91,7 @@ config_RAY_DUAL = {
     "inject_dec_to_enc": tune.choice([True, False]),
     "feature_scale_init": 0.1,
     "feature_scale_lr_mult": tune.loguniform(0.1, 10.0),
-    "inject_routing": "crosswise",  # or "coflow": teacher enc→student enc, dec→dec
+    "inject_routing": "auto",  # crosswise for an IS teacher, coflow for an SI one (schema.InjectionConfig)
     "inject_merge": "scale",  # or "mixer": a 1×1 convolution over [x, features]
     # feature dropout, cosine from max to min over the trial's epochs (its reports); 0/0 = off
     "feature_drop_max": 0.0,

@@ -24,8 +24,8 @@ BOOL_STRINGS = {"true": True, "false": False}
 # ``network_type`` per FrozenFlow task: the activity networks (supervised, frozen-flow) train as the
 # student; an attenuation network is the teacher. Their GAN / cycle-consistent types are other tasks.
 NETWORK_TYPES = {"student": ("ACT", "SUP", "FROZEN", "FROZEN_COFLOW", "FROZEN_COUNTERFLOW"),
-                 "teacher": ("ATTEN", "ATT", "FROZEN")}
-TRAIN_SI = {"student": True, "teacher": False}  # the direction each task trains (SI: sinogram → image)
+                 "teacher": ("ATTEN", "ATT", "FROZEN"),
+                 "activity teacher": ("ACT", "SUP", "FROZEN")}  # a frozen activity backbone: their ACT dicts
 GAN_PLACEHOLDER = 1  # their supervised dicts carry every discriminator key at 1
 STATS_OFF = (-1, None, "none", "None")  # a disabled statistics (moment) loss
 STATS_KEYS = ("stats_criterion", "alpha_min", "half_life_examples", "moment_1_fraction")
@@ -78,23 +78,26 @@ def _stats_off(v) -> bool:
     return v in STATS_OFF or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isclose(v, -1))
 
 
-def classify(config: dict, task: str) -> dict[str, str]:
+def classify(config: dict, task: str, direction: str | None = None, teacher_kind: str = "attenuation") -> dict[str, str]:
     """The keys of ``config`` that are theirs but do not apply to a ``task`` run → why (listed once at start).
-    A key whose value asks for something FrozenFlow does not do is refused (ConfigError naming it)."""
+    A key whose value asks for something FrozenFlow does not do is refused (ConfigError naming it).
+    ``direction``: the network's (default: the task's); ``teacher_kind``: a teacher's (attenuation | activity)."""
+    train_si = (direction or ("SI" if task == "student" else "IS")) == "SI"
+    role = "activity teacher" if task == "teacher" and teacher_kind == "activity" else task
     unused = {}
     for key, value in config.items():
         if key.startswith(FROZEN):
             continue  # the frozen network's dict: checked against the store's teacher (frozen.merge_frozen)
         if key == "network_type":
-            if value not in NETWORK_TYPES[task]:
+            if value not in NETWORK_TYPES[role]:
                 other = next((t for t, names in NETWORK_TYPES.items() if value in names), None)
                 raise ConfigError(f"config key 'network_type'={value!r}: a dict for "
                                   + (f"the {other} network" if other else "another task (GAN, cycle-consistent, …)")
-                                  + f"; a {task} run takes {list(NETWORK_TYPES[task])}")
+                                  + f"; a{'n' if role[0] == 'a' else ''} {role} run takes {list(NETWORK_TYPES[role])}")
             unused[key] = f"{value}: the task this dict was made for"
         elif key == "train_SI":
-            if as_bool(value, key) != TRAIN_SI[task]:
-                want = "true (sinogram → image)" if TRAIN_SI[task] else "false (image → sinogram)"
+            if as_bool(value, key) != train_si:
+                want = "true (sinogram → image)" if train_si else "false (image → sinogram)"
                 raise ConfigError(f"config key 'train_SI'={value!r}: this dict trains the other direction; the "
                                   f"{task} is train_SI = {want}")
             unused[key] = "the direction, which the task sets"

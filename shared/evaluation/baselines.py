@@ -17,7 +17,7 @@ from shared.data.dataset_io import as_dataset
 from shared.errors import InputError
 from shared.physics.acquisition import Acquisition
 from shared.physics.projector import Projector
-from shared.physics.recon import FILTERS, fbp, gaussian_smooth, mlem
+from shared.physics.recon import FBP_DEFAULTS, FILTERS, fbp, gaussian_smooth, mlem
 
 # Each entry is a functools.partial, so ``BASELINES["mlem"].keywords`` shows its settings and
 # keyword arguments given at call time override them. The settings were chosen with
@@ -27,7 +27,7 @@ from shared.physics.recon import FILTERS, fbp, gaussian_smooth, mlem
 # 10 mm FWHM Gaussian post-filter (the optimum is flat around these). ``evaluate`` re-tunes them on
 # the user's validation split unless ``--baseline-defaults``; its summary.json records what it used.
 BASELINES: dict[str, functools.partial] = {
-    "fbp": functools.partial(fbp, filter="hann", cutoff=0.35, nonneg=True),
+    "fbp": functools.partial(fbp, **FBP_DEFAULTS),
     "mlem": functools.partial(mlem, n_iter=30, subsets=1, post_fwhm_mm=10.0),
     "osem": functools.partial(mlem, n_iter=8, subsets=4, post_fwhm_mm=10.0),
 }

@@ -14,10 +14,12 @@ from shared.models.network import Network
 from shared.models.restore import rebuild
 
 
-def load_frozen(path: str | Path, kind: str, direction: str, device: str | torch.device = "cpu") -> Network:
-    """Frozen network with ``.sha256``, ``.config``, ``.meta``, ``.metrics`` and ``.input_scale``."""
+def load_frozen(path: str | Path, kind: str, direction: str | None = None, device: str | torch.device = "cpu") -> Network:
+    """Frozen network with ``.sha256``, ``.config``, ``.meta``, ``.metrics`` and ``.input_scale``; ``direction``
+    None: the one its checkpoint records (a teacher's IS or SI, shared.data.views)."""
     ckpt = ckpt_io.load(path, kind=kind)
-    found = ckpt.get("meta", {}).get("direction", direction)
+    found = ckpt.get("meta", {}).get("direction", direction or "IS")
+    direction = direction or found
     if found != direction:
         raise ckpt_io.CheckpointError(f"{path}: {kind} checkpoint has direction {found!r}, expected {direction!r}")
     model = rebuild(ckpt, path, direction)

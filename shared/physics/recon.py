@@ -109,6 +109,11 @@ def ramp_filter(sino: torch.Tensor, spacing_cm: float, filter: str = "ramp", cut
 
 
 # ------------------------------------------------------------------------------ FBP
+# FBP as the baselines run it by default (the Hann window at 0.35 Nyquist, clipped at zero; the grid it was
+# chosen from: evaluation.baselines.tune_baselines) and as the activity IS teacher sees its input
+FBP_DEFAULTS = dict(filter="hann", cutoff=0.35, nonneg=True)
+
+
 def fbp(sino, mu, physics: Acquisition, filter: str = "ramp", cutoff: float = 1.0, nonneg: bool = False) -> torch.Tensor:
     """Attenuation-corrected filtered back-projection, [B,1,R,A] counts → [B,1,H,W] in actMap units.
 

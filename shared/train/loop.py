@@ -341,7 +341,7 @@ def write_provenance(out: Path) -> None:
 
 
 # What a resumed run must share with the run it continues (the epoch budget may grow).
-RESUME_META_KEYS = ("data_fingerprint", "teacher_sha256", "store_fingerprint", "model")
+RESUME_META_KEYS = ("data_fingerprint", "teacher_sha256", "store_fingerprint", "model", "teacher_kind")
 MODEL_IDENTITY = ("factory", "taps", "receivers", "side_init", "parameters")  # of meta["model"]
 
 
@@ -356,6 +356,10 @@ def _check_resumable(path: Path, state: dict, config: dict, meta: dict) -> None:
                              f"run being resumed; resume with the same config or choose another --out")
     for key in RESUME_META_KEYS:
         there, here = state.get("meta", {}).get(key), meta.get(key)
+        if key == "teacher_kind" and here is not None:  # a teacher run from before the kinds: attenuation IS
+            from shared.data.views import TeacherKind
+
+            there = TeacherKind.of(there).record()
         if key == "model":  # the same class and maps; an edited comment in the factory file is no reason to stop
             there, here = ({k: (r or {}).get(k) for k in MODEL_IDENTITY} for r in (there, here))
         if key == "model" and there != here:
