@@ -7,6 +7,9 @@ body, μ > 0, as masked_*), OUT/summary.json ({"split", "methods": {method: {met
 "paired": {"student - plain" | "student - mlem": {metric: {mean_diff, ci95, p_t, p_wilcoxon}}}),
 OUT/comparison.png (target | FBP | MLEM | plain | student on one colour scale, their errors centred
 on zero, a line profile through a lesion) and OUT/box_plots.png.  All images are compared in the activity map's physical units.
+A dataset that ships its own reconstructions (``{split}-recon1.npy`` / ``recon2``, e.g. the vendor's OSEM,
+named in dataset.json ``names``) adds them as methods with the same metrics, statistics, paired tests
+(student − recon1 …) and figures; ``summary["method_names"]`` holds their display names.
 With a dataset that knows its lesions (``lesionMap``, the synthetic data) also contrast recovery per
 lesion and background variability (shared.evaluation.lesions): OUT/per_lesion.csv, OUT/crc_vs_size.png
 and summary["lesions"] ({"n", "statistics": {method: {crc_hot, crc_cold, bv}}, "paired"}).
@@ -34,7 +37,7 @@ from shared.evaluation.tables import markdown_table, paired_lines
 from .task import load_student, student_datasets
 from shared.errors import InputError
 
-METHODS = ("student", "fbp", "mlem")
+METHODS = ("student", "fbp", "mlem")  # and the dataset's own reconstructions when it has them (recon1, recon2)
 
 
 @torch.no_grad()
@@ -132,13 +135,14 @@ def baseline_recons(data, split: str, methods, tuned_on: str | None = "val", out
     return recons
 
 
-def evaluate(student_path, data_dir, split, out, store_path=None, device="auto", methods=METHODS,
+def evaluate(student_path, data_dir, split, out, store_path=None, device="auto", methods=None,
              baseline_split: str | None = "val", plain_path=None, overwrite: bool = False) -> dict:
     """Every method on ``split``; ``plain_path`` adds a second (plain, feature-free) student as
     ``plain`` and the paired comparisons student − plain and student − MLEM. ``out`` follows the output
     rule (``shared.files.outputs``), claimed once the students and the store have passed their checks."""
     out = Path(out)
     data = as_dataset(data_dir)
+    methods = (*METHODS, *data.recons) if methods is None else methods
     device = resolve_device(device)
     student = load_student(student_path, device)
     if store_path and "student" in methods and not student.plan:
@@ -154,6 +158,9 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
             raise InputError(f"--plain: {plain_path} injects features; give the plain (no injection) student")
         recons["plain"] = predict(plain, data, split, None, device=device)
     claim(out, "evaluation", overwrite=overwrite)  # the user's own files there are never replaced
+    for k in data.recons:  # the data's own reconstructions (e.g. the vendor's OSEM), in actMap units
+        if k in methods:
+            recons[k] = np.array(getattr(data.split(split), k), dtype=np.float32)
     classical = [m for m in ("fbp", "mlem") if m in methods]
     calibration = None
     if classical:
@@ -171,8 +178,9 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
         rows += [{"sample": i, "method": m, **{k: float(v[i]) for k, v in vals.items()}} for i in range(len(target))]
     atomic_write_csv(out / "per_sample.csv", rows)
     pairs = {f"{a} - {b}": {k: paired(per[a][k], per[b][k]) for k in per[a]}
-             for a, b in (("student", "plain"), ("student", "mlem")) if a in per and b in per}
-    summary = {"split": split, "methods": means, "statistics": stats, "paired": pairs,
+             for a, b in compared_pairs(per)}
+    names = {m: data.recons.get(m, m) for m in recons}
+    summary = {"split": split, "methods": means, "statistics": stats, "paired": pairs, "method_names": names,
                "calibration": {"c": calibration[0], "source": calibration[1]} if calibration else None}
     if data.has_lesions:
         summary["lesions"] = lesion_summary(recons, target, np.array(data.split(split).lesionMap), body,
@@ -180,11 +188,19 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
     atomic_write_json(out / "summary.json", summary)
     from shared.evaluation.plots import box_plots, comparison_figure
 
-    ordered = {m: recons[m] for m in ("fbp", "mlem", "plain", "student") if m in recons}
-    comparison_figure(target, ordered, out / "comparison.png", {m: per[m]["nrmse"] for m in ordered},
+    order = ("fbp", "mlem", *data.recons, "plain", "student")
+    ordered = {names[m]: recons[m] for m in order if m in recons}
+    comparison_figure(target, ordered, out / "comparison.png", {names[m]: per[m]["nrmse"] for m in order if m in per},
                       lesions=np.array(data.split(split).lesionMap) if data.has_lesions else None)
-    box_plots(rows, ["nrmse", "masked_nrmse", "psnr", "masked_ssim"], out / "box_plots.png")
+    box_plots([{**r, "method": names[r["method"]]} for r in rows], ["nrmse", "masked_nrmse", "psnr", "masked_ssim"],
+              out / "box_plots.png")
     return summary
+
+
+def compared_pairs(per: dict) -> list[tuple[str, str]]:
+    """The paired comparisons of the student: with the plain student, MLEM and the data's own reconstructions."""
+    return [("student", b) for b in ("plain", "mlem", *(k for k in per if k.startswith("recon")))
+            if "student" in per and b in per]
 
 
 def lesion_summary(recons: dict, target, labels, body, pixel_mm: float, out: Path) -> dict:
@@ -200,14 +216,15 @@ def lesion_summary(recons: dict, target, labels, body, pixel_mm: float, out: Pat
     per = by_method(rows, recons)
     stats = {m: {k: statistics(v) for k, v in vals.items() if len(v)} for m, vals in per.items()}
     pairs = {f"{a} - {b}": {k: paired(per[a][k], per[b][k]) for k in per[a] if len(per[a][k])}
-             for a, b in (("student", "plain"), ("student", "mlem")) if a in per and b in per}
+             for a, b in compared_pairs(per)}
     crc_figure(rows, list(recons), out / "crc_vs_size.png")
     return {"n": {k: sum(r["kind"] == k for r in rows) for k in ("hot", "cold")}, "statistics": stats, "paired": pairs}
 
 
 def format_table(summary: dict, metrics=("psnr", "ssim", "ssim_global", "nrmse")) -> str:
+    names = summary.get("method_names", {})
     return markdown_table(["method", *metrics],
-                          [[m, *(vals[k] for k in metrics)] for m, vals in summary["methods"].items()])
+                          [[names.get(m, m), *(vals[k] for k in metrics)] for m, vals in summary["methods"].items()])
 
 
 def parser():
@@ -220,7 +237,8 @@ def parser():
     p.add_argument("--out", required=True, help="output folder: new or empty, or an evaluation (replaced with --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace the evaluation in --out")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods to evaluate")
+    p.add_argument("--methods", help=f"comma list of methods to evaluate (default: {','.join(METHODS)} and the "
+                                     f"dataset's recon1/recon2 when it has them)")
     p.add_argument("--baseline-defaults", action="store_true",
                    help="use the built-in FBP/MLEM settings instead of tuning them on the val split")
     return p
@@ -228,11 +246,14 @@ def parser():
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise InputError(f"--methods must be a comma list drawn from {list(METHODS)}, got {args.methods!r}")
     data = open_dataset(args.data)
+    known = [*METHODS, *data.recons]
+    methods = known if args.methods is None else [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in known]
+    if bad or not methods:
+        missing = [m for m in bad if m in ("recon1", "recon2")]
+        hint = f" ({data.root} has no {missing[0]} files)" if missing else ""
+        raise InputError(f"--methods must be a comma list drawn from {known}, got {args.methods!r}{hint}")
     quick_check(data)
     summary = evaluate(args.student, data, args.split, args.out, args.features, args.device, methods,
                        baseline_split=None if args.baseline_defaults else "val", plain_path=args.plain,

@@ -3,6 +3,7 @@ write (the researcher-style Generator and MONAI's UNet) and through a real train
 import csv
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,3 +129,34 @@ def test_training_records_the_schedule_per_epoch_and_plain_runs_list_the_keys_un
     assert unused == {"feature_drop_mode": "feature_drop_max is 0"}
     assert check_task_config(tiny_student_config(), "student")[1] == {}
     assert open_store(tiny_store).taps  # the store the run read is intact
+
+
+def test_ablate_runs_the_grid_of_teachers_routing_merge_and_dropout_with_paired_tests(tiny_data, tiny_store, tmp_path):
+    from phase2_student.ablate import main as ablate_main
+    from phase2_student.task import load_student
+    from shared.cli import run_main
+
+    import json
+
+    cfg = tmp_path / "student.json"
+    cfg.write_text(json.dumps(tiny_student_config(SI_gen_hidden_dim=4)))
+    out = tmp_path / "ablate"
+    args = ["--data", str(tiny_data), "--features", f"a={tiny_store},b={tiny_store}", "--out", str(out), "--config", str(cfg),
+            "--epochs", "2", "--seeds", "0,1", "--variants", "none,9", "--routing", "swapped", "--merge", "mixer",
+            "--dropout", "off,0.5", "--val-samples", "4"]
+    assert run_main(ablate_main, args) == 0
+    run = out / "runs" / "9" / "a" / "swapped-mixer-drop0.5" / "seed1"
+    student = load_student(run / "student.pt")
+    assert student.meta["routing"] == "IS_coflow" and student.plan == {"enc9": "enc9", "dec9": "dec9"}
+    assert list(student.mixers) and student.run.injection.feature_drop_mode == "all_or_none"
+    drops = [float(r["feature_drop"]) for r in csv.DictReader(open(run / "metrics.csv"))]
+    assert drops == pytest.approx([0.5, 0.0])
+    assert not (out / "runs" / "none" / "a").exists()  # the axes do not apply to the plain student
+    md = (out / "ablation.md").read_text()
+    assert "NRMSE − plain [95 % CI]" in md and "| 9 · b · swapped · mixer · no drop (n=2)" in md
+    # the paired difference: each test sample's NRMSE averaged over the seeds, minus the plain student's
+    res = json.loads((out / "ablation.json").read_text())["results"]
+    mine = np.mean([r["per_sample_nrmse"] for r in res["9 · a · swapped · mixer · drop 0.5"]], axis=0)
+    plain = np.mean([r["per_sample_nrmse"] for r in res["none"]], axis=0)
+    row = next(ln for ln in md.splitlines() if ln.startswith("| 9 · a · swapped · mixer · drop 0.5"))
+    assert f"{np.mean(mine - plain):+.4f} [" in row

@@ -8,11 +8,14 @@ Layout, per split (``train``, ``val``, ``test``; any split listed in dataset.jso
     {split}-attenSino.npy  (N, 1, R, A)  optional: line integrals of μ (present in all splits or none)
     {split}-lesionMap.npy  (N, 1, H, W)  optional: lesion labels, 0 = none, j = lesion j (known truth of
                                          synthetic data: contrast recovery per lesion; all splits or none)
+    {split}-recon1.npy     (N, 1, H, W)  optional: a reconstruction shipped with the data (e.g. the vendor's
+    {split}-recon2.npy                   OSEM), in actMap's units — evaluated as extra methods
 
 ``dataset.json`` keys: format_version (1), geometry (ParallelGeometry.to_dict()), splits
 ({name: N}), sino_channels, units ({kind: str}), scales ({kind: float}, suggested multiplicative
-normalisation to O(1)), optional files ({kind: pattern with "{split}"}), optional extra (free-form
-provenance, e.g. the synthetic generator's arguments).  Anything else is an error, so a typo in a
+normalisation to O(1)), optional files ({kind: pattern with "{split}"}), optional names ({recon1|recon2:
+display name, e.g. "vendor OSEM"}), optional extra (free-form provenance, e.g. the synthetic generator's
+arguments).  Anything else is an error, so a typo in a
 hand-written dataset.json does not silently fall back to a default.
 
 Every validation failure raises :class:`DataError` with one line naming the file, what was
@@ -37,14 +40,15 @@ from shared.errors import InputError
 
 FORMAT_VERSION = 1
 META_NAME = "dataset.json"
-KINDS = ("actSino", "actMap", "attenMap", "attenSino", "lesionMap")
+RECON_KINDS = ("recon1", "recon2")  # the data's own reconstructions (evaluated beside FBP and MLEM)
+KINDS = ("actSino", "actMap", "attenMap", "attenSino", "lesionMap", *RECON_KINDS)
 SINO_KINDS = ("actSino", "attenSino")
 REQUIRED_KINDS = ("actSino", "actMap", "attenMap")
-OPTIONAL_KINDS = ("attenSino", "lesionMap")  # each present in all splits or in none
+OPTIONAL_KINDS = ("attenSino", "lesionMap", *RECON_KINDS)  # each present in all splits or in none
 NONNEGATIVE_KINDS = ("actMap", "attenMap", "lesionMap")  # physical quantities; sinograms may be corrected/negative
 DEFAULT_FILES = {k: "{split}-" + k + ".npy" for k in KINDS}
 REQUIRED_KEYS = ("format_version", "geometry", "splits", "sino_channels", "units", "scales")
-OPTIONAL_KEYS = ("files", "extra", "calibration")
+OPTIONAL_KEYS = ("files", "extra", "calibration", "names")
 ORIENTATION_KEYS = ("orientation", "angle_offset")  # optional geometry entries (shared.data.orientation)
 
 
@@ -61,6 +65,8 @@ class SplitArrays(NamedTuple):
     attenSino: np.ndarray | None
     lesionMap: np.ndarray | None
     n: int
+    recon1: np.ndarray | None = None
+    recon2: np.ndarray | None = None
 
 
 def _sample_rows(n: int, k: int) -> list[int]:
@@ -132,6 +138,17 @@ def _check_meta(meta, where: str) -> None:
         for kind in REQUIRED_KINDS:
             if kind not in table:
                 raise DataError(f"{where}: {key}: missing entry for {kind!r}")
+    names = meta.get("names", {})
+    if not isinstance(names, dict) or any(k not in RECON_KINDS for k in names):
+        raise DataError(f"{where}: names: expected an object {{recon1|recon2: display name}}, found {names!r}")
+    for kind, name in names.items():
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"{where}: names.{kind}: expected a display name (e.g. \"vendor OSEM\"), found {name!r}")
+    for kind in RECON_KINDS:  # compared with actMap pixel by pixel: the same units or nothing
+        unit = meta["units"].get(kind)
+        if unit is not None and unit != meta["units"].get("actMap"):
+            raise DataError(f"{where}: units.{kind}={unit!r} but units.actMap={meta['units'].get('actMap')!r}: a "
+                            f"reconstruction is compared with actMap pixel by pixel, so store it in actMap's units")
     files = meta.get("files", {})
     if not isinstance(files, dict):
         raise DataError(f"{where}: files: expected an object {{kind: pattern}}, found {files!r}")
@@ -196,6 +213,13 @@ class Dataset:
                                 "(it must be present in all splits or none)")
         self.has_atten_sino = self._arrays[self.splits[0]].attenSino is not None
         self.has_lesions = self._arrays[self.splits[0]].lesionMap is not None
+        names = meta.get("names", {})
+        # the data's own reconstructions present: kind → display name
+        self.recons = {k: names.get(k, k) for k in RECON_KINDS if getattr(self._arrays[self.splits[0]], k) is not None}
+        unnamed = [k for k in names if k not in self.recons]
+        if unnamed:
+            raise DataError(f"{self.root / META_NAME}: names.{unnamed[0]} given but there are no {unnamed[0]} files "
+                            f"({self.path(self.splits[0], unnamed[0]).name})")
 
     # ---------------------------------------------------------------- files
     def path(self, split: str, kind: str) -> Path:
@@ -277,7 +301,8 @@ class Dataset:
         g = self.geometry
         return (f"Dataset({str(self.root)!r}, {sizes}, image {g.image_size}, sino {g.n_radial}x{g.n_angles}"
                 f"x{self.sino_channels}ch, attenSino={'yes' if self.has_atten_sino else 'no'}"
-                f"{', lesions' if self.has_lesions else ''})")
+                f"{', lesions' if self.has_lesions else ''}"
+                f"{''.join(f', {k}={n!r}' if n != k else f', {k}' for k, n in self.recons.items())})")
 
 
 def read_rows(arr: np.ndarray, start: int, stop: int) -> np.ndarray:

@@ -18,11 +18,16 @@ def paired_lines(summary: dict) -> list[str]:
         return (f"{name}: {label} difference {d['mean_diff']:+.4f} (95 % CI {d['ci95'][0]:+.4f} … "
                 f"{d['ci95'][1]:+.4f}, paired t p = {d['p_t']:.2g}, Wilcoxon p = {d['p_wilcoxon']:.2g}; over {unit})")
 
-    lines = [line(name, label, by_metric[key], "samples")
+    names = summary.get("method_names", {})
+
+    def shown(pair):  # "student - recon1" → "student - vendor OSEM"
+        return " - ".join(names.get(m, m) for m in pair.split(" - "))
+
+    lines = [line(shown(name), label, by_metric[key], "samples")
              for name, by_metric in summary.get("paired", {}).items()
              for key, label in (("nrmse", "NRMSE"), ("masked_nrmse", "body NRMSE")) if key in by_metric]
     labels = {"crc_hot": "hot CRC", "crc_cold": "cold CRC", "bv": "BV"}
-    lines += [line(name, labels.get(key, key), d, "lesions")
+    lines += [line(shown(name), labels.get(key, key), d, "lesions")
               for name, by_metric in (summary.get("lesions") or {}).get("paired", {}).items()
               for key, d in by_metric.items()]
     return lines
