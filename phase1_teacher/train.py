@@ -26,7 +26,7 @@ from shared.models import load_spec
 from shared.models.network import report_model
 from shared.train.loop import FitOptions, train
 
-from shared.data.views import DIRECTIONS, KINDS, TeacherKind, TeacherRows
+from shared.data.views import DIRECTIONS, KINDS, RECONS, TeacherKind, TeacherRows
 
 from .task import teacher_task
 
@@ -64,6 +64,9 @@ def parser():
                    help="IS: image → sinogram (attenuation: μ-map → A μ; activity: FBP image → sinogram); SI: sinogram "
                         "→ image (attenuation: A μ → μ-map; activity: sinogram → image). The student's routing "
                         "defaults to the one that pairs: crosswise for IS, coflow for SI")
+    p.add_argument("--recon", choices=RECONS, default="fbp",
+                   help="the activity IS teacher's input image: fbp (computed here, attenuation-corrected) or the "
+                        "dataset's own <split>-recon1.npy / recon2.npy")
     p.add_argument("--use-stored-sino", action="store_true",
                    help="attenuation kinds: A μ from <split>-attenSino.npy instead of projecting the μ-maps")
     return p
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
     data = open_dataset(args.data)  # validate up front: a bad dataset fails before anything is written
     print(f"[teacher] {data}")
     quick_check(data)
-    kind = TeacherKind(args.kind, args.direction, args.use_stored_sino)
+    kind = TeacherKind(args.kind, args.direction, args.use_stored_sino, args.recon)
     overrides = common_overrides(args)
     if args.neck:
         overrides[f"{kind.direction}_gen_neck"] = args.neck

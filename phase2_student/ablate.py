@@ -71,6 +71,11 @@ class Point:
     routing: str = "auto"
     merge: str = "scale"
     dropout: float = 0.0
+    dropout_mode: str = "all_or_none"
+
+    @property
+    def _drop(self) -> str:
+        return f"{self.dropout:g}" + ("-per_channel" if self.dropout and self.dropout_mode == "per_channel" else "")
 
     @property
     def injects(self) -> bool:
@@ -83,34 +88,34 @@ class Point:
         if self.injects and "teacher" in axes:
             parts.append(self.teacher)
         if self.injects and axes & {"routing", "merge", "dropout"}:
-            parts.append(f"{self.routing}-{self.merge}-drop{self.dropout:g}")
+            parts.append(f"{self.routing}-{self.merge}-drop{self._drop}")
         return Path(*parts)
 
     def label(self, axes: set[str]) -> str:
         if not self.injects:
             return self.variant
         shown = {"teacher": self.teacher, "routing": self.routing, "merge": self.merge,
-                 "dropout": f"drop {self.dropout:g}" if self.dropout else "no drop"}
+                 "dropout": f"drop {self._drop}" if self.dropout else "no drop"}
         return " · ".join([self.variant, *(shown[a] for a in ("teacher", "routing", "merge", "dropout") if a in axes)])
 
-    def overrides(self, stores: dict[str, str], mode: str) -> dict:
+    def overrides(self, stores: dict[str, str]) -> dict:
         o = dict(VARIANTS[self.variant])
         if self.injects:
             if self.routing == "swapped":
                 o["inject_routing"] = SWAPPED[open_store(stores[self.teacher]).teacher_kind.direction]
             o["inject_merge"] = self.merge
             if self.dropout:
-                o.update(feature_drop_max=self.dropout, feature_drop_min=0.0, feature_drop_mode=mode)
+                o.update(feature_drop_max=self.dropout, feature_drop_min=0.0, feature_drop_mode=self.dropout_mode)
         return o
 
 
-def grid(variants, stores: dict, routings, merges, dropouts) -> list[Point]:
+def grid(variants, stores: dict, routings, merges, dropouts, mode: str = "all_or_none") -> list[Point]:
     points = []
     for v in variants:
         if not VARIANTS[v]["inject_levels"]:
             points.append(Point(v))
             continue
-        points += [Point(v, t, r, m, d) for t in stores for r in routings for m in merges for d in dropouts]
+        points += [Point(v, t, r, m, d, mode) for t in stores for r in routings for m in merges for d in dropouts]
     return points
 
 
@@ -121,7 +126,7 @@ def run_point(point: Point, seed: int, args, out: Path, overrides: dict, stores:
     if done.exists():
         return json.loads(done.read_text())
     print(f"[ablate] {point.label(axes)} seed {seed}")
-    config = load_config("student", args.config, {**overrides, **point.overrides(stores, args.dropout_mode)},
+    config = load_config("student", args.config, {**overrides, **point.overrides(stores)},
                          builtin=load_spec(args.model).builtin)
     injects = bool(RunConfig.parse(config, "student").injection.plan)
     if injects and not stores:
@@ -259,6 +264,9 @@ def main(argv=None) -> int:
         if wrong or not axes_given[axis]:
             raise InputError(f"--{axis}: {args.__dict__[axis]!r}; a comma list drawn from {list(allowed)}")
     dropouts = parse_dropouts(args.dropout) or [0.0]
+    if args.dropout_mode != "all_or_none" and not any(dropouts):
+        raise InputError(f"--dropout-mode {args.dropout_mode}: applies to feature dropout, which --dropout "
+                         f"{args.dropout!r} leaves off; add a probability (e.g. --dropout off,0.5)")
     overrides = parse_overrides(args.set)
     check_override_keys(overrides, "student", load_spec(args.model).builtin)  # a bad spec fails here
     try:
@@ -270,7 +278,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     open_dataset(args.data)
     stores = parse_stores(args.features)
-    points = grid(names, stores or {None: None}, axes_given["routing"], axes_given["merge"], dropouts)
+    points = grid(names, stores or {None: None}, axes_given["routing"], axes_given["merge"], dropouts,
+                  args.dropout_mode)
     values = {"routing": axes_given["routing"], "merge": axes_given["merge"], "dropout": dropouts}
     defaults = {"routing": ["auto"], "merge": ["scale"], "dropout": [0.0]}
     # the axes shown in folder names and labels: those that vary, or hold one value other than the default

@@ -53,8 +53,8 @@ def _missing(f):
     (f / "test-attenMap.npy").unlink()
 
 
-def _dtype(f):
-    _save(f, "train-actMap.npy", _npy(f, "train-actMap.npy").astype(np.float64))
+def _dtype(f):  # other real dtypes are read as float32 (tests/test_their_files.py); complex numbers are not data
+    _save(f, "train-actMap.npy", _npy(f, "train-actMap.npy").astype(np.complex64))
 
 
 def _neg_mu(f):
@@ -85,7 +85,7 @@ BAD_DATA = {  # name → (mutation, text the message must contain)
     "shape": (_shape, "train-attenMap.npy: expected shape (24, 1, 32, 32)"),
     "count": (_count, "val-actSino.npy: expected shape (8, 1, 48, 40)"),
     "missing": (_missing, "test-attenMap.npy: missing"),
-    "dtype": (_dtype, "train-actMap.npy: expected dtype float32, found float64"),
+    "dtype": (_dtype, "train-actMap.npy: dtype complex64: expected real floats or integers"),
     "neg_mu": (_neg_mu, "val-attenMap.npy: sample 0: expected values >= 0"),
     "neg_act": (_neg_act, "test-actMap.npy: sample 0: expected values >= 0"),
     "empty": (_empty, "dataset.json"),

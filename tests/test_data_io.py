@@ -100,8 +100,12 @@ def test_atten_sino_in_some_splits_only(folder):
 
 
 def test_wrong_dtype(folder):
-    np.save(folder / "train-attenMap.npy", np.zeros((5, 1, 12, 12), np.float64))
-    _raises(folder, "train-attenMap.npy", "float32", "float64")
+    np.save(folder / "train-attenMap.npy", np.full((5, 1, 12, 12), 0.1, np.float64))  # another real dtype: cast
+    assert open_dataset(folder).split("train").attenMap[2].dtype == np.float32
+    np.save(folder / "train-attenMap.npy", np.zeros((5, 1, 12, 12), np.complex64))
+    _raises(folder, "train-attenMap.npy", "complex64", "expected real floats or integers")
+    np.save(folder / "train-attenMap.npy", np.zeros((5, 1, 12, 12), bool))
+    _raises(folder, "train-attenMap.npy", "bool")
 
 
 def test_nan_names_sample(folder):

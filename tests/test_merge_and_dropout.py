@@ -160,3 +160,29 @@ def test_ablate_runs_the_grid_of_teachers_routing_merge_and_dropout_with_paired_
     plain = np.mean([r["per_sample_nrmse"] for r in res["none"]], axis=0)
     row = next(ln for ln in md.splitlines() if ln.startswith("| 9 · a · swapped · mixer · drop 0.5"))
     assert f"{np.mean(mine - plain):+.4f} [" in row
+
+
+def test_ablate_refuses_a_dropout_mode_without_dropout(tiny_data, tmp_path, capsys):
+    from phase2_student.ablate import main as ablate_main
+    from shared.cli import run_main
+
+    assert run_main(ablate_main, ["--data", str(tiny_data), "--out", str(tmp_path / "a"), "--variants", "none",
+                                  "--dropout-mode", "per_channel"]) == 2
+    assert "error: --dropout-mode per_channel: applies to feature dropout" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_dropout_and_merge_can_be_sampled_by_tune_and_bad_ranges_are_refused_before_ray_starts():
+    from ray import tune
+
+    from shared.config.construct_dictionaries import search_space
+    from shared.train.entry import check_space
+
+    space = {**search_space("student", cpu=True), "feature_drop_max": tune.uniform(0.0, 0.5),
+             "inject_merge": tune.choice(["scale", "mixer"]), "feature_drop_mode": tune.choice(["all_or_none", "per_channel"])}
+    from phase2_student.train import _one_direction_at_least as trial  # as tune-student checks its space
+
+    check_space(space, "student", True, where="space.yaml", trial_config=trial)  # every value of every domain parses
+    with pytest.raises(ConfigError, match="space.yaml: feature_drop_max can draw 1.5"):
+        check_space({**space, "feature_drop_max": tune.uniform(0.0, 1.5)}, "student", True, where="space.yaml",
+                    trial_config=trial)

@@ -72,3 +72,21 @@ def test_reconstructions_in_other_units_or_named_without_files_are_refused(tiny_
     folder = _with_recons(tiny_data, tmp_path / "some", recon1={"train": arr["train"], "val": arr["val"]})
     with pytest.raises(DataError, match="test-recon1.npy: missing, but other splits have recon1"):
         open_dataset(folder)
+
+
+def test_the_activity_is_teacher_can_take_the_datas_own_reconstruction_as_input(tiny_data, tmp_path):
+    import torch
+
+    from shared.data.views import TeacherKind, TeacherRows, TeacherView
+
+    data = open_dataset(tiny_data)
+    recon = {s: np.asarray(data.split(s).actMap) * 0.5 for s in data.splits}
+    mine = open_dataset(_with_recons(tiny_data, tmp_path / "data", recon2=recon))
+    kind = TeacherKind("activity", "IS", recon="recon2")
+    batch = TeacherRows(mine, "val", kind).take([0, 3])
+    x = TeacherView(kind, mine, 64).input(batch, "cpu")
+    assert torch.equal(x, torch.from_numpy(recon["val"][[0, 3]]) * mine.scales["actMap"])
+    with pytest.raises(DataError, match="reads recon1, which the dataset does not have"):
+        TeacherRows(mine, "val", TeacherKind("activity", "IS", recon="recon1"))
+    with pytest.raises(ValueError, match="only the activity IS teacher reads a reconstruction"):
+        TeacherKind("activity", "SI", recon="recon1")

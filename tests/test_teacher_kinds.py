@@ -71,7 +71,7 @@ def test_each_kind_trains_exports_verifies_and_feeds_a_student(tiny_data, tmp_pa
     assert teacher_main(["--data", str(tiny_data), "--out", str(teacher), "--epochs", "2", "--config", str(cfg),
                          "--kind", kind, "--direction", direction, "--quiet"]) == 0
     ckpt = ckpt_io.load(teacher / "best.pt", kind="teacher")
-    assert ckpt["meta"]["teacher_kind"] == {"kind": kind, "direction": direction, "stored_sino": False}
+    assert ckpt["meta"]["teacher_kind"] == {"kind": kind, "direction": direction, "stored_sino": False, "recon": "fbp"}
     history = ckpt_io.load(teacher / "last.pt")["history"]
     assert history[1]["val_loss"] < history[0]["val_loss"]  # it learns its mapping
     store = tmp_path / "features.zarr"

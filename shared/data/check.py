@@ -20,6 +20,7 @@ REPORT_KIND = "check-data report"
 from shared.cli import new_parser, run_main
 
 from .dataset_io import KINDS, NONNEGATIVE_KINDS, DataError, Dataset, open_dataset, read_rows
+from .scan import float32_limit
 from shared.errors import InputError
 
 BLOCK_ROWS = 64
@@ -61,13 +62,21 @@ def check_dataset(data, log=print) -> dict:
             r = scan_array(arr, kind in NONNEGATIVE_KINDS)
             report["splits"][split][kind] = r
             path = data.path(split, kind)
+            raw = arr
+            while not isinstance(raw, np.ndarray):  # the file's own array under the views that read it
+                raw = raw.base
+            limit = float32_limit(raw.dtype)
+            if limit is not None and r["min"] is not None and max(abs(r["min"]), abs(r["max"])) > limit:
+                report["problems"].append(f"{path}: values up to {max(abs(r['min']), abs(r['max'])):g} do not fit "
+                                          f"float32, which FrozenFlow reads {raw.dtype} as; rescale the file")
             if r["first_nonfinite_row"] is not None:
                 report["problems"].append(f"{path}: row {r['first_nonfinite_row']} contains NaN/Inf")
             if r["first_negative_row"] is not None:
                 report["problems"].append(f"{path}: row {r['first_negative_row']} has negative values ({kind} "
                                           f"must be >= 0)")
             rng = f"[{r['min']:.4g}, {r['max']:.4g}], mean {r['mean']:.4g}" if r["min"] is not None else "no finite values"
-            log(f"  {split:>5} {kind:<9} {tuple(r['shape'])}  {rng} {data.units.get(kind, '')}")
+            cast = f" ({raw.dtype} on file, read as float32)" if raw.dtype != np.float32 else ""
+            log(f"  {split:>5} {kind:<9} {tuple(r['shape'])}  {rng} {data.units.get(kind, '')}{cast}")
     return report
 
 

@@ -48,8 +48,10 @@ OPTIONAL_KINDS = ("attenSino", "lesionMap", *RECON_KINDS)  # each present in all
 NONNEGATIVE_KINDS = ("actMap", "attenMap", "lesionMap")  # physical quantities; sinograms may be corrected/negative
 DEFAULT_FILES = {k: "{split}-" + k + ".npy" for k in KINDS}
 REQUIRED_KEYS = ("format_version", "geometry", "splits", "sino_channels", "units", "scales")
-OPTIONAL_KEYS = ("files", "extra", "calibration", "names")
-ORIENTATION_KEYS = ("orientation", "angle_offset")  # optional geometry entries (shared.data.orientation)
+OPTIONAL_KEYS = ("files", "extra", "calibration", "atten_calibration", "names")
+# optional geometry entries: how stored sinograms relate to the projector's (shared.data.orientation) and
+# the size they are stored at when it is not the working one (shared.data.resample)
+ORIENTATION_KEYS = ("orientation", "angle_offset", "resize")
 
 
 class DataError(InputError):
@@ -98,10 +100,21 @@ def _check_meta(meta, where: str) -> None:
     offset = meta["geometry"].get("angle_offset", 0)
     if isinstance(offset, bool) or not isinstance(offset, int):
         raise DataError(f"{where}: geometry.angle_offset: expected an int (angle bins), found {offset!r}")
-    c = meta.get("calibration", 1.0)
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c) or c <= 0:
-        raise DataError(f"{where}: calibration: expected a finite number > 0 (E[actSino] = calibration · "
-                        f"exp(-P attenMap) · P actMap), found {c!r}")
+    for key, model in (("calibration", "E[actSino] = calibration · exp(-P attenMap) · P actMap"),
+                       ("atten_calibration", "attenSino = atten_calibration · P attenMap")):
+        c = meta.get(key, 1.0)
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c) or c <= 0:
+            raise DataError(f"{where}: {key}: expected a finite number > 0 ({model}), found {c!r}")
+    resize = meta["geometry"].get("resize")
+    if resize is not None:
+        from .resample import METHODS
+
+        ok = (isinstance(resize, dict) and set(resize) == {"from", "method"} and resize["method"] in METHODS
+              and isinstance(resize["from"], list) and len(resize["from"]) == 2
+              and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize["from"]))
+        if not ok:
+            raise DataError(f"{where}: geometry.resize: expected {{\"from\": [n_radial, n_angles] as stored, "
+                            f"\"method\": one of {list(METHODS)}}}, found {resize!r}")
     try:
         g = ParallelGeometry.from_dict(meta["geometry"])
     except (TypeError, KeyError, ValueError, AttributeError) as e:
@@ -177,10 +190,13 @@ def expected_shape(meta: dict, split: str, kind: str) -> tuple[tuple, str]:
     """(shape, where the numbers come from) of one array, from a checked dataset.json dict."""
     g, n, c = ParallelGeometry.from_dict(meta["geometry"]), meta["splits"][split], meta["sino_channels"]
     src_n = f"N from dataset.json splits.{split}"
+    resize = meta["geometry"].get("resize")
+    R, A = resize["from"] if resize else (g.n_radial, g.n_angles)
+    size = "R x A from geometry.resize.from" if resize else "R x A from geometry.n_radial x n_angles"
     if kind == "actSino":
-        return (n, c, g.n_radial, g.n_angles), f"{src_n}, C from sino_channels, R x A from geometry.n_radial x n_angles"
+        return (n, c, R, A), f"{src_n}, C from sino_channels, {size}"
     if kind == "attenSino":
-        return (n, 1, g.n_radial, g.n_angles), f"{src_n}, R x A from geometry.n_radial x n_angles"
+        return (n, 1, R, A), f"{src_n}, {size}"
     return (n, 1, g.image_size, g.image_size), f"{src_n}, image {g.image_size} from geometry.image_size"
 
 
@@ -203,6 +219,8 @@ class Dataset:
         self.orientation = meta["geometry"].get("orientation", "identity")
         self.angle_offset = int(meta["geometry"].get("angle_offset", 0))
         self.calibration = meta.get("calibration")  # None: not declared (frozenflow check-data fits it)
+        self.atten_calibration = float(meta.get("atten_calibration", 1.0))  # attenSino in its file's units
+        self.resize = meta["geometry"].get("resize")
         self._fingerprint = None
         self._arrays = {name: self._open_split(name, check_finite) for name in self.splits}
         for kind in OPTIONAL_KINDS:
@@ -248,16 +266,28 @@ class Dataset:
             raise DataError(f"{path}: cannot open as .npy (truncated or corrupt?): {reason}") from None
         if not isinstance(arr, np.ndarray):
             raise DataError(f"{path}: expected a single .npy array, found {type(arr).__name__}")
-        if arr.dtype != np.float32:
-            raise DataError(f"{path}: expected dtype float32, found {arr.dtype}")
+        if arr.dtype.kind not in "fiu" or arr.dtype.itemsize > 8 or arr.dtype.byteorder not in "=|<":
+            raise DataError(f"{path}: dtype {arr.dtype}: expected real floats or integers (little-endian; float32 "
+                            f"is read as is, others are cast to float32 on read)")
         shape, why = expected_shape(self.meta, split, kind)
         if arr.shape != shape:
             raise DataError(f"{path}: expected shape {shape} ({why}), found {arr.shape}")
-        if check_finite:  # every row, once per file version (the clean verdict is cached)
+        if check_finite:  # every row, once per file version (the clean verdict is cached); other dtypes: in range
             scan_rows(path, arr, kind in NONNEGATIVE_KINDS, kind, DataError)
+        return self._as_read(arr, kind)
+
+    def _as_read(self, arr: np.ndarray, kind: str):
+        """The file's array as the pipeline reads it: float32 (in the units of the forward model), at the
+        working sinogram size, in the projector's orientation (``shared.data.resample``, ``.orientation``)."""
+        from .resample import AsFloat32, Resampled
+
+        factor = 1.0 / self.atten_calibration if kind == "attenSino" else 1.0
+        out = arr if arr.dtype == np.float32 and factor == 1.0 else AsFloat32(arr, factor)
+        if kind in SINO_KINDS and self.resize:
+            out = Resampled(out, self.geometry.n_radial, self.geometry.n_angles, self.resize["method"])
         if kind in SINO_KINDS and (self.orientation != "identity" or self.angle_offset):
-            return OrientedArray(arr, self.orientation, self.angle_offset)
-        return arr
+            out = OrientedArray(out, self.orientation, self.angle_offset)
+        return out
 
     # ---------------------------------------------------------------- access
     def split(self, name: str) -> SplitArrays:
@@ -284,6 +314,8 @@ class Dataset:
                     arr = getattr(self._arrays[split], kind)
                     if arr is None:
                         continue
+                    while not isinstance(arr, np.ndarray):  # the file's own bytes, under any view on them
+                        arr = arr.base
                     h.update(f"|{split}/{kind}:{row_digest(self.path(split, kind), arr)}|".encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint

@@ -122,6 +122,22 @@ def _errors(kind: str, path, fit: dict) -> list[str]:
     return errs
 
 
+ATTEN_UNITS_TOLERANCE = 0.05  # attenSino read (÷ atten_calibration) must be P attenMap within 5 %
+
+
+def _atten_units(data, split: str, fit: dict) -> list[str]:
+    """attenSino on file in other units (per mm, a scanner's scaled integers, …): read ÷ atten_calibration, it
+    must be the line integrals P attenMap; the factor that makes it so is named for dataset.json."""
+    k = fit["calibration"]["c"]
+    if abs(k - 1) <= ATTEN_UNITS_TOLERANCE:
+        return []
+    total = k * data.atten_calibration
+    return [f"{data.path(split, 'attenSino')}: the attenuation sinograms are {total:.4g}× the line integrals of "
+            f"attenMap (P attenMap, μ in 1/cm), {'declared' if data.atten_calibration != 1 else 'expected'} "
+            f"{data.atten_calibration:g}; set atten_calibration = {total:.4g} in dataset.json (they are divided by "
+            f"it on read)"]
+
+
 def offset_notes(path, fit: dict) -> list[str]:
     """An angle offset that fits better than the declared one, but by less than ORIENTATION_GAIN: not an
     error (another projector's own mismatch favours a neighbouring bin by a few per cent, and at 1° bins
@@ -168,6 +184,7 @@ def check_forward_model(data, splits=None, samples: int = 8, projector=None) -> 
             ya = np.stack([np.asarray(stored(arrays.attenSino)[i, 0], dtype=np.float64) for i in rows])
             entry["attenSino"] = fit_sinograms(ya, atten[:, 0].numpy(), declared, poisson=False)  # line integrals
             report["errors"] += _errors("attenuation", data.path(split, "attenSino"), entry["attenSino"])
+            report["errors"] += _atten_units(data, split, entry["attenSino"])
         report["splits"][split] = entry
     cs = [s["actSino"]["calibration"]["c"] for s in report["splits"].values()]
     report["calibration"] = {"c": float(np.mean(cs)), "declared": data.calibration,

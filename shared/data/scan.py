@@ -74,6 +74,15 @@ def row_digest(path: Path, arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def float32_limit(dtype) -> float | None:
+    """The largest |value| of ``dtype`` that reads exactly (integers) or finitely (floats) as float32; None
+    when every value does (float32 itself, float16, integers of at most 16 bits)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float32 or dtype == np.float16 or (dtype.kind in "iu" and dtype.itemsize <= 2):
+        return None
+    return float(2 ** 24) if dtype.kind in "iu" else float(np.finfo(np.float32).max)
+
+
 def scan_rows(path: Path, arr: np.ndarray, nonnegative: bool, what: str, error=ValueError) -> None:
     """Raise ``error`` naming ``path`` and the first bad row; cache the verdict (and the rows' digest)
     when clean."""
@@ -81,7 +90,15 @@ def scan_rows(path: Path, arr: np.ndarray, nonnegative: bool, what: str, error=V
     if verdict.exists():
         return
     h = _hasher(arr)
+    limit = float32_limit(arr.dtype)
     for s, block in _blocks(arr, path, "scan"):
+        if limit is not None and len(block):
+            big = np.abs(block.reshape(len(block), -1).astype(np.float64)).max(1) > limit
+            if big.any():
+                i = int(np.argmax(big))
+                what_fits = "integers beyond ±2^24 are not exact" if arr.dtype.kind in "iu" else "it would be ±inf"
+                raise error(f"{path}: sample {s + i}: |value| {np.abs(block[i].astype(np.float64)).max():g} does not "
+                            f"fit float32, which FrozenFlow reads {arr.dtype} as ({what_fits}); rescale the file")
         finite = np.isfinite(block).reshape(len(block), -1).all(1)
         if not finite.all():
             i = int(np.argmin(finite))

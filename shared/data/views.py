@@ -6,14 +6,16 @@ kind           direction  input → target                                      
 attenuation    IS         μ-map → attenuation sinogram A μ                        crosswise
 attenuation    SI         attenuation sinogram A μ → μ-map                        coflow
 activity       SI         activity sinogram → activity image                      coflow
-activity       IS         reconstruction (attenuation-corrected FBP) → sinogram   crosswise
+activity       IS         reconstruction (FBP here, or the data's recon1/2) → sino crosswise
 =============  =========  ======================================================  =====================
 
 A μ is projected on the batch's device from the μ-map (``Acquisition.attenuation_sinogram``), or read
 from the dataset's ``attenSino`` with ``stored_sino``. The reconstruction is the attenuation-corrected
-FBP of the centre sinogram plane with the baselines' default settings (``recon.FBP_DEFAULTS``), computed here with the dataset's count calibration c
-(``forward_check.calibration_of``), so it is in actMap units. Everything is in network units (the
-dataset's suggested scales, ``dataset.json`` ``scales``), sinograms padded to the working size S.
+FBP of the centre sinogram plane with the baselines' default settings (``recon.FBP_DEFAULTS``), computed
+here with the dataset's count calibration c (``forward_check.calibration_of``), so it is in actMap units;
+with ``recon="recon1"``/``"recon2"`` it is the reconstruction shipped with the data instead. Everything is
+in network units (the dataset's suggested scales, ``dataset.json`` ``scales``), sinograms padded to the
+working size S.
 
 One definition serves the teacher's training, the feature export and ``verify``'s recomputation: the
 features a student reads are the features of exactly this input.
@@ -31,6 +33,7 @@ from shared.errors import InputError
 from shared.physics.projector import crop_sinogram, pad_sinogram
 
 KINDS = ("attenuation", "activity")
+RECONS = ("fbp", "recon1", "recon2")
 DIRECTIONS = ("IS", "SI")
 PAIRED_ROUTING = {"IS": "crosswise", "SI": "coflow"}  # the routing whose stages see the same domain
 
@@ -39,11 +42,13 @@ PAIRED_ROUTING = {"IS": "crosswise", "SI": "coflow"}  # the routing whose stages
 class TeacherKind:
     """Which frozen network: ``kind`` (what data it was trained on) and ``direction`` (IS: image → sinogram,
     SI: sinogram → image). ``stored_sino``: attenuation kinds take A μ from ``attenSino`` instead of
-    projecting the μ-map."""
+    projecting the μ-map; ``recon``: the activity IS teacher's input image, ``fbp`` (computed here) or the
+    dataset's own ``recon1``/``recon2``."""
 
     kind: str = "attenuation"
     direction: str = "IS"
     stored_sino: bool = False
+    recon: str = "fbp"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -53,13 +58,17 @@ class TeacherKind:
         if self.stored_sino and self.kind != "attenuation":
             raise InputError("--use-stored-sino: only an attenuation teacher reads attenSino (an activity teacher "
                              "reads actSino)")
+        if self.recon not in RECONS:
+            raise InputError(f"--recon must be one of {list(RECONS)}, got {self.recon!r}")
+        if self.recon != "fbp" and (self.kind, self.direction) != ("activity", "IS"):
+            raise InputError(f"--recon {self.recon}: only the activity IS teacher reads a reconstruction")
 
     @classmethod
     def of(cls, record: dict | None) -> "TeacherKind":
         """From a checkpoint's or store's record; one made before teacher kinds is today's default."""
         record = record or {}
         return cls(record.get("kind", "attenuation"), record.get("direction", "IS"),
-                   bool(record.get("stored_sino", False)))
+                   bool(record.get("stored_sino", False)), record.get("recon", "fbp"))
 
     @classmethod
     def of_checkpoint(cls, meta: dict) -> "TeacherKind":
@@ -68,7 +77,7 @@ class TeacherKind:
         return cls.of(meta.get("teacher_kind") or {"stored_sino": meta.get("target") == "stored"})
 
     def record(self) -> dict:
-        return {"kind": self.kind, "direction": self.direction, "stored_sino": self.stored_sino}
+        return {"kind": self.kind, "direction": self.direction, "stored_sino": self.stored_sino, "recon": self.recon}
 
     @property
     def name(self) -> str:
@@ -83,13 +92,16 @@ class TeacherKind:
         """The dataset arrays a batch needs."""
         if self.kind == "attenuation":
             return ("attenMap", "attenSino") if self.stored_sino else ("attenMap",)
-        return ("actSino", "actMap", "attenMap")  # the FBP input (and the SI teacher's check) needs μ
+        if self.direction == "IS" and self.recon != "fbp":
+            return ("actSino", self.recon)
+        return ("actSino", "actMap", "attenMap")  # the FBP input needs μ
 
     def describe(self) -> str:
         return {("attenuation", "IS"): "μ-map → attenuation sinogram",
                 ("attenuation", "SI"): "attenuation sinogram → μ-map",
                 ("activity", "SI"): "activity sinogram → activity image",
-                ("activity", "IS"): "FBP reconstruction → activity sinogram"}[(self.kind, self.direction)]
+                ("activity", "IS"): f"{'FBP' if self.recon == 'fbp' else self.recon} reconstruction → activity "
+                                    f"sinogram"}[(self.kind, self.direction)]
 
 
 class TeacherRows(torch.utils.data.Dataset):
@@ -167,7 +179,7 @@ class TeacherView:
         g = self.geometry = data.geometry
         if g.n_radial > self.size or g.n_angles > self.size:
             raise InputError(f"config gen_sino_size={self.size} is smaller than the sinogram {g.n_radial}x{g.n_angles}")
-        if kind.kind == "activity" and kind.direction == "IS" and calibration is None and physics is None:
+        if (kind.kind, kind.direction, kind.recon) == ("activity", "IS", "fbp") and calibration is None and physics is None:
             from shared.data.forward_check import calibration_of
 
             calibration, _ = calibration_of(data, "train")
@@ -209,6 +221,8 @@ class TeacherView:
         if k.direction == "SI":
             return pad_sinogram(batch["actSino"].to(device, non_blocking=True) * self.sino_scale, self.size,
                                 self.pad_mode)
+        if k.recon != "fbp":  # the data's own reconstruction, in actMap's units
+            return batch[k.recon].to(device, non_blocking=True) * self.image_scale
         return self._fbp(batch, device) * self.image_scale
 
     def target(self, batch: dict, device) -> torch.Tensor:
@@ -247,4 +261,5 @@ class TeacherView:
         return {("attenuation", "IS"): ("μ-map", "attenuation sinogram"),
                 ("attenuation", "SI"): ("attenuation sinogram", "μ-map"),
                 ("activity", "SI"): ("activity sinogram", "activity image"),
-                ("activity", "IS"): ("FBP image", "activity sinogram")}[(self.kind.kind, self.kind.direction)]
+                ("activity", "IS"): (f"{'FBP' if self.kind.recon == 'fbp' else self.kind.recon} image",
+                                     "activity sinogram")}[(self.kind.kind, self.kind.direction)]

@@ -98,11 +98,13 @@ def test_table(root: Path) -> str:
     rows = {}
     for folder, rename in (("evaluation", {"student": "student (injection)", "plain": "student (no injection)"}),
                            ("evaluation_plain", {"student": "student (no injection)"}),  # older demos
-                           ("evaluation_own", {"student": "own Generator (injection)"})):
+                           ("evaluation_own", {"student": "own Generator (injection)"}),
+                           ("evaluation_mixer", {"student": "student (mixer, feature dropout)"})):
         path = root / folder / "summary.json"
         if path.exists():
             for method, vals in json.loads(path.read_text())["methods"].items():
-                if folder != "evaluation_own" or method in rename:  # its plain/FBP/MLEM are the main evaluation's
+                if folder in ("evaluation", "evaluation_plain") or method in rename:  # the others' baselines are
+                    # the main evaluation's
                     rows[rename.get(method, method)] = vals
     if not rows:
         return ""
