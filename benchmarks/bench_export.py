@@ -211,7 +211,8 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
         rows.append(row)
 
     # per-batch stage breakdown (median ms per batch of `batch` samples)
-    mu = w._read("train", 0, batch)
+    rows_b = w._read("train", 0, batch)  # the raw rows the teacher's input is made of (shared.data.views)
+    x = w.view.input(rows_b, w.device)
 
     def med_ms(fn, k=7):
         ts = []
@@ -222,8 +223,8 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
         return statistics.median(ts) * 1e3
 
     with torch.inference_mode():
-        fwd = med_ms(lambda: teacher.forward_taps(mu * teacher.input_scale, need_output=False))
-        conv = med_ms(lambda: w._compute(mu, "train", 0)) - fwd  # the shipped checks and conversion
+        fwd = med_ms(lambda: teacher.forward_taps(x, need_output=False))
+        conv = med_ms(lambda: w._compute(rows_b, "train", 0)) - fwd  # the shipped input, checks and conversion
     w.close()
     stages = [{"stage": "teacher forward_taps (to the last tap)", "ms_per_batch": fwd},
               {"stage": "finiteness/float16 check + conversion", "ms_per_batch": conv}]
