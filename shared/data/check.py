@@ -52,6 +52,12 @@ def check_dataset(data, log=print) -> dict:
     """Scan every file of the dataset (folder or opened); returns the report (``problems``: one line per fault)."""
     data = data if isinstance(data, Dataset) else open_dataset(data, check_finite=False)  # values scanned below
     report = {"dataset": str(data.root), "fingerprint": data.fingerprint(), "splits": {}, "problems": []}
+    if data.resize:
+        g, (r, a) = data.geometry, data.resize["from"]
+        log(f"  sinograms stored at {r}x{a}, resampled on read ({data.resize['method']}) to the working "
+            f"{g.n_radial}x{g.n_angles} (geometry.resize); the shapes and the fit below are of what is read")
+    if data.atten_calibration != 1.0:
+        log(f"  attenSino divided by atten_calibration = {data.atten_calibration:g} on read")
     for split in data.splits:
         arrays = data.split(split)
         report["splits"][split] = {}
