@@ -30,7 +30,7 @@ from feature_store import open_store
 from shared.files.atomic import atomic_write, atomic_write_json
 from shared.cli import new_parser, parse_overrides, run_main
 from shared.config.construct_dictionaries import load_config
-from shared.config.schema import RunConfig, check_override_keys
+from shared.config.schema import SWAPPED_ROUTING, RunConfig, check_override_keys
 from shared.data.dataset_io import open_dataset
 from shared.device import DEVICE_HELP
 from shared.models import load_spec
@@ -56,7 +56,6 @@ VARIANTS = {  # name → student config overrides
     "control_atten_sino": {"inject_levels": [], **CONTROLS["atten_channel"]},
 }
 ROUTINGS = ("auto", "swapped")
-SWAPPED = {"IS": "IS_coflow", "SI": "SI_crosswise"}  # the routing that does not pair with the teacher
 MERGES = ("scale", "mixer")
 METRICS = ("psnr", "ssim", "ssim_global", "nrmse")
 MASKED = ("masked_nrmse", "masked_ssim")  # inside the body
@@ -102,7 +101,7 @@ class Point:
         o = dict(VARIANTS[self.variant])
         if self.injects:
             if self.routing == "swapped":
-                o["inject_routing"] = SWAPPED[open_store(stores[self.teacher]).teacher_kind.direction]
+                o["inject_routing"] = SWAPPED_ROUTING[open_store(stores[self.teacher]).teacher_kind.direction]
             o["inject_merge"] = self.merge
             if self.dropout:
                 o.update(feature_drop_max=self.dropout, feature_drop_min=0.0, feature_drop_mode=self.dropout_mode)

@@ -290,6 +290,12 @@ class TrainConfig(_Flat):
         return 2 ** self.batch_base2_exponent
 
 
+# Per teacher direction: the routing whose stages see the same domain, and the one that does not (an ablation,
+# named for the teacher it routes: an IS teacher routed co-flow, an SI teacher routed crosswise).
+PAIRED_ROUTING = {"IS": "crosswise", "SI": "coflow"}
+SWAPPED_ROUTING = {"IS": "IS_coflow", "SI": "SI_crosswise"}
+
+
 @dataclass(frozen=True)
 class InjectionConfig(_Flat):
     """The student's feature-injection keys (``config_RAY_DUAL``), with the ablation controls.
@@ -368,15 +374,13 @@ class InjectionConfig(_Flat):
     def routed(self, teacher_direction: str) -> "InjectionConfig":
         """This config for a teacher of ``teacher_direction``: ``auto`` resolved to the routing that pairs
         with it; a routing that pairs with the other direction is refused, naming the ablation that means it."""
-        paired = {"IS": "crosswise", "SI": "coflow"}
         r, other = self.inject_routing, "SI" if teacher_direction == "IS" else "IS"
         if r == "auto":
-            return dataclasses.replace(self, inject_routing=paired[teacher_direction])
-        if r == paired[other] or r.startswith(f"{other}_"):
-            swapped = f"{teacher_direction}_{paired[other]}"
+            return dataclasses.replace(self, inject_routing=PAIRED_ROUTING[teacher_direction])
+        if r == PAIRED_ROUTING[other] or r == SWAPPED_ROUTING[other]:
             raise self._bad("inject_routing", f"pairs with an {other} teacher, but the store's teacher runs "
-                                              f"{teacher_direction}; use auto ({paired[teacher_direction]}) or, "
-                                              f"as an ablation, {swapped}")
+                                              f"{teacher_direction}; use auto ({PAIRED_ROUTING[teacher_direction]}) "
+                                              f"or, as an ablation, {SWAPPED_ROUTING[teacher_direction]}")
         return self
 
     @property

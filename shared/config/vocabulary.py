@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from .schema import ConfigError, DIRECTIONS
+from .schema import DIRECTIONS, ConfigError, _direction
 
 BOOL_STRINGS = {"true": True, "false": False}
 # ``network_type`` per FrozenFlow task: the activity networks (supervised, frozen-flow) train as the
@@ -82,7 +82,7 @@ def classify(config: dict, task: str, direction: str | None = None, teacher_kind
     """The keys of ``config`` that are theirs but do not apply to a ``task`` run → why (listed once at start).
     A key whose value asks for something FrozenFlow does not do is refused (ConfigError naming it).
     ``direction``: the network's (default: the task's); ``teacher_kind``: a teacher's (attenuation | activity)."""
-    train_si = (direction or ("SI" if task == "student" else "IS")) == "SI"
+    train_si = _direction(task, direction) == "SI"
     role = "activity teacher" if task == "teacher" and teacher_kind == "activity" else task
     unused = {}
     for key, value in config.items():

@@ -35,7 +35,6 @@ from shared.physics.projector import crop_sinogram, pad_sinogram
 KINDS = ("attenuation", "activity")
 RECONS = ("fbp", "recon1", "recon2")
 DIRECTIONS = ("IS", "SI")
-PAIRED_ROUTING = {"IS": "crosswise", "SI": "coflow"}  # the routing whose stages see the same domain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +81,6 @@ class TeacherKind:
     @property
     def name(self) -> str:
         return f"{self.kind} {self.direction}"
-
-    @property
-    def paired_routing(self) -> str:
-        return PAIRED_ROUTING[self.direction]
 
     @property
     def fields(self) -> tuple[str, ...]:
