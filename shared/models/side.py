@@ -18,6 +18,12 @@ from .spec import ModelError
 NEGATIVE_SLOPE = 0.2  # the built-in Generator's LeakyReLU slope (kaiming_normal side init)
 
 
+def _check_receiver(receiver: nn.Module, where: str) -> None:
+    if not isinstance(receiver, (nn.Conv2d, nn.ConvTranspose2d)):
+        raise ModelError(f"{where} is a {type(receiver).__name__}; a receiver must be a Conv2d or ConvTranspose2d "
+                         f"(the first convolution after the tap)")
+
+
 def side_conv(receiver: nn.Module, extra: int, init: str, where: str) -> nn.Module:
     """The bias-free convolution over ``extra`` injected channels that widening ``receiver`` would add.
 
@@ -25,15 +31,13 @@ def side_conv(receiver: nn.Module, extra: int, init: str, where: str) -> nn.Modu
     be (``init``: see ``spec.SIDE_INITS``), so injecting through the hook starts where a class
     that built the wider layer would start.
     """
+    _check_receiver(receiver, where)
     if isinstance(receiver, nn.ConvTranspose2d):
         kind = nn.ConvTranspose2d
         kw = dict(output_padding=receiver.output_padding)
-    elif isinstance(receiver, nn.Conv2d):
+    else:
         kind = nn.Conv2d
         kw = dict(padding_mode=receiver.padding_mode)
-    else:
-        raise ModelError(f"{where} is a {type(receiver).__name__}; a receiver must be a Conv2d or ConvTranspose2d "
-                         f"(the first convolution after the tap)")
     if receiver.groups != 1:
         raise ModelError(f"{where} is a grouped convolution (groups={receiver.groups}); concatenating channels "
                          f"into it is not defined — name an ungrouped one")
@@ -67,9 +71,7 @@ def mixer(receiver: nn.Module, extra: int, init: float, where: str) -> Mixer:
     the injected block torch's default 1×1-convolution draw (uniform ±1/√fan_in) times ``init``
     (``feature_scale_init``, 0.1 by default: the scale merge's starting strength). With that block zero the
     network is the plain one exactly."""
-    if not isinstance(receiver, (nn.Conv2d, nn.ConvTranspose2d)):
-        raise ModelError(f"{where} is a {type(receiver).__name__}; a receiver must be a Conv2d or ConvTranspose2d "
-                         f"(the first convolution after the tap)")
+    _check_receiver(receiver, where)
     c = receiver.in_channels
     m = Mixer(c, extra, device=receiver.weight.device, dtype=receiver.weight.dtype)
     with torch.no_grad():
