@@ -47,7 +47,7 @@ def teacher_task(run: RunConfig, data, *, spec: ModelSpec | None = None, kind: T
         x = crop_sinogram(x, g.n_radial, g.n_angles) if kind.direction == "SI" else x
         shown = [t.cpu().numpy() for t in (x, target, pred, pred - target)]
         rows = [[a[i, 0] for a in shown] for i in range(min(4, pred.shape[0]))]
-        src, dst = view.names()
+        src, dst = kind.sides
         image_grid(rows, [src, f"true {dst}", "predicted", "predicted − true"], path,
                    shared_columns=[[0], [1, 2], [3]], row_labels=[f"val #{int(i)}" for i in batch["index"][:4]])
 

@@ -91,12 +91,22 @@ class TeacherKind:
             return ("actSino", self.recon)
         return ("actSino", "actMap", "attenMap")  # the FBP input needs μ
 
+    @property
+    def sides(self) -> tuple[str, str]:
+        """(what it sees, what it predicts), as the log and the figures name them."""
+        sino = f"{self.kind} sinogram"
+        image = {"attenuation": "μ-map", "activity": "activity image"}[self.kind]
+        if (self.kind, self.direction) == ("activity", "IS"):  # it sees a reconstruction, not the truth
+            image = f"{'FBP' if self.recon == 'fbp' else self.recon} image"
+        return (sino, image) if self.direction == "SI" else (image, sino)
+
     def describe(self) -> str:
-        return {("attenuation", "IS"): "μ-map → attenuation sinogram",
-                ("attenuation", "SI"): "attenuation sinogram → μ-map",
-                ("activity", "SI"): "activity sinogram → activity image",
-                ("activity", "IS"): f"{'FBP' if self.recon == 'fbp' else self.recon} reconstruction → activity "
-                                    f"sinogram"}[(self.kind, self.direction)]
+        return " → ".join(self.sides)
+
+
+def _flip(field: str):
+    """How an array of ``field`` follows a Radon-symmetric flip: sinograms as sinograms, the rest as images."""
+    return flip_sinogram if "Sino" in field else flip_image
 
 
 class TeacherRows(torch.utils.data.Dataset):
@@ -126,18 +136,14 @@ class TeacherRows(torch.utils.data.Dataset):
         v = int(torch.randint(4, ()).item()) if self.augment else 0
         item = {"index": i, "variant": v}
         for f in self.kind.fields:
-            x = torch.from_numpy(np.array(getattr(arrays, f)[i], dtype=np.float32))
-            item[f] = flip_sinogram(x, v) if "Sino" in f else flip_image(x, v)
+            item[f] = _flip(f)(torch.from_numpy(np.array(getattr(arrays, f)[i], dtype=np.float32)), v)
         return item
 
     def take(self, indices, variant: int = 0) -> dict[str, torch.Tensor]:
         """Rows ``indices`` as a batch, as flip ``variant``."""
         arrays = self.data.split(self.split_name)
-        out = {}
-        for f in self.kind.fields:
-            x = torch.from_numpy(np.array(getattr(arrays, f)[list(indices)], dtype=np.float32))
-            out[f] = flip_sinogram(x, variant) if "Sino" in f else flip_image(x, variant)
-        return out
+        return {f: _flip(f)(torch.from_numpy(np.array(getattr(arrays, f)[list(indices)], dtype=np.float32)), variant)
+                for f in self.kind.fields}
 
     def read(self, s0: int, s1: int, variants: int = 1) -> dict[str, torch.Tensor]:
         """Rows ``s0:s1`` as a batch (plain file reads; the export's path), each repeated as its ``variants``
@@ -147,8 +153,7 @@ class TeacherRows(torch.utils.data.Dataset):
         for f in self.kind.fields:
             x = torch.from_numpy(read_rows(getattr(arrays, f), s0, s1).astype(np.float32, copy=False))
             if variants > 1:
-                flip = flip_sinogram if "Sino" in f else flip_image
-                x = torch.stack([flip(x, v) for v in range(variants)], dim=1).flatten(0, 1)
+                x = torch.stack([_flip(f)(x, v) for v in range(variants)], dim=1).flatten(0, 1)
             out[f] = x
         return out
 
@@ -238,23 +243,14 @@ class TeacherView:
         return crop_sinogram(pred, g.n_radial, g.n_angles) if self.kind.direction == "IS" else pred
 
     @property
+    def sino_channels(self) -> int:
+        """Planes of the kind's sinogram side (images have one): A μ has one, activity sinograms the data's."""
+        return 1 if self.kind.kind == "attenuation" else int(self.data.sino_channels)
+
+    @property
     def input_channels(self) -> int:
-        k = self.kind
-        if k.direction == "IS":
-            return 1
-        return 1 if k.kind == "attenuation" else int(self.data.sino_channels)
+        return self.sino_channels if self.kind.direction == "SI" else 1
 
     @property
     def output_channels(self) -> int:
-        k = self.kind
-        if k.direction == "SI":
-            return 1
-        return 1 if k.kind == "attenuation" else int(self.data.sino_channels)
-
-    def names(self) -> tuple[str, str]:
-        """(input, target) as figure titles."""
-        return {("attenuation", "IS"): ("μ-map", "attenuation sinogram"),
-                ("attenuation", "SI"): ("attenuation sinogram", "μ-map"),
-                ("activity", "SI"): ("activity sinogram", "activity image"),
-                ("activity", "IS"): (f"{'FBP' if self.kind.recon == 'fbp' else self.kind.recon} image",
-                                     "activity sinogram")}[(self.kind.kind, self.kind.direction)]
+        return self.sino_channels if self.kind.direction == "IS" else 1
