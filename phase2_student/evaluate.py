@@ -26,7 +26,7 @@ from feature_store import StoreError, open_store
 from shared.files.atomic import atomic_write_csv, atomic_write_json
 from shared.cli import new_parser, run_main
 from shared.data.batch import collate
-from shared.data.dataset_io import as_dataset, open_dataset
+from shared.data.dataset_io import RECON_KINDS, as_dataset, open_dataset
 from shared.data.forward_check import quick_check
 from shared.device import DEVICE_HELP, resolve_device
 from shared.evaluation.lesions import format_lesions
@@ -199,8 +199,7 @@ def evaluate(student_path, data_dir, split, out, store_path=None, device="auto",
 
 def compared_pairs(per: dict) -> list[tuple[str, str]]:
     """The paired comparisons of the student: with the plain student, MLEM and the data's own reconstructions."""
-    return [("student", b) for b in ("plain", "mlem", *(k for k in per if k.startswith("recon")))
-            if "student" in per and b in per]
+    return [("student", b) for b in ("plain", "mlem", *RECON_KINDS) if "student" in per and b in per]
 
 
 def lesion_summary(recons: dict, target, labels, body, pixel_mm: float, out: Path) -> dict:

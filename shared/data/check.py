@@ -19,7 +19,7 @@ from shared.files.outputs import FILE_MARK, claim_file
 REPORT_KIND = "check-data report"
 from shared.cli import new_parser, run_main
 
-from .dataset_io import KINDS, NONNEGATIVE_KINDS, DataError, Dataset, open_dataset, read_rows
+from .dataset_io import KINDS, NONNEGATIVE_KINDS, DataError, Dataset, on_file, open_dataset, read_rows
 from .scan import float32_limit
 from shared.errors import InputError
 
@@ -68,9 +68,7 @@ def check_dataset(data, log=print) -> dict:
             r = scan_array(arr, kind in NONNEGATIVE_KINDS)
             report["splits"][split][kind] = r
             path = data.path(split, kind)
-            raw = arr
-            while not isinstance(raw, np.ndarray):  # the file's own array under the views that read it
-                raw = raw.base
+            raw = on_file(arr)
             limit = float32_limit(raw.dtype)
             if limit is not None and r["min"] is not None and max(abs(r["min"]), abs(r["max"])) > limit:
                 report["problems"].append(f"{path}: values up to {max(abs(r['min']), abs(r['max'])):g} do not fit "

@@ -314,9 +314,7 @@ class Dataset:
                     arr = getattr(self._arrays[split], kind)
                     if arr is None:
                         continue
-                    while not isinstance(arr, np.ndarray):  # the file's own bytes, under any view on them
-                        arr = arr.base
-                    h.update(f"|{split}/{kind}:{row_digest(self.path(split, kind), arr)}|".encode())
+                    h.update(f"|{split}/{kind}:{row_digest(self.path(split, kind), on_file(arr))}|".encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
@@ -335,6 +333,13 @@ class Dataset:
                 f"x{self.sino_channels}ch, attenSino={'yes' if self.has_atten_sino else 'no'}"
                 f"{', lesions' if self.has_lesions else ''}"
                 f"{''.join(f', {k}={n!r}' if n != k else f', {k}' for k, n in self.recons.items())})")
+
+
+def on_file(arr) -> np.ndarray:
+    """The file's own array (memory map) under the views that read it (``Dataset._as_read``)."""
+    while not isinstance(arr, np.ndarray):
+        arr = arr.base
+    return arr
 
 
 def read_rows(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
