@@ -10,20 +10,23 @@ another process holds a core — its time per batch was measured 5–15× inflat
 Default geometry (180×180 μ-maps, network size 288, tuned default teacher config; the teacher is
 trained for 1 epoch on a tiny dataset — its weights do not matter for throughput).
 
-(a) Throughput, in this process, on the same batches of the same N samples (``--n``; 128, or 32
-    with ``--small``), measured alternately ``--repeats`` times:
+(a) Throughput, in this process, on the same batches of the same samples (``--throughput-n``; 4N:
+    512, or 128 with ``--small``), measured alternately ``--repeats`` times:
     * teacher alone: read the μ-map batch (16) from the dataset's memmap, ``teacher.forward_taps(mu,
       need_output=False)`` — the inference the export needs (it stops after the last tap);
-    * export: ``RangeWriter.write_range`` over every range — read, teacher, float16 range check and
-      conversion, zarr writes on the writer thread (a fresh store each repeat; store creation and
+    * export: ``RangeWriter.write_range`` over every range — read, teacher, and on the writer thread
+      float16 conversion, bit check and shard writes (a fresh store each repeat; store creation and
       the finalising statistics pass are not included — they are in the end-to-end rows of (d)).
+    Each layout is measured in its own block (after an ``os.sync``), so that the page-cache writeback of one
+    layout's stores does not land in another's timings; within a block the kernel writes the stores back
+    as it would during a real export.
     The reported ratio is export / teacher-alone samples/s (median of the per-repeat ratios);
     target ≥ 0.9.  ``cpu_ratio`` is the same comparison in process CPU time per sample (all threads),
     which is far less sensitive to other processes competing for the cores than wall time.
     ``one_core_limit`` is the teacher's CPU per sample over itself plus a raw write of the same bytes
     (plain writes and a rename): the best ratio one free core allows (``--busy``), since there the export's
     threads cannot overlap.
-    A per-batch stage breakdown (forward, checks and fp16 conversion) explains it; store writes are
+    A per-batch stage breakdown (forward; fp16 conversion and check) explains it; store writes are
     measured against raw writes in bench_engines.
 (d) Peak RSS of the export CLI (``python -m feature_store.export``) in a subprocess, for N and 4N
     samples, median of 3 alternating runs each (2 with --small): ru_maxrss of the export process
@@ -181,10 +184,11 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
         return time.perf_counter() - t0, time.process_time() - c0
 
     teacher_alone()  # warm-up (allocator, oneDNN primitives)
-    export_once(configs[0])
     per = {c["label"]: [] for c in configs}
-    for _ in range(repeats):  # alternate, so that load from other processes hits both alike
-        for cfg in configs:
+    for cfg in configs:  # one block per layout: the kernel's writeback of one never lands in another's timings
+        os.sync()
+        export_once(cfg)
+        for _ in range(repeats):  # alternate, so that load from other processes hits both alike
             c0, t0 = time.process_time(), time.perf_counter()
             teacher_alone()
             ta, ca = time.perf_counter() - t0, time.process_time() - c0
@@ -212,7 +216,6 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
 
     # per-batch stage breakdown (median ms per batch of `batch` samples)
     rows_b = w._read("train", 0, batch)  # the raw rows the teacher's input is made of (shared.data.views)
-    x = w.view.input(rows_b, w.device)
 
     def med_ms(fn, k=7):
         ts = []
@@ -222,31 +225,36 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts) * 1e3
 
-    with torch.inference_mode():
-        fwd = med_ms(lambda: teacher.forward_taps(x, need_output=False))
-        conv = med_ms(lambda: w._compute(rows_b, "train", 0)) - fwd  # the shipped input, checks and conversion
+    whole = w._shard_buffers(batch)
+    taps = w._forward(rows_b)
+    fwd = med_ms(lambda: w._forward(rows_b))  # the teacher's thread
+    store = med_ms(lambda: w._store(taps, "train", 0, whole))  # the writer's thread: conversion and bit check
     w.close()
     stages = [{"stage": "teacher forward_taps (to the last tap)", "ms_per_batch": fwd},
-              {"stage": "finiteness/float16 check + conversion", "ms_per_batch": conv}]
+              {"stage": "float16 conversion + bit check (writer thread)", "ms_per_batch": store}]
     for s in stages:
         s["samples_s_if_alone"] = batch / (s["ms_per_batch"] / 1e3)
     return rows, stages
 
 
 def _raw_write_cpu_per_sample(workdir: Path, nbytes: int, samples: int = 64, repeats: int = 5) -> float:
-    """CPU seconds per sample to write ``samples`` samples' bytes to a new file with plain writes of one
-    sample each and a rename (the physical part of an export's write: the kernel's page-cache copy)."""
+    """CPU seconds per sample to put ``samples`` samples' bytes in a new file and rename it (the physical part
+    of an export's write: the kernel's page-cache copy), the cheaper of one plain write per sample and
+    fallocate + writev of them all (``shared.files.atomic.write_parts``, the export's own way)."""
+    from shared.files.atomic import write_parts
+
     buf = np.random.default_rng(0).integers(0, 255, (samples, nbytes), dtype=np.uint8)
-    best = []
+    ways = {"writes": lambda f: [f.write(row) for row in buf], "writev": lambda f: write_parts(f, list(buf))}
+    best = {w: [] for w in ways}
     for _ in range(repeats):
-        c0 = time.process_time()
-        with open(workdir / "raw_write.tmp", "wb") as f:
-            for row in buf:
-                f.write(row)
-        os.replace(workdir / "raw_write.tmp", workdir / "raw_write.bin")
-        best.append((time.process_time() - c0) / samples)
-    (workdir / "raw_write.bin").unlink()
-    return statistics.median(best)
+        for way, fn in ways.items():
+            c0 = time.process_time()
+            with open(workdir / "raw_write.tmp", "wb") as f:
+                fn(f)
+            os.replace(workdir / "raw_write.tmp", workdir / "raw_write.bin")
+            best[way].append((time.process_time() - c0) / samples)
+            (workdir / "raw_write.bin").unlink()
+    return min(statistics.median(v) for v in best.values())
 
 
 # ------------------------------------------------------------------ (d) memory
@@ -282,8 +290,10 @@ def _spin(stop):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true", help="quick run: N=32, 2 repeats, default config only")
-    ap.add_argument("--n", type=int,
-                    help="samples for the throughput runs and N of the memory runs (default 128, 32 small)")
+    ap.add_argument("--n", type=int, help="N of the memory runs (default 128, 32 small)")
+    ap.add_argument("--throughput-n", type=int,
+                    help="samples of the throughput runs (default 4N: 8 shards, so that the last shard's write, "
+                         "which no compute overlaps, is a small part of the run as in a real export)")
     ap.add_argument("--repeats", type=int, help="alternating repeats (default 3, 2 small)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1,
@@ -312,7 +322,8 @@ def main(argv=None) -> int:
     try:
         t0 = time.perf_counter()
         ckpt = bench_teacher(workdir)
-        data = bench_dataset(workdir, n)
+        tp_n = args.throughput_n or 4 * n
+        data = bench_dataset(workdir, tp_n)
         print(f"[bench_export] teacher + data ready in {time.perf_counter() - t0:.0f} s ({workdir})", flush=True)
         stop = mp.Event()
         spinner = mp.Process(target=_spin, args=(stop,), daemon=True) if args.busy else None
@@ -324,12 +335,13 @@ def main(argv=None) -> int:
             if spinner:
                 stop.set()
                 spinner.join()
-        print_table(tp_rows, title=f"(a) Export vs teacher alone, {n} samples, batch {args.batch_size} "
+        print_table(tp_rows, title=f"(a) Export vs teacher alone, {tp_n} samples, batch {args.batch_size} "
                                    f"(median of {repeats} alternating repeats)")
         print_table(stages, title=f"Per-batch stages ({args.batch_size} samples, median ms)")
         mem_rows = _memory(ckpt, workdir, n, args.threads, rss_repeats)
         print_table(mem_rows, title=f"(d) Export CLI peak RSS vs N (median of {rss_repeats} runs each)", floatfmt=".3g")
-        results = {"n": n, "batch_size": args.batch_size, "repeats": repeats, "one_core_busy": args.busy,
+        results = {"n": n, "throughput_n": tp_n, "batch_size": args.batch_size, "repeats": repeats,
+                   "one_core_busy": args.busy,
                    "bytes_per_sample_float16": tap_bytes_per_sample(ckpt), "throughput": tp_rows, "stages": stages,
                    "memory": mem_rows}
         if not args.no_write:

@@ -65,6 +65,11 @@ def figures() -> list[dict]:
         m = x["results"]["memory"][-1]
         rows.append(_row(f"export peak RSS growth, N -> {m['samples']} samples", m["rss_growth"], "few %",
                          m["meets_target"], f, x))
+    wp, f = _load("write_parts")
+    if wp:
+        r = {x["way"]: x for x in wp["results"]["rows"]}["write_parts"]
+        rows.append(_row("shard to page cache, CPU: fallocate + writev / a write per buffer", r["ratio_to_write_per_buffer"],
+                         source=f, doc=wp))
     rd, f = _load("reader")
     if rd:
         v = rd["results"]["target"]

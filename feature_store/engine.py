@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from shared.files.atomic import atomic_write
+from shared.files.atomic import atomic_write, write_parts
 
 from . import layout as L
 from shared.errors import InputError
@@ -305,7 +305,7 @@ class ShardFiles:
         key = (start // self.shard[0],) + ((0,) if n_var > 1 else ()) + (0, 0, 0)
         path = self.folder / "c" / "/".join(str(k) for k in key)
         # no fsync: like zarr-python's chunks; a machine crash shows up in the checksums (verify --full)
-        atomic_write(path, lambda f: [f.write(part) for part in parts], durable=False)
+        atomic_write(path, lambda f: write_parts(f, parts), durable=False)
         self._maps.pop(key[:len(key) - 3], None)
         return offset + (size if self.index_at_end else 0)
 

@@ -22,7 +22,7 @@ from shared.cli import new_parser, run_main
 from shared.data.dataset_io import open_dataset
 from shared.data.views import TeacherKind, TeacherRows, TeacherView
 from shared.data.forward_check import quick_check
-from shared.device import DEVICE_HELP, resolve_device, single_threaded
+from shared.device import DEVICE_HELP, resolve_device
 from shared.models.frozen import load_frozen
 
 from . import layout as L
@@ -155,8 +155,10 @@ def _now() -> str:
 
 # ------------------------------------------------------------------ the work
 class RangeWriter:
-    """Computes and writes whole ranges; reading the next batch and writing the previous overlap
-    with the teacher's compute (one reader and one writer thread)."""
+    """Computes and writes whole ranges in a pipeline of three threads: one reads the next batch, the
+    caller's runs the teacher, one converts each batch to the stored dtype, checks it and writes whole
+    shards, so the teacher's thread does nothing but the teacher (with one core to spare: measured in
+    benchmarks/results/export_busy.json)."""
 
     def __init__(self, spec: ExportSpec):
         self.spec = spec
@@ -170,8 +172,12 @@ class RangeWriter:
         self.V = L.VARIANTS[spec.variants]
         self.dtype = np.dtype(spec.dtype)
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="export-read")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="export-write")  # FIFO: flags after writes
+        # FIFO: a shard's conversions, then its write, then its flag. One torch thread for the conversion: a
+        # two-thread elementwise op stalls whenever another process holds a core (set per thread in torch)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="export-write",
+                                          initializer=torch.set_num_threads, initargs=(1,))
         self._pending = []
+        self._free = []  # shard buffers whose write finished: reused, not page-faulted in again per range
         self.bytes_written = 0
 
     def _read(self, split, s0, s1) -> dict[str, torch.Tensor]:
@@ -181,24 +187,27 @@ class RangeWriter:
         return self._rows[split].read(s0, s1, self.V)
 
     @torch.inference_mode()
-    def _compute(self, rows: dict[str, torch.Tensor], split: str, s0: int, into: dict[str, np.ndarray] | None = None
-                 ) -> dict[str, np.ndarray]:
-        """The taps of a batch in the stored dtype, written into ``into`` (slices of a shard's buffers) when
-        given: the conversion is then the one copy."""
+    def _forward(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The taps of a batch as the teacher computes them (on its device)."""
         # the output is not stored: the pass stops once the last tap is computed
         _, taps = self.teacher.forward_taps(self.view.input(rows, self.device), taps=self.spec.taps,
                                             need_output=False)
+        return taps
+
+    @torch.inference_mode()
+    def _store(self, taps: dict[str, torch.Tensor], split: str, s0: int, into: dict[str, np.ndarray] | None = None
+               ) -> dict[str, np.ndarray]:
+        """``taps`` in the stored dtype, written into ``into`` (slices of a shard's buffers) when given: the
+        conversion is then the one copy.  Refuses values the stored dtype cannot hold."""
         out = {}
         for name in self.spec.taps:
             t = taps[name].float()
-            # float16: convert first (|x| ≥ 65520 becomes ±inf) and check the stored bits once. On the CPU the
-            # conversion runs on one thread: a two-thread torch op stalls whenever another process holds a core.
-            with single_threaded(t.device):
-                if into is not None:
-                    h = into[name].reshape(t.shape)
-                    torch.from_numpy(h).copy_(t)  # converts (and leaves a GPU) on the way in
-                else:
-                    h = (t.half() if self.dtype == np.float16 else t).cpu().numpy()
+            # float16: convert first (|x| ≥ 65520 becomes ±inf) and check the stored bits once
+            if into is not None:
+                h = into[name].reshape(t.shape)
+                torch.from_numpy(h).copy_(t)  # converts (and leaves a GPU) on the way in
+            else:
+                h = (t.half() if self.dtype == np.float16 else t).cpu().numpy()
             bad = nonfinite_rows(h)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
@@ -213,39 +222,47 @@ class RangeWriter:
             out[name] = h.reshape(-1, self.V, *h.shape[1:]) if self.V > 1 else h
         return out
 
-    def _write(self, split, s0, s1, arrays):
+    def _write(self, split, s0, arrays) -> None:
         if split not in self._arrays:
             self._arrays[split] = SplitArrays(self.spec.store, split, self.spec.taps, self.spec.engine, write=True,
                                               threads=self.spec.threads or 2)
         self._arrays[split].write(s0, arrays)
-        return sum(a.nbytes for a in arrays.values())
+        self.bytes_written += sum(a.nbytes for a in arrays.values())  # this thread alone adds to it
+
+    def _store_and_write(self, taps, split, s0) -> None:  # unsharded: each batch's chunk files as they come
+        self._write(split, s0, self._store(taps, split, s0))
+
+    def _write_shard(self, split, start, buffers, stores) -> None:
+        for f in stores:  # the shard's conversions (finished: FIFO); a refused batch stops the shard here
+            f.result()
+        self._write(split, start, buffers)
+        self._free.append(buffers)
 
     def _flag(self, split, r, writes):
         for f in writes:  # all already finished (one FIFO writer thread); re-raises a failed write
             f.result()
         self.root[split][L.DONE][r] = 1  # only after every sample of the range is on disk
-        return 0
 
     def _submit(self, fn, *args):
         """Queue work for the writer thread; at most a few items wait, so memory stays bounded."""
         self._pending.append(self._writer.submit(fn, *args))
         while len(self._pending) > 3:
-            self.bytes_written += self._pending.pop(0).result()
+            self._pending.pop(0).result()
         return self._pending[-1]
 
     def drain(self):
         while self._pending:
-            self.bytes_written += self._pending.pop(0).result()
+            self._pending.pop(0).result()
 
     def write_range(self, split: str, r: int, on_batch=None) -> None:
-        """Compute a range and queue its writes and then its done flag; the next range's compute
-        overlaps with this range's writing."""
+        """Compute a range and queue its conversions, its writes and then its done flag; the next range's
+        compute overlaps with this range's writing."""
         n = self.data.split(split).n
         start, stop = L.range_bounds(r, n, self.spec.range_size)
         per_batch = max(1, self.spec.batch_size // self.V)
         bounds = [(s, min(stop, s + per_batch)) for s in range(start, stop, per_batch)]
         sharded = bool(self.spec.shard_size)
-        writes = []
+        writes, stores = [], []
         # a shard is written in one piece, never read-modified-written: its batches are converted into one buffer
         whole = self._shard_buffers(stop - start) if sharded else None
         nxt = self._reader.submit(self._read, split, *bounds[0])
@@ -253,20 +270,27 @@ class RangeWriter:
             rows = nxt.result()
             if k + 1 < len(bounds):
                 nxt = self._reader.submit(self._read, split, *bounds[k + 1])
-            arrays = self._compute(rows, split, s0, {t: b[s0 - start:s1 - start] for t, b in whole.items()}
-                                   if sharded else None)
-            if not sharded:
-                writes.append(self._submit(self._write, split, s0, s1, arrays))
+            taps = self._forward(rows)
+            if sharded:
+                stores.append(self._submit(self._store, taps, split, s0,
+                                           {t: b[s0 - start:s1 - start] for t, b in whole.items()}))
+            else:
+                writes.append(self._submit(self._store_and_write, taps, split, s0))
             if on_batch:
                 on_batch(s1 - s0)
         if sharded:
-            writes.append(self._submit(self._write, split, start, stop, whole))
+            writes.append(self._submit(self._write_shard, split, start, whole, stores))
         self._submit(self._flag, split, r, writes)
 
     def _shard_buffers(self, rows: int) -> dict[str, np.ndarray]:
-        """Empty arrays for ``rows`` samples of every tap, shaped as stored ([rows, V, C, H, W] with flips)."""
+        """Arrays for ``rows`` samples of every tap, shaped as stored ([rows, V, C, H, W] with flips): a
+        written shard's, when one is free and large enough."""
         shapes = self.teacher.tap_shapes
         lead = (rows, self.V) if self.V > 1 else (rows,)
+        while self._free:
+            got = self._free.pop()
+            if len(next(iter(got.values()))) >= rows:
+                return {t: b[:rows] for t, b in got.items()}
         return {t: np.empty(lead + tuple(shapes[t]), self.dtype) for t in self.spec.taps}
 
     def close(self):

@@ -1,8 +1,6 @@
 """The one place a device name becomes a torch.device: refused here, before anything is written."""
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from shared.errors import InputError
 
@@ -67,20 +65,3 @@ def loader_workers(requested: int | None, device: torch.device) -> int:
     if requested is not None:
         return requested
     return 0 if device.type != "cuda" else max(1, min(8, torch.get_num_threads() - 1))
-
-
-@contextlib.contextmanager
-def single_threaded(device: torch.device | str = "cpu"):
-    """Torch ops on the CPU inside run on one thread (restored after): an elementwise op split over two
-    threads stalls in OpenMP barriers whenever another process holds one of a 2-core machine's cores
-    (float32 → float16 of a batch of taps: 0.33 ms on one thread, 7.9 ms on two with the test suite
-    running beside it, measured with the command in the #25 closing note)."""
-    if torch.device(device).type != "cpu" or torch.get_num_threads() == 1:
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)

@@ -184,6 +184,26 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # normal permissions, not mkstemp's 0600
 
 
+def test_write_parts_writes_every_buffer_in_order_even_past_iov_max_and_short_writes(tmp_path, monkeypatch):
+    import numpy as np
+
+    from shared.files import atomic
+
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 255, int(n), dtype=np.uint8) if k % 2 else bytes(rng.integers(0, 255, int(n), np.uint8))
+             for k, n in enumerate(rng.integers(0, 300, 2500))]  # > IOV_MAX (1024) buffers, some empty
+    want = b"".join(bytes(p) for p in parts)
+    atomic_write(tmp_path / "a.bin", lambda f: (f.write(b"head"), atomic.write_parts(f, parts), f.write(b"tail")))
+    assert (tmp_path / "a.bin").read_bytes() == b"head" + want + b"tail"
+    real = os.writev
+    monkeypatch.setattr(atomic.os, "writev", lambda fd, bufs: real(fd, bufs[:1]) if len(bufs) > 1 else real(fd, bufs))
+    atomic_write(tmp_path / "b.bin", lambda f: atomic.write_parts(f, parts))  # the kernel took only the first buffer
+    assert (tmp_path / "b.bin").read_bytes() == want
+    monkeypatch.setattr(atomic, "_FALLOCATE", None)  # a filesystem without fallocate: the same bytes
+    atomic_write(tmp_path / "c.bin", lambda f: atomic.write_parts(f, parts))
+    assert (tmp_path / "c.bin").read_bytes() == want
+
+
 def test_no_other_write_path_for_whole_files():
     """Every whole-file write in the product goes through shared.files.atomic (one implementation)."""
     offenders = []

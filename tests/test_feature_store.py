@@ -211,6 +211,9 @@ def test_float16_overflow_asks_for_float32(tiny_teacher, tiny_data, tmp_path, ca
     ckpt_io.save_atomic(ckpt, tmp_path / "loud.pt")
     assert _export(tmp_path / "loud.pt", tiny_data, tmp_path / "s.zarr", "--splits", "val") == 2
     assert "--dtype float32" in capsys.readouterr().err
+    # refused on the writer thread: the shard it belonged to was never written, nor its range flagged
+    assert not [p for p in (tmp_path / "s.zarr" / "val").rglob("c/*") if p.is_file()]
+    assert not zarr.open_group(tmp_path / "s.zarr", mode="r")["val"][L.DONE][:].any()
     assert _export(tmp_path / "loud.pt", tiny_data, tmp_path / "s32.zarr", "--splits", "val", "--dtype",
                    "float32") == 0
 

@@ -48,6 +48,59 @@ def atomic_write(path: str | Path, write: Callable[[IO], None] | bytes | str, *,
     return path
 
 
+def write_parts(f: IO, parts: list) -> None:
+    """Write buffers (bytes, uint8 arrays) to the open file ``f`` as they are, without joining them:
+    the space reserved first in one piece, then one ``writev`` per IOV_MAX buffers.  On ext4 this puts
+    a shard in the page cache for 0.69× the CPU of one ``write`` per buffer
+    (benchmarks/results/write_parts.json)."""
+    f.flush()
+    fd = f.fileno()
+    _reserve(fd, f.tell(), sum(memoryview(p).nbytes for p in parts))
+    for k in range(0, len(parts), _IOV_MAX):
+        group = parts[k:k + _IOV_MAX]
+        done, want = os.writev(fd, group), sum(memoryview(p).nbytes for p in group)
+        if done != want:  # a short write (a full disk, a signal): finish it buffer by buffer
+            _finish(fd, group, done)
+    f.seek(0, os.SEEK_END)
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") and "SC_IOV_MAX" in os.sysconf_names else 16
+
+
+def _finish(fd: int, group: list, done: int) -> None:
+    for p in group:
+        m = memoryview(p).cast("B")
+        if done >= len(m):
+            done -= len(m)
+            continue
+        m, done = m[done:], 0
+        while len(m):
+            m = m[os.write(fd, m):]
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Linux fallocate(2): the blocks allocated at once instead of write by write.  Skipped where the call
+    or the filesystem has none; never glibc's posix_fallocate, which then writes zeros over a network."""
+    if _FALLOCATE is None or length <= 0:
+        return
+    _FALLOCATE(fd, 0, offset, length)  # a failure (EOPNOTSUPP, ENOSPC) leaves the writes to report it
+
+
+def _fallocate():
+    try:
+        import ctypes
+
+        f = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    f.restype = ctypes.c_int
+    return f
+
+
+_FALLOCATE = _fallocate()
+
+
 def atomic_write_json(path: str | Path, obj, **dump_kw) -> Path:
     dump_kw.setdefault("indent", 2)
     return atomic_write(path, json.dumps(obj, **dump_kw) + "\n")
