@@ -157,8 +157,7 @@ def _now() -> str:
 class RangeWriter:
     """Computes and writes whole ranges in a pipeline of three threads: one reads the next batch, the
     caller's runs the teacher, one converts each batch to the stored dtype, checks it and writes whole
-    shards, so the teacher's thread does nothing but the teacher (with one core to spare: measured in
-    benchmarks/results/export_busy.json)."""
+    shards, so the teacher's thread does nothing but the teacher."""
 
     def __init__(self, spec: ExportSpec):
         self.spec = spec

@@ -55,11 +55,12 @@ def write_parts(f: IO, parts: list) -> None:
     (benchmarks/results/write_parts.json)."""
     f.flush()
     fd = f.fileno()
-    _reserve(fd, f.tell(), sum(memoryview(p).nbytes for p in parts))
+    sizes = [memoryview(p).nbytes for p in parts]
+    _reserve(fd, f.tell(), sum(sizes))
     for k in range(0, len(parts), _IOV_MAX):
         group = parts[k:k + _IOV_MAX]
-        done, want = os.writev(fd, group), sum(memoryview(p).nbytes for p in group)
-        if done != want:  # a short write (a full disk, a signal): finish it buffer by buffer
+        done = os.writev(fd, group)
+        if done != sum(sizes[k:k + _IOV_MAX]):  # a short write (a full disk, a signal): finish it buffer by buffer
             _finish(fd, group, done)
     f.seek(0, os.SEEK_END)
 
@@ -80,7 +81,7 @@ def _finish(fd: int, group: list, done: int) -> None:
 
 def _reserve(fd: int, offset: int, length: int) -> None:
     """Linux fallocate(2): the blocks allocated at once instead of write by write.  Skipped where the call
-    or the filesystem has none; never glibc's posix_fallocate, which then writes zeros over a network."""
+    or the filesystem has none; never glibc's posix_fallocate, which emulates it there by writing."""
     if _FALLOCATE is None or length <= 0:
         return
     _FALLOCATE(fd, 0, offset, length)  # a failure (EOPNOTSUPP, ENOSPC) leaves the writes to report it
