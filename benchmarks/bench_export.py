@@ -24,7 +24,7 @@ trained for 1 epoch on a tiny dataset — its weights do not matter for throughp
     target ≥ 0.9.  ``cpu_ratio`` is the same comparison in process CPU time per sample (all threads),
     which is far less sensitive to other processes competing for the cores than wall time.
     ``one_core_limit`` is the teacher's CPU per sample over itself plus a raw write of the same bytes
-    (plain writes and a rename): the best ratio one free core allows (``--busy``), since there the export's
+    (the cheaper of plain writes and fallocate + writev, then a rename): the best ratio one free core allows (``--busy``), since there the export's
     threads cannot overlap.
     A per-batch stage breakdown (forward; fp16 conversion and check) explains it; store writes are
     measured against raw writes in bench_engines.
