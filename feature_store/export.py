@@ -10,8 +10,10 @@ status "complete".  Killing it at any moment and rerunning the same command yiel
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import datetime
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -154,12 +156,33 @@ def _now() -> str:
 
 
 # ------------------------------------------------------------------ the work
+def _keep_freed_memory() -> None:
+    """Have glibc's malloc keep what the process frees for reuse (large blocks from the heap, never trimmed).
+    A batch's taps outlive its forward here (the writer thread converts them later), and with glibc's
+    default thresholds their memory went back to the kernel and the teacher's next batch faulted it in again
+    — costly on a VM whose host backs each new page anew (page faults per sample and the ratio with and
+    without: benchmarks/results/export_malloc.json).  Peak memory is unchanged: it only stops shrinking."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 1 << 30)
+    mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)
+
+
 class RangeWriter:
     """Computes and writes whole ranges in a pipeline of three threads: one reads the next batch, the
     caller's runs the teacher, one converts each batch to the stored dtype, checks it and writes whole
-    shards, so the teacher's thread does nothing but the teacher."""
+    shards, so the teacher's thread does nothing but the teacher.  All writing stays on that one thread
+    (no tap-per-thread pool: a third busy thread takes turns with the teacher's on two cores), and what
+    it calls lets go of the GIL while it works (numpy, torch, writev, the ``crc32c`` checksum)."""
 
     def __init__(self, spec: ExportSpec):
+        _keep_freed_memory()
         self.spec = spec
         self.device = resolve_device(spec.device)
         self.teacher = load_frozen(spec.ckpt, kind="teacher", device=self.device)
@@ -224,7 +247,7 @@ class RangeWriter:
     def _write(self, split, s0, arrays) -> None:
         if split not in self._arrays:
             self._arrays[split] = SplitArrays(self.spec.store, split, self.spec.taps, self.spec.engine, write=True,
-                                              threads=self.spec.threads or 2)
+                                              threads=1)  # on this (the writer's) thread: see the class
         self._arrays[split].write(s0, arrays)
         self.bytes_written += sum(a.nbytes for a in arrays.values())  # this thread alone adds to it
 

@@ -224,3 +224,29 @@ def test_reader_used_in_the_main_process_then_in_forked_workers(tiny_store):
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, timeout=30, multiprocessing_context="fork")
     again = next(iter(loader))  # used to hang: the forked pool had no threads
     assert torch.equal(first["enc9"], again["enc9"])
+
+
+_REUSE_PROBE = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "keep":
+    from feature_store.export import _keep_freed_memory
+    _keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+a = np.ones(40_000_000, np.uint8); del a   # 40 MB: above glibc's largest dynamic mmap threshold (32 MB)
+f0 = faults()
+a = np.ones(40_000_000, np.uint8); del a
+print(faults() - f0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_export_keeps_freed_memory_for_reuse():
+    # the export's taps outlive the teacher's forward; freed memory must be reused, not faulted in again
+    got = {mode: int(subprocess.run([sys.executable, "-c", _REUSE_PROBE, mode], capture_output=True, text=True,
+                                    check=True, cwd=os.path.dirname(os.path.dirname(__file__))).stdout)
+           for mode in ("default", "keep")}
+    # glibc's default maps 40 MB afresh each time: faulted in again (4 KiB pages, or 2 MiB ones where numpy
+    # asks for transparent huge pages: ≥ 20 faults either way); kept, it comes back from the heap
+    assert got["default"] >= 20 and got["keep"] * 10 < got["default"], got
