@@ -256,10 +256,10 @@ def _throughput(ckpt: Path, data: Path, workdir: Path, configs: list[dict], repe
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts) * 1e3
 
-    whole = w._shard_buffers(batch)
+    into = w._batch_buffers(batch)
     taps = w._forward(rows_b)
     fwd = med_ms(lambda: w._forward(rows_b))  # the teacher's thread
-    store = med_ms(lambda: w._store(taps, "train", 0, whole))  # the writer's thread: conversion and bit check
+    store = med_ms(lambda: w._store(taps, "train", 0, into))  # the writer's thread: conversion and bit check
     w.close()
     stages = [{"stage": "teacher forward_taps (to the last tap)", "ms_per_batch": fwd},
               {"stage": "float16 conversion + bit check (writer thread)", "ms_per_batch": store}]

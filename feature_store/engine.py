@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from shared.files.atomic import atomic_write, write_parts
+from shared.files.atomic import AtomicFile, reserve, write_parts
 
 from . import layout as L
 from shared.errors import InputError
@@ -126,6 +126,14 @@ class SplitArrays:
         else:
             for t, v in values.items():
                 self._zarr[t][start:start + len(v)] = v
+
+    def shard_sink(self, start: int, rows: int) -> "ShardSink":
+        """Where one whole shard of every tap (samples ``start …``, ``rows`` of them) goes batch by batch:
+        straight to the shard files on the plain layout, else gathered and written at once on commit."""
+        n = self._zarr[self.taps[0]].shape[0]
+        if self._direct is not None and all(f.can_write(start, rows, n) for f in self._direct.values()):
+            return ShardSink({t: f.writer(start, rows) for t, f in self._direct.items()})
+        return ShardSink(None, lambda values: self.write(start, values))
 
     def read_taps(self, samples, variants=None) -> dict[str, np.ndarray]:
         """``read`` for every tap (tensorstore: all taps' reads in flight at once)."""
@@ -286,31 +294,105 @@ class ShardFiles:
         """Whether ``rows`` rows at ``start`` are exactly one shard (the last one may be short)."""
         return start % self.shard[0] == 0 and rows == min(self.shard[0], n - start)
 
-    def write(self, start: int, values: np.ndarray) -> int:
-        """Write one whole shard (see ``can_write``): chunks with their crc32c, then the index and its
-        crc32c, atomically (shared.files.atomic: a temp file renamed into place), so a reader or a killed
-        writer never sees half a shard.  Returns the bytes written."""
-        n_var = self.per_shard[1] if len(self.shard) == 5 else 1
-        flat = np.ascontiguousarray(values, dtype=self.dtype).reshape(len(values) * n_var, -1).view(np.uint8)
-        index = np.full((self.n_chunks, 2), self.EMPTY, dtype="<u8")
-        size = self.n_chunks * 16 + 4
-        offset = 0 if self.index_at_end else size
-        parts = []
-        for j, chunk in enumerate(flat):
-            parts += [chunk, _crc32c(chunk).to_bytes(4, "little")]
-            index[j] = (offset, chunk.nbytes + 4)
-            offset += chunk.nbytes + 4
-        head = [index.tobytes(), _crc32c(index.view(np.uint8)).to_bytes(4, "little")]
-        parts = parts + head if self.index_at_end else head + parts
-        key = (start // self.shard[0],) + ((0,) if n_var > 1 else ()) + (0, 0, 0)
-        path = self.folder / "c" / "/".join(str(k) for k in key)
-        # no fsync: like zarr-python's chunks; a machine crash shows up in the checksums (verify --full)
-        atomic_write(path, lambda f: write_parts(f, parts), durable=False)
-        self._maps.pop(key[:len(key) - 3], None)
-        return offset + (size if self.index_at_end else 0)
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Write one whole shard (see ``can_write``) in one step (``writer``)."""
+        with self.writer(start, len(values)) as w:
+            w.append(values)
+
+    def writer(self, start: int, rows: int) -> "ShardWriter":
+        """A writer of the shard whose first sample is ``start`` (``rows`` samples, see ``can_write``)."""
+        self._maps.pop((start // self.shard[0],) + ((0,) if len(self.shard) == 5 else ()), None)
+        return ShardWriter(self, start, rows)
 
     def close(self) -> None:
         self._maps.clear()
+
+
+class ShardSink:
+    """A shard of every tap written batch by batch (``SplitArrays.shard_sink``): ``append({tap: rows})``
+    in sample order, then ``commit()``, or ``abort()`` to leave nothing.  With shard writers each batch goes
+    to its files at once; otherwise the batches are kept (copies: the caller reuses its buffers) and
+    handed to ``write_all`` together on commit."""
+
+    def __init__(self, writers: dict[str, "ShardWriter"] | None, write_all=None):
+        self._writers, self._write_all, self._kept = writers, write_all, []
+
+    def append(self, values: dict[str, np.ndarray]) -> None:
+        if self._writers is not None:
+            for t, v in values.items():
+                self._writers[t].append(v)
+        else:
+            self._kept.append({t: v.copy() for t, v in values.items()})
+
+    def commit(self) -> None:
+        if self._writers is not None:
+            for w in self._writers.values():
+                w.commit()
+        else:
+            self._write_all({t: np.concatenate([k[t] for k in self._kept]) for t in self._kept[0]})
+            self._kept = []
+
+    def abort(self) -> None:
+        for w in (self._writers or {}).values():
+            w.abort()
+        self._kept = []
+
+
+class ShardWriter:
+    """One shard file written batch by batch: each ``append`` puts its samples' chunks, each followed by
+    its crc32c, at the end of a temporary file while they are still in the cache; ``commit`` adds the index
+    and its crc32c and renames the file into place (shared.files.atomic.AtomicFile), so a reader or a killed
+    writer never sees half a shard; ``abort`` (or an exception in a ``with`` block) leaves no file.  The
+    bytes are those of writing the shard at once: samples in order, the space reserved up front."""
+
+    def __init__(self, files: ShardFiles, start: int, rows: int):
+        self.files, self.rows = files, rows
+        self.n_var = files.per_shard[1] if len(files.shard) == 5 else 1
+        key = (start // files.shard[0],) + ((0,) if self.n_var > 1 else ()) + (0, 0, 0)
+        chunk = int(np.prod(files.chunk)) * files.dtype.itemsize + 4
+        self._index = np.full((files.n_chunks, 2), ShardFiles.EMPTY, dtype="<u8")
+        self._index_size = files.n_chunks * 16 + 4
+        self._j = 0
+        # no fsync: like zarr-python's chunks; a machine crash shows up in the checksums (verify --full)
+        self._file = AtomicFile(files.folder / "c" / "/".join(str(k) for k in key), durable=False)
+        self._offset = 0 if files.index_at_end else self._index_size
+        reserve(self._file.file.fileno(), 0, rows * self.n_var * chunk + self._index_size)
+        if not files.index_at_end:
+            self._file.file.write(bytes(self._index_size))  # the index's place, filled by commit()
+
+    def append(self, values: np.ndarray) -> None:
+        """The next samples of the shard, shaped as stored ([rows, (V,) C, H, W])."""
+        flat = np.ascontiguousarray(values, dtype=self.files.dtype).reshape(len(values) * self.n_var, -1).view(np.uint8)
+        if self._j + len(flat) > self.rows * self.n_var:
+            raise ValueError(f"{self._file.path}: more samples than the shard's {self.rows}")
+        parts = []
+        for chunk in flat:
+            parts += [chunk, _crc32c(chunk).to_bytes(4, "little")]
+            self._index[self._j] = (self._offset, chunk.nbytes + 4)
+            self._offset += chunk.nbytes + 4
+            self._j += 1
+        write_parts(self._file.file, parts)
+
+    def commit(self) -> None:
+        if self._j != self.rows * self.n_var:
+            self.abort()
+            raise ValueError(f"{self._file.path}: {self._j // self.n_var} of the shard's {self.rows} samples written")
+        head = [self._index.tobytes(), _crc32c(self._index.view(np.uint8)).to_bytes(4, "little")]
+        if self.files.index_at_end:
+            write_parts(self._file.file, head)
+        else:
+            self._file.file.flush()
+            os.pwrite(self._file.file.fileno(), b"".join(head), 0)
+        self._file.commit()
+
+    def abort(self) -> None:
+        self._file.abort()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self.commit() if kind is None else self.abort()
 
 
 CRC32C_RESIDUE = 0x48674BC7  # crc32c of any data followed by its own little-endian crc32c

@@ -36,6 +36,7 @@ from shared.errors import InputError
 
 DEFAULT_SHARD = 64  # one file per tap per 64 samples: a 50,000-slice split is ~4,700 files, not 300,000
 DEFAULT_RANGE = 32  # unsharded stores: samples per resumable unit
+QUEUED_BATCHES = 3  # batches of taps computed ahead of the writer thread (float32: twice their stored bytes)
 
 
 @dataclasses.dataclass
@@ -198,8 +199,9 @@ class RangeWriter:
         # two-thread elementwise op stalls whenever another process holds a core (set per thread in torch)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="export-write",
                                           initializer=torch.set_num_threads, initargs=(1,))
-        self._pending = []
-        self._free = []  # shard buffers whose write finished: reused, not page-faulted in again per range
+        self._pending, self._queued = [], []  # all work queued for the writer; the part holding taps
+        self._shards = {}  # (split, start) → engine.ShardSink of the shard being written (writer thread only)
+        self._batch = None  # the batch buffers (_batch_buffers)
         self.bytes_written = 0
 
     def _read(self, split, s0, s1) -> dict[str, torch.Tensor]:
@@ -219,7 +221,7 @@ class RangeWriter:
     @torch.inference_mode()
     def _store(self, taps: dict[str, torch.Tensor], split: str, s0: int, into: dict[str, np.ndarray] | None = None
                ) -> dict[str, np.ndarray]:
-        """``taps`` in the stored dtype, written into ``into`` (slices of a shard's buffers) when given: the
+        """``taps`` in the stored dtype, written into ``into`` (the batch buffers) when given: the
         conversion is then the one copy.  Refuses values the stored dtype cannot hold."""
         out = {}
         for name in self.spec.taps:
@@ -244,37 +246,61 @@ class RangeWriter:
             out[name] = h.reshape(-1, self.V, *h.shape[1:]) if self.V > 1 else h
         return out
 
-    def _write(self, split, s0, arrays) -> None:
+    def _split_arrays(self, split) -> SplitArrays:
         if split not in self._arrays:
             self._arrays[split] = SplitArrays(self.spec.store, split, self.spec.taps, self.spec.engine, write=True,
                                               threads=1)  # on this (the writer's) thread: see the class
-        self._arrays[split].write(s0, arrays)
-        self.bytes_written += sum(a.nbytes for a in arrays.values())  # this thread alone adds to it
+        return self._arrays[split]
 
     def _store_and_write(self, taps, split, s0) -> None:  # unsharded: each batch's chunk files as they come
-        self._write(split, s0, self._store(taps, split, s0))
+        out = self._store(taps, split, s0)
+        self._split_arrays(split).write(s0, out)
+        self.bytes_written += sum(a.nbytes for a in out.values())  # this thread alone adds to it
 
-    def _write_shard(self, split, start, buffers, stores) -> None:
-        for f in stores:  # the shard's conversions (finished: FIFO); a refused batch stops the shard here
+    def _open_shard(self, split, start, rows) -> None:
+        self._shards[(split, start)] = self._split_arrays(split).shard_sink(start, rows)
+
+    def _store_batch(self, taps, split, start, s0, s1) -> None:
+        """Convert a batch into the reused batch buffers and append it to its shard's files: the bytes go
+        out while they are still in the cache, and only the last batch's write follows the last forward."""
+        sink = self._shards.get((split, start))
+        if sink is None:  # an earlier batch of this shard was refused: nothing more of it is written
+            return
+        try:
+            out = self._store(taps, split, s0, self._batch_buffers(s1 - s0))
+            sink.append(out)
+        except BaseException:
+            self._shards.pop((split, start)).abort()
+            raise
+        self.bytes_written += sum(a.nbytes for a in out.values())
+
+    def _commit_shard(self, split, start, stores) -> None:
+        for f in stores:  # the shard's batches (finished: FIFO); a refused one re-raises here, its shard dropped
             f.result()
-        self._write(split, start, buffers)
-        self._free.append(buffers)
+        self._shards.pop((split, start)).commit()
 
     def _flag(self, split, r, writes):
         for f in writes:  # all already finished (one FIFO writer thread); re-raises a failed write
             f.result()
         self.root[split][L.DONE][r] = 1  # only after every sample of the range is on disk
 
-    def _submit(self, fn, *args):
-        """Queue work for the writer thread; at most a few items wait, so memory stays bounded."""
-        self._pending.append(self._writer.submit(fn, *args))
-        while len(self._pending) > 3:
+    def _submit(self, fn, *args, taps: bool = False):
+        """Queue work for the writer thread.  At most ``QUEUED_BATCHES`` batches of taps wait for it (so
+        memory stays bounded); opening, committing and flagging a shard never hold the teacher back."""
+        f = self._writer.submit(fn, *args)
+        self._pending.append(f)
+        while self._pending[0].done():  # finished: a failure surfaces now
             self._pending.pop(0).result()
-        return self._pending[-1]
+        if taps:
+            self._queued.append(f)
+            while len(self._queued) > QUEUED_BATCHES:
+                self._queued.pop(0).result()
+        return f
 
     def drain(self):
         while self._pending:
             self._pending.pop(0).result()
+        self._queued.clear()
 
     def write_range(self, split: str, r: int, on_batch=None) -> None:
         """Compute a range and queue its conversions, its writes and then its done flag; the next range's
@@ -285,8 +311,8 @@ class RangeWriter:
         bounds = [(s, min(stop, s + per_batch)) for s in range(start, stop, per_batch)]
         sharded = bool(self.spec.shard_size)
         writes, stores = [], []
-        # a shard is written in one piece, never read-modified-written: its batches are converted into one buffer
-        whole = self._shard_buffers(stop - start) if sharded else None
+        if sharded:  # a shard is written in one piece, never read-modified-written
+            self._submit(self._open_shard, split, start, stop - start)
         nxt = self._reader.submit(self._read, split, *bounds[0])
         for k, (s0, s1) in enumerate(bounds):
             rows = nxt.result()
@@ -294,30 +320,29 @@ class RangeWriter:
                 nxt = self._reader.submit(self._read, split, *bounds[k + 1])
             taps = self._forward(rows)
             if sharded:
-                stores.append(self._submit(self._store, taps, split, s0,
-                                           {t: b[s0 - start:s1 - start] for t, b in whole.items()}))
+                stores.append(self._submit(self._store_batch, taps, split, start, s0, s1, taps=True))
             else:
-                writes.append(self._submit(self._store_and_write, taps, split, s0))
+                writes.append(self._submit(self._store_and_write, taps, split, s0, taps=True))
             if on_batch:
                 on_batch(s1 - s0)
         if sharded:
-            writes.append(self._submit(self._write_shard, split, start, whole, stores))
+            writes.append(self._submit(self._commit_shard, split, start, stores))
         self._submit(self._flag, split, r, writes)
 
-    def _shard_buffers(self, rows: int) -> dict[str, np.ndarray]:
-        """Arrays for ``rows`` samples of every tap, shaped as stored ([rows, V, C, H, W] with flips): a
-        written shard's, when one is free and large enough."""
-        shapes = self.teacher.tap_shapes
-        lead = (rows, self.V) if self.V > 1 else (rows,)
-        while self._free:
-            got = self._free.pop()
-            if len(next(iter(got.values()))) >= rows:
-                return {t: b[:rows] for t, b in got.items()}
-        return {t: np.empty(lead + tuple(shapes[t]), self.dtype) for t in self.spec.taps}
+    def _batch_buffers(self, rows: int) -> dict[str, np.ndarray]:
+        """Arrays for ``rows`` samples of every tap, shaped as stored ([rows, V, C, H, W] with flips),
+        reused from batch to batch (the writer thread is their only user)."""
+        if self._batch is None or len(next(iter(self._batch.values()))) < rows:
+            shapes, lead = self.teacher.tap_shapes, (rows, self.V) if self.V > 1 else (rows,)
+            self._batch = {t: np.empty(lead + tuple(shapes[t]), self.dtype) for t in self.spec.taps}
+        return {t: b[:rows] for t, b in self._batch.items()}
 
     def close(self):
         self._reader.shutdown()
         self._writer.shutdown()
+        for sink in self._shards.values():  # shards left half-written by a failure: no temp file stays
+            sink.abort()
+        self._shards.clear()
         for a in self._arrays.values():
             a.close()
 

@@ -155,3 +155,26 @@ def test_a_batch_of_features_is_one_copy_of_the_stored_bytes(tiny_store):
     assert all(torch.equal(got[t], default_collate(mixed)[t]) for t in ds.taps)
     assert got[ds.taps[0]].data_ptr() != mixed[0][ds.taps[0]].data_ptr()
     assert torch.equal(collate([torch.arange(3), torch.arange(3)]), torch.stack([torch.arange(3)] * 2))
+
+
+def test_a_shard_written_batch_by_batch_is_the_shard_written_at_once(tiny_store, tmp_path):
+    import shutil
+
+    src = tiny_store / "train" / "enc36"
+    files = E.ShardFiles.open(src)
+    rows = files.read(np.arange(files.shard[0]))  # the first shard's samples, as exported
+    folders = {k: tmp_path / k for k in ("whole", "parts", "short")}
+    for d in folders.values():
+        shutil.copytree(src, d, ignore=shutil.ignore_patterns("c"))  # the array's metadata, no chunks
+    E.ShardFiles.open(folders["whole"]).write(0, rows)
+    with E.ShardFiles.open(folders["parts"]).writer(0, len(rows)) as w:
+        w.append(rows[:1])
+        w.append(rows[1:])
+    shard = "c/0/0/0/0"
+    assert (folders["parts"] / shard).read_bytes() == (folders["whole"] / shard).read_bytes() \
+        == (src / shard).read_bytes()
+    w = E.ShardFiles.open(folders["short"]).writer(0, len(rows))
+    w.append(rows[:1])
+    with pytest.raises(ValueError, match="1 of the shard's"):
+        w.commit()  # a shard missing samples never appears, and no temp file stays
+    assert not [p for p in folders["short"].rglob("*") if p.is_file() and p.name != "zarr.json"]

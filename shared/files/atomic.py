@@ -17,35 +17,58 @@ _UMASK = os.umask(0)  # read once at import: changing the umask later is not thr
 os.umask(_UMASK)
 
 
+class AtomicFile:
+    """A file written in steps that appears at ``path`` whole or not at all: a temp file in the same
+    folder (``*.partial``), renamed into place by ``commit()``; ``abort()`` (or an exception leaving a
+    ``with`` block) removes it.  ``durable=False`` skips the fsyncs: still all-or-nothing for a killed
+    process (the rename), but a machine crash may lose the data — for bulk data whose loss a checksum
+    reveals (feature-store shards; ``frozenflow verify --full``), where an fsync per file would halve the
+    write speed."""
+
+    def __init__(self, path: str | Path, *, mode: int | None = None, durable: bool = True):
+        self.path, self.mode, self.durable = Path(path), mode, durable
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=PARTIAL)
+        self.file = os.fdopen(fd, "wb")
+
+    def commit(self) -> Path:
+        try:
+            self.file.flush()
+            if self.durable:
+                os.fsync(self.file.fileno())
+            self.file.close()
+            os.chmod(self._tmp, self.mode if self.mode is not None else 0o666 & ~_UMASK)  # mkstemp makes 0600
+            os.replace(self._tmp, self.path)
+            if self.durable:
+                _fsync_dir(self.path.parent)
+        finally:
+            self.abort()  # removes the temp file if anything above failed; nothing once renamed
+        return self.path
+
+    def abort(self) -> None:
+        self.file.close()
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def __enter__(self) -> IO:
+        return self.file
+
+    def __exit__(self, kind, *_) -> None:
+        self.commit() if kind is None else self.abort()
+
+
 def atomic_write(path: str | Path, write: Callable[[IO], None] | bytes | str, *, mode: int | None = None,
                  durable: bool = True) -> Path:
-    """Write ``path`` atomically.  ``write`` is bytes, text (UTF-8) or a function given the open binary file.
-
-    ``durable=False`` skips the fsyncs: still all-or-nothing for a killed process (the rename), but
-    a machine crash may lose the data — for bulk data whose loss a checksum reveals (feature-store
-    shards; ``frozenflow verify --full``), where an fsync per file would halve the write speed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(write, str):
-                f.write(write.encode())
-            elif isinstance(write, (bytes, bytearray, memoryview)):
-                f.write(write)
-            else:
-                write(f)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.chmod(tmp, mode if mode is not None else 0o666 & ~_UMASK)  # mkstemp creates 0600
-        os.replace(tmp, path)
-        if durable:
-            _fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``path`` atomically (``AtomicFile``).  ``write`` is bytes, text (UTF-8) or a function given the
+    open binary file."""
+    with AtomicFile(path, mode=mode, durable=durable) as f:
+        if isinstance(write, str):
+            f.write(write.encode())
+        elif isinstance(write, (bytes, bytearray, memoryview)):
+            f.write(write)
+        else:
+            write(f)
+    return Path(path)
 
 
 def write_parts(f: IO, parts: list) -> None:
@@ -54,15 +77,15 @@ def write_parts(f: IO, parts: list) -> None:
     a shard in the page cache for 0.69× the CPU of one ``write`` per buffer
     (benchmarks/results/write_parts.json)."""
     f.flush()
-    fd = f.fileno()
+    fd, at = f.fileno(), f.tell()
     sizes = [memoryview(p).nbytes for p in parts]
-    _reserve(fd, f.tell(), sum(sizes))
+    reserve(fd, at, sum(sizes))
     for k in range(0, len(parts), _IOV_MAX):
         group = parts[k:k + _IOV_MAX]
         done = os.writev(fd, group)
         if done != sum(sizes[k:k + _IOV_MAX]):  # a short write (a full disk, a signal): finish it buffer by buffer
             _finish(fd, group, done)
-    f.seek(0, os.SEEK_END)
+    f.seek(at + sum(sizes))  # the file object learns where writev left off (not the end: space may be reserved past it)
 
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") and "SC_IOV_MAX" in os.sysconf_names else 16
@@ -79,7 +102,7 @@ def _finish(fd: int, group: list, done: int) -> None:
             m = m[os.write(fd, m):]
 
 
-def _reserve(fd: int, offset: int, length: int) -> None:
+def reserve(fd: int, offset: int, length: int) -> None:
     """Linux fallocate(2): the blocks allocated at once instead of write by write.  Skipped where the call
     or the filesystem has none; never glibc's posix_fallocate, which emulates it there by writing."""
     if _FALLOCATE is None or length <= 0:
