@@ -60,7 +60,7 @@ def figures() -> list[dict]:
         rows.append(_row(f"export / teacher inference alone, one core busy ({t['config']})", t["ratio"],
                          source=fb, doc=xb))
         if "ratio_to_limit" in t:
-            rows.append(_row("  one core's limit: teacher / (teacher + raw write of the same bytes), CPU",
+            rows.append(_row("  one core's limit: teacher, then a raw write of each shard / teacher alone",
                              t["one_core_limit"], source=fb, doc=xb))
             rows.append(_row("  export / that limit", t["ratio_to_limit"], f">= {t['target']:g}", t["meets_target"],
                              fb, xb))
@@ -77,10 +77,10 @@ def figures() -> list[dict]:
     em, f = _load("export_malloc")
     if em:
         by = {r["malloc"]: r for r in em["results"]["rows"]}
-        for k in ("kept", "glibc default"):
+        for k, how in (("kept", "freed memory kept (shipped)"), ("glibc default", "glibc's default thresholds")):
             if k in by:
-                rows.append(_row(f"export / teacher alone, freed memory {'kept (shipped)' if k == 'kept' else 'to the kernel (glibc default)'}",
-                                 by[k]["export / teacher alone"], source=f, doc=em))
+                rows.append(_row(f"export page faults per sample, {how}", by[k]["export faults per sample"],
+                                 source=f, doc=em))
     wp, f = _load("write_parts")
     if wp:
         r = {x["way"]: x for x in wp["results"]["rows"]}["write_parts"]
