@@ -177,8 +177,8 @@ def _keep_freed_memory() -> None:
 
 class RangeWriter:
     """Computes and writes whole ranges in a pipeline of three threads: one reads the next batch, the
-    caller's runs the teacher, one converts each batch to the stored dtype, checks it and writes whole
-    shards, so the teacher's thread does nothing but the teacher.  All writing stays on that one thread
+    caller's runs the teacher, one converts each batch to the stored dtype, checks it and appends it to
+    its shard's files (a shard appears whole, on commit), so the teacher's thread does nothing but the teacher.  All writing stays on that one thread
     (no tap-per-thread pool: a third busy thread takes turns with the teacher's on two cores), and what
     it calls lets go of the GIL while it works (numpy, torch, writev, the ``crc32c`` checksum)."""
 
