@@ -15,11 +15,12 @@ import mmap
 import os
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from shared.files.atomic import AtomicFile, reserve, write_parts
+from shared.files.atomic import AtomicFile, write_parts
 
 from . import layout as L
 from shared.errors import InputError
@@ -212,6 +213,7 @@ class ShardFiles:
         self.chunk = tuple(sharding["chunk_shape"])
         self.per_shard = tuple(s // c for s, c in zip(self.shard, self.chunk))
         self.n_chunks = int(np.prod(self.per_shard))
+        self.n_var = self.per_shard[1] if len(self.shard) == 5 else 1  # variants (flips) per sample
         self.index_at_end = sharding.get("index_location", "end") == "end"
         self._maps = OrderedDict()
         self._checked: dict[tuple, bytearray] = {}  # file version → which of its chunks passed their crc32c (1)
@@ -236,6 +238,13 @@ class ShardFiles:
         except (OSError, KeyError, TypeError, ValueError):
             return None
 
+    def key(self, start: int) -> tuple:
+        """Grid position of the shard holding sample ``start`` (one per sample axis, the variants in it)."""
+        return (start // self.shard[0],) + (0,) * (len(self.shard) - 4)
+
+    def path(self, key: tuple) -> Path:
+        return self.folder / "c" / "/".join(str(k) for k in key + (0, 0, 0))
+
     def _shard(self, key: tuple):
         """(bytes of the shard file as a read-only uint8 array over its memory map, its index as a list of
         [offset, nbytes], which chunks passed their crc32c, each chunk's values as a typed view once read)
@@ -246,7 +255,7 @@ class ShardFiles:
             return self._maps[key]
         while len(self._maps) >= self.MAX_OPEN:
             self._maps.popitem(last=False)
-        path = self.folder / "c" / "/".join(str(k) for k in key + (0, 0, 0))
+        path = self.path(key)
         got = None
         if path.exists():
             with open(path, "rb") as f:
@@ -266,15 +275,15 @@ class ShardFiles:
     def read(self, samples, variants=None) -> np.ndarray:
         """Rows ``samples`` (with ``variants`` on a flips store; without: every variant of each)."""
         samples = np.asarray(samples, dtype=np.int64)
-        n_var = self.per_shard[1] if len(self.shard) == 5 else 1
+        n_var = self.n_var
         if variants is None and n_var > 1:
             return np.stack([self.read(samples, np.full(len(samples), v)) for v in range(n_var)], axis=1)
         variants = np.zeros(len(samples), np.int64) if variants is None else np.asarray(variants, np.int64)
         out = np.empty((len(samples), *self.chunk[-3:]), dtype=self.dtype)
         flat = out.reshape(len(samples), -1)
-        per, tail = self.shard[0], (0,) if n_var > 1 else ()
+        per = self.shard[0]
         for k, (i, v) in enumerate(zip(samples.tolist(), variants.tolist())):
-            got = self._shard((i // per,) + tail)
+            got = self._shard(self.key(i))
             j = (i % per) * n_var + v
             row = None if got is None else got[3][j]
             if row is None:  # this map's first read of the chunk
@@ -301,8 +310,9 @@ class ShardFiles:
 
     def writer(self, start: int, rows: int) -> "ShardWriter":
         """A writer of the shard whose first sample is ``start`` (``rows`` samples, see ``can_write``)."""
-        self._maps.pop((start // self.shard[0],) + ((0,) if len(self.shard) == 5 else ()), None)
-        return ShardWriter(self, start, rows)
+        key = self.key(start)
+        self._maps.pop(key, None)
+        return ShardWriter(self, self.path(key), rows)
 
     def close(self) -> None:
         self._maps.clear()
@@ -343,20 +353,17 @@ class ShardWriter:
     its crc32c, at the end of a temporary file while they are still in the cache; ``commit`` adds the index
     and its crc32c and renames the file into place (shared.files.atomic.AtomicFile), so a reader or a killed
     writer never sees half a shard; ``abort`` (or an exception in a ``with`` block) leaves no file.  The
-    bytes are those of writing the shard at once: samples in order, the space reserved up front."""
+    bytes are those of writing the shard at once: samples in order, each batch's space reserved as it is
+    appended (``write_parts``)."""
 
-    def __init__(self, files: ShardFiles, start: int, rows: int):
-        self.files, self.rows = files, rows
-        self.n_var = files.per_shard[1] if len(files.shard) == 5 else 1
-        key = (start // files.shard[0],) + ((0,) if self.n_var > 1 else ()) + (0, 0, 0)
-        chunk = int(np.prod(files.chunk)) * files.dtype.itemsize + 4
+    def __init__(self, files: ShardFiles, path: Path, rows: int):
+        self.files, self.rows, self.n_var = files, rows, files.n_var
         self._index = np.full((files.n_chunks, 2), ShardFiles.EMPTY, dtype="<u8")
         self._index_size = files.n_chunks * 16 + 4
         self._j = 0
         # no fsync: like zarr-python's chunks; a machine crash shows up in the checksums (verify --full)
-        self._file = AtomicFile(files.folder / "c" / "/".join(str(k) for k in key), durable=False)
+        self._file = AtomicFile(path, durable=False)
         self._offset = 0 if files.index_at_end else self._index_size
-        reserve(self._file.file.fileno(), 0, rows * self.n_var * chunk + self._index_size)
         if not files.index_at_end:
             self._file.file.write(bytes(self._index_size))  # the index's place, filled by commit()
 

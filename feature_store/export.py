@@ -178,9 +178,10 @@ def _keep_freed_memory() -> None:
 class RangeWriter:
     """Computes and writes whole ranges in a pipeline of three threads: one reads the next batch, the
     caller's runs the teacher, one converts each batch to the stored dtype, checks it and appends it to
-    its shard's files (a shard appears whole, on commit), so the teacher's thread does nothing but the teacher.  All writing stays on that one thread
-    (no tap-per-thread pool: a third busy thread takes turns with the teacher's on two cores), and what
-    it calls lets go of the GIL while it works (numpy, torch, writev, the ``crc32c`` checksum)."""
+    its shard's files (a shard appears whole, on commit), so the teacher's thread does nothing but the
+    teacher.  All writing stays on that one thread (no tap-per-thread pool: a third busy thread takes turns
+    with the teacher's on two cores), and what it calls lets go of the GIL while it works (numpy, torch,
+    writev, the ``crc32c`` checksum)."""
 
     def __init__(self, spec: ExportSpec):
         _keep_freed_memory()
@@ -284,14 +285,14 @@ class RangeWriter:
             f.result()
         self.root[split][L.DONE][r] = 1  # only after every sample of the range is on disk
 
-    def _submit(self, fn, *args, taps: bool = False):
+    def _submit(self, fn, *args, holds_taps: bool = False):
         """Queue work for the writer thread.  At most ``QUEUED_BATCHES`` batches of taps wait for it (so
         memory stays bounded); opening, committing and flagging a shard never hold the teacher back."""
         f = self._writer.submit(fn, *args)
         self._pending.append(f)
         while self._pending and self._pending[0].done():  # finished: a failure surfaces now
             self._pending.pop(0).result()
-        if taps:
+        if holds_taps:
             self._queued.append(f)
             while len(self._queued) > QUEUED_BATCHES:
                 self._queued.pop(0).result()
@@ -320,9 +321,9 @@ class RangeWriter:
                 nxt = self._reader.submit(self._read, split, *bounds[k + 1])
             taps = self._forward(rows)
             if sharded:
-                stores.append(self._submit(self._store_batch, taps, split, start, s0, s1, taps=True))
+                stores.append(self._submit(self._store_batch, taps, split, start, s0, s1, holds_taps=True))
             else:
-                writes.append(self._submit(self._store_and_write, taps, split, s0, taps=True))
+                writes.append(self._submit(self._store_and_write, taps, split, s0, holds_taps=True))
             if on_batch:
                 on_batch(s1 - s0)
         if sharded:

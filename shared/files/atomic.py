@@ -79,7 +79,7 @@ def write_parts(f: IO, parts: list) -> None:
     f.flush()
     fd, at = f.fileno(), f.tell()
     sizes = [memoryview(p).nbytes for p in parts]
-    reserve(fd, at, sum(sizes))
+    _reserve(fd, at, sum(sizes))
     for k in range(0, len(parts), _IOV_MAX):
         group = parts[k:k + _IOV_MAX]
         done = os.writev(fd, group)
@@ -102,7 +102,7 @@ def _finish(fd: int, group: list, done: int) -> None:
             m = m[os.write(fd, m):]
 
 
-def reserve(fd: int, offset: int, length: int) -> None:
+def _reserve(fd: int, offset: int, length: int) -> None:
     """Linux fallocate(2): the blocks allocated at once instead of write by write.  Skipped where the call
     or the filesystem has none; never glibc's posix_fallocate, which emulates it there by writing."""
     if _FALLOCATE is None or length <= 0:
